@@ -1,0 +1,78 @@
+"""Halo and galaxy catalogues: the interface between sources, the mock universe and HODs.
+
+Positions are comoving Mpc/h in ``[0, L)``, masses Msun/h. Catalogues are saved to and loaded
+from one HDF5 file with groups ``halos`` and ``galaxies``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from dm2gal.io.store import atomic_path
+
+
+@dataclass
+class HaloCatalog:
+    """Gravity-only host halos (e.g. FoF groups).
+
+    Attributes:
+        pos: ``(n, 3)`` centres, Mpc/h.
+        mass: ``(n,)`` masses, Msun/h.
+        n_sub: ``(n,)`` number of subhalos (or satellite sites) per host, including the central.
+    """
+
+    pos: np.ndarray
+    mass: np.ndarray
+    n_sub: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.mass)
+
+
+@dataclass
+class GalaxyCatalog:
+    """Galaxies of the hydro (or mock) run.
+
+    Attributes:
+        pos: ``(n, 3)`` positions, Mpc/h.
+        mstar: ``(n,)`` stellar masses, Msun/h.
+        host: ``(n,)`` index of the host in the matching ``HaloCatalog`` (-1 if none).
+        central: ``(n,)`` True for the central galaxy of its host.
+        host_mass: ``(n,)`` mass of the host halo in the galaxies' own run, Msun/h.
+    """
+
+    pos: np.ndarray
+    mstar: np.ndarray
+    host: np.ndarray
+    central: np.ndarray
+    host_mass: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.mstar)
+
+
+def save_catalogs(path: str | Path, halos: HaloCatalog, galaxies: GalaxyCatalog) -> None:
+    """Write both catalogues to one HDF5 file atomically."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for group, cat in (("halos", halos), ("galaxies", galaxies)):
+            g = f.create_group(group)
+            for fld in fields(cat):
+                g.create_dataset(fld.name, data=getattr(cat, fld.name))
+
+
+def load_catalogs(path: str | Path) -> tuple[HaloCatalog, GalaxyCatalog]:
+    """Read the catalogues written by :func:`save_catalogs`."""
+    out = []
+    with h5py.File(path, "r") as f:
+        for group, cls in (("halos", HaloCatalog), ("galaxies", GalaxyCatalog)):
+            if group not in f:
+                raise KeyError(f"{path}: missing group '{group}'")
+            missing = [fld.name for fld in fields(cls) if fld.name not in f[group]]
+            if missing:
+                raise KeyError(f"{path}: group '{group}' lacks datasets {missing}")
+            out.append(cls(**{fld.name: f[group][fld.name][()] for fld in fields(cls)}))
+    return out[0], out[1]

@@ -1,0 +1,197 @@
+"""Field store: one float32 ``.npy`` array per field in a directory, plus ``meta.json``.
+
+Fields are mass per voxel (Msun/h) on an ``N^3`` grid of a periodic box of side ``L`` (Mpc/h).
+Every array is written to a temporary name and renamed when complete; ``meta.json`` (also
+written atomically) lists each complete field with its content hash, so a crash never leaves
+a half-written field that looks whole. Fields are opened memory-mapped: reading a crop never
+loads the whole grid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dm2gal import __version__
+
+META_NAME = "meta.json"
+
+
+class StoreError(RuntimeError):
+    """A field store is missing, incomplete or inconsistent."""
+
+
+def file_hash(path: str | Path, chunk_bytes: int = 1 << 24) -> str:
+    """Return the BLAKE2b (128-bit) hex digest of a file, read in chunks."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def config_hash(config: Any) -> str:
+    """Return a short stable hash of a JSON-serialisable configuration."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+class FieldStore:
+    """A directory of fields on one grid of one periodic box.
+
+    Args:
+        root: the store directory (created on first write).
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # -- metadata -----------------------------------------------------------------------------
+    @property
+    def meta_path(self) -> Path:
+        return self.root / META_NAME
+
+    def exists(self) -> bool:
+        return self.meta_path.is_file()
+
+    def meta(self) -> dict[str, Any]:
+        """Return the store metadata (``box`` in Mpc/h, ``grid``, ``fields``, ``attrs``)."""
+        if not self.meta_path.is_file():
+            raise StoreError(f"{self.meta_path}: no field store here (missing {META_NAME})")
+        try:
+            meta = json.loads(self.meta_path.read_text())
+        except json.JSONDecodeError as err:
+            raise StoreError(f"{self.meta_path}: not valid JSON ({err})") from err
+        for key in ("box", "grid", "fields"):
+            if key not in meta:
+                raise StoreError(f"{self.meta_path}: missing key '{key}'")
+        return meta
+
+    def _write_meta(self, meta: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.meta_path, json.dumps(meta, indent=2, sort_keys=True, default=str))
+
+    def init(self, box: float, grid: int, **attrs: Any) -> None:
+        """Create (or reset) the store's metadata for a box of side ``box`` Mpc/h on ``grid``^3."""
+        if not box > 0:
+            raise ValueError(f"box size must be > 0 Mpc/h, got {box}")
+        if int(grid) != grid or grid < 1:
+            raise ValueError(f"grid must be a positive integer, got {grid}")
+        attrs.setdefault("code_version", __version__)
+        self._write_meta({"box": float(box), "grid": int(grid), "fields": {}, "attrs": attrs})
+
+    @property
+    def box(self) -> float:
+        return float(self.meta()["box"])
+
+    @property
+    def grid(self) -> int:
+        return int(self.meta()["grid"])
+
+    def fields(self) -> list[str]:
+        return sorted(self.meta()["fields"])
+
+    def field_meta(self, name: str) -> dict[str, Any]:
+        fields = self.meta()["fields"]
+        if name not in fields:
+            raise StoreError(f"{self.root}: no field '{name}' (has: {sorted(fields)})")
+        return fields[name]
+
+    def path(self, name: str) -> Path:
+        return self.root / f"{name}.npy"
+
+    # -- fields -------------------------------------------------------------------------------
+    def write(self, name: str, array: np.ndarray, **attrs: Any) -> None:
+        """Write field ``name`` (float32, shape ``grid^3``) atomically and record it in meta."""
+        meta = self.meta()
+        grid = meta["grid"]
+        array = np.asarray(array)
+        if array.shape != (grid,) * 3:
+            raise StoreError(
+                f"{self.root}: field '{name}' has shape {array.shape}, expected {(grid,) * 3}"
+            )
+        if not np.isfinite(array).all():
+            raise StoreError(f"{self.root}: field '{name}' has non-finite values")
+        with atomic_path(self.path(name)) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, np.ascontiguousarray(array, dtype=np.float32))
+            digest = file_hash(tmp)
+        self._record(name, digest, attrs)
+
+    @contextmanager
+    def create(self, name: str, **attrs: Any) -> Iterator[np.memmap]:
+        """Yield a zeroed, writable memory-mapped float32 ``grid^3`` array for field ``name``.
+
+        The field appears in the store only if the block exits without an exception; use it to
+        paint fields larger than memory chunk by chunk.
+        """
+        grid = self.meta()["grid"]
+        with atomic_path(self.path(name)) as tmp:
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(grid,) * 3)
+            yield array
+            array.flush()
+            del array
+            digest = file_hash(tmp)
+        self._record(name, digest, attrs)
+
+    def _record(self, name: str, digest: str, attrs: dict[str, Any]) -> None:
+        meta = self.meta()
+        meta["fields"][name] = {"hash": digest, **attrs}
+        self._write_meta(meta)
+
+    def read(self, name: str, mmap: bool = True) -> np.ndarray:
+        """Return field ``name``: memory-mapped read-only by default."""
+        self.field_meta(name)
+        path = self.path(name)
+        if not path.is_file():
+            raise StoreError(f"{path}: listed in {self.meta_path} but missing on disk")
+        array = np.load(path, mmap_mode="r" if mmap else None)
+        grid = self.grid
+        if array.shape != (grid,) * 3:
+            raise StoreError(f"{path}: shape {array.shape}, expected {(grid,) * 3}")
+        return array
+
+    def verify(self, names: list[str] | None = None) -> list[str]:
+        """Return the names of fields whose file is missing or whose hash does not match."""
+        bad = []
+        fields = self.meta()["fields"]
+        for name in names if names is not None else sorted(fields):
+            path = self.path(name)
+            if name not in fields or not path.is_file() or file_hash(path) != fields[name]["hash"]:
+                bad.append(name)
+        return bad
