@@ -1,0 +1,177 @@
+"""Periodic crops of memory-mapped fields: target crops of side ``n`` with ``context`` voxels of
+input padding on each side, wrapped at the box edges, aligned exactly.
+
+Anchors are the target-crop start corners on a lattice ``axes[0] x axes[1] x axes[2]`` of
+voxel indices; a dataset holds the flat lattice indices of its anchors, so a large lattice costs
+a few bytes per anchor and no field is ever loaded whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dm2gal.data.splits import Splits
+from dm2gal.data.symmetry import Symmetry
+from dm2gal.data.transforms import FieldTransform
+
+
+def _pieces(start: int, length: int, grid: int) -> list[tuple[slice, slice]]:
+    """(source, destination) slices covering ``[start, start + length)`` wrapped in ``grid``."""
+    pieces, dst, src = [], 0, start % grid
+    while dst < length:
+        take = min(length - dst, grid - src)
+        pieces.append((slice(src, src + take), slice(dst, dst + take)))
+        dst, src = dst + take, 0
+    return pieces
+
+
+def read_crop(field: np.ndarray, start: Sequence[int], size: int) -> np.ndarray:
+    """The cube ``[start, start + size)^3`` of a periodic ``grid^3`` field as a new float32 array;
+    reads only the needed rows of a memory-mapped field (at most 8 slice copies, one wrap)."""
+    grid = field.shape[0]
+    out = np.empty((size, size, size), dtype=np.float32)
+    px, py, pz = (_pieces(int(s), size, grid) for s in start)
+    for sx, dx in px:
+        for sy, dy in py:
+            for sz, dz in pz:
+                out[dx, dy, dz] = field[sx, sy, sz]
+    return out
+
+
+class FieldCrops(Dataset):
+    """Input / target crop pairs, normalised, as dicts of tensors.
+
+    Args:
+        paths: ``.npy`` files of the input channels, then the target (opened memory-mapped
+            lazily, so the dataset pickles cheaply into loader workers).
+        crop: target side ``n`` (voxels); inputs have side ``n + 2 * context``.
+        context: input padding on each side (voxels).
+        axes: anchor lattice, three arrays of target-crop start voxels.
+        anchors: flat indices into the lattice (None: all of it).
+        transform: the normalisation.
+        symmetries: one drawn at random per item (None or one: no augmentation).
+        region: if given, ``valid`` marks target voxels inside it (validation / test tiles).
+        min_target_mass: if given, ``valid`` also requires raw target > this (Msun/h).
+        shift: if > 0, each anchor moves by a random offset in ``[0, shift)`` per axis when the
+            moved input still lies in ``splits``' training region.
+        splits: needed with ``shift``.
+        seed: seeds the augmentation generator (loader workers use their own worker seed).
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        crop: int,
+        context: int,
+        axes: Sequence[np.ndarray],
+        anchors: np.ndarray | None,
+        transform: FieldTransform,
+        symmetries: Sequence[Symmetry] | None = None,
+        region=None,
+        min_target_mass: float | None = None,
+        shift: int = 0,
+        splits: Splits | None = None,
+        seed: int = 0,
+    ):
+        self.paths = [str(p) for p in paths]
+        self.crop, self.context = int(crop), int(context)
+        self.axes = tuple(np.asarray(a, dtype=np.int64) for a in axes)
+        self.shape = tuple(len(a) for a in self.axes)
+        size = int(np.prod(self.shape))
+        self.anchors = np.arange(size) if anchors is None else np.asarray(anchors)
+        self.transform = transform
+        self.symmetries = tuple(symmetries or ())
+        self.region, self.min_target_mass = region, min_target_mass
+        self.shift, self.splits = int(shift), splits
+        if self.shift and splits is None:
+            raise ValueError("FieldCrops: random shift needs the splits to stay in training data")
+        self.seed = int(seed)
+        self._fields: list[np.ndarray] | None = None
+        self._gen: torch.Generator | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_fields": None, "_gen": None}
+
+    @property
+    def gen(self) -> torch.Generator:
+        """Augmentation generator: this dataset's seed, or the loader worker's seed."""
+        if self._gen is None:
+            worker = torch.utils.data.get_worker_info()
+            seed = worker.seed if worker is not None else self.seed
+            self._gen = torch.Generator().manual_seed(seed % 2**63)
+        return self._gen
+
+    @property
+    def fields(self) -> list[np.ndarray]:
+        if self._fields is None:
+            self._fields = [np.load(p, mmap_mode="r") for p in self.paths]
+        return self._fields
+
+    def __len__(self) -> int:
+        return len(self.anchors)
+
+    def start(self, i: int) -> np.ndarray:
+        """Target-crop start voxel of item ``i`` (before any random shift)."""
+        idx = np.unravel_index(int(self.anchors[i]), self.shape)
+        return np.array([self.axes[ax][idx[ax]] for ax in range(3)])
+
+    def _shifted(self, start: np.ndarray) -> np.ndarray:
+        moved = start + torch.randint(0, self.shift, (3,), generator=self.gen).numpy()
+        size = self.crop + 2 * self.context
+        return moved if self.splits.cube_allowed(moved - self.context, size)[0] else start
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        start = self.start(i)
+        if self.shift:
+            start = self._shifted(start)
+        *inputs, target = self.fields
+        c, n = self.context, self.crop
+        x = np.stack([read_crop(f, start - c, n + 2 * c) for f in inputs])
+        y = read_crop(target, start, n)[None]
+        valid = np.ones_like(y, dtype=bool)
+        if self.region is not None:
+            for ax in range(3):
+                offset = (start[ax] + np.arange(n) - self.region.start[ax]) % self.region.grid
+                shape = [-1 if a == ax else 1 for a in range(3)]
+                valid &= (offset < self.region.size[ax]).reshape(shape)[None]
+        if self.min_target_mass is not None:
+            valid &= y > self.min_target_mass
+        if len(self.symmetries) > 1:
+            sym = self.symmetries[int(torch.randint(0, len(self.symmetries), (), generator=self.gen))]
+            x, y, valid = sym(x), sym(y), sym(valid)
+        return {
+            "input": torch.from_numpy(np.ascontiguousarray(self.transform.forward_input(x))),
+            "target": torch.from_numpy(np.ascontiguousarray(self.transform.forward_target(y))),
+            "occupied": torch.from_numpy(np.ascontiguousarray(y > 0)),
+            "valid": torch.from_numpy(np.ascontiguousarray(valid)),
+        }
+
+
+def lattice(grid: int, stride: int, offset: int = 0) -> np.ndarray:
+    """Anchor starts ``offset, offset + stride, ...`` covering one period of the grid."""
+    return (offset + np.arange(0, grid, stride)) % grid
+
+
+def crop_stat(target: np.ndarray, axes: Sequence[np.ndarray], crop: int) -> np.ndarray:
+    """``log10(1 + M)`` per anchor of the lattice, M = the target crop's total mass (Msun/h),
+    the central voxel for ``crop == 1``; shape ``(len(axes[0]), len(axes[1]), len(axes[2]))``.
+
+    Reads ``crop`` planes per anchor row, never the whole field at once (float64 sums)."""
+    grid = target.shape[0]
+    ys, zs = (np.asarray(a) for a in axes[1:])
+    out = np.empty(tuple(len(a) for a in axes), dtype=np.float32)
+    for i, x0 in enumerate(np.asarray(axes[0])):
+        plane = np.zeros((grid, grid), dtype=np.float64)
+        for sx, _ in _pieces(int(x0), crop, grid):
+            plane += np.asarray(target[sx], dtype=np.float64).sum(axis=0)
+        for ax, starts in ((0, ys), (1, zs)):
+            ext = np.concatenate([plane, plane.take(np.arange(crop) % grid, axis=ax)], axis=ax)
+            cum = np.concatenate([np.zeros_like(ext.take([0], axis=ax)), ext.cumsum(axis=ax)], ax)
+            plane = cum.take(starts + crop, axis=ax) - cum.take(starts, axis=ax)
+        out[i] = np.log10(1.0 + np.maximum(plane, 0.0))
+    return out

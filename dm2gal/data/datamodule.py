@@ -1,0 +1,254 @@
+"""FieldDataModule: the Lightning data module every model trains with, on any field store."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from dm2gal.data.crops import FieldCrops, crop_stat, lattice
+from dm2gal.data.regions import Region
+from dm2gal.data.sampler import UniformSampler
+from dm2gal.data.splits import Splits, make_splits
+from dm2gal.data.symmetry import symmetry_group
+from dm2gal.data.transforms import FieldTransform, fit_transform
+from dm2gal.io.store import FieldStore
+
+TRANSFORM_KEYS = {"log", "standardize"}
+
+
+def _positive_int(value: Any, key: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or int(value) != value or value < minimum:
+        raise ValueError(f"data.{key}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _flat_true(mask: np.ndarray) -> np.ndarray:
+    """Flat indices of the True entries of a 3D mask, in the smallest unsigned dtype that holds
+    them, built row by row (no int64 copy of a large anchor lattice)."""
+    out = np.empty(int(np.count_nonzero(mask)), dtype=np.min_scalar_type(mask.size))
+    k, plane = 0, mask[0].size
+    for i, row in enumerate(mask):
+        idx = np.flatnonzero(row)
+        out[k : k + len(idx)] = idx + i * plane
+        k += len(idx)
+    return out
+
+
+class FieldDataModule(L.LightningDataModule):
+    """Periodic crops of a field store, split into train / val / test with a guard band.
+
+    Batches are dicts: ``input`` float32 ``(B, C, n + 2c, ...)`` and ``target`` float32
+    ``(B, 1, n, n, n)`` normalised, ``occupied`` bool (raw target > 0) and ``valid`` bool (target
+    voxels to score: inside the val / test region, and above ``min_target_mass`` if set).
+
+    Args:
+        source: an object whose ``build()`` returns a :class:`FieldStore` (idempotent, cheap
+            once built), a FieldStore, or a store directory.
+        inputs, target: field names in the store.
+        crop: target crop side ``n`` (voxels).
+        context: input padding per side (voxels), normally the network's ``context``.
+        splits: keyword arguments of :func:`make_splits` (default: the paper preset).
+        transform: ``{log: bool, standardize: bool}`` (both true by default).
+        sampler: a partial of a sampler class (``_partial_: true``), called with
+            ``num_anchors, stat, seed, num_replicas, rank``; None: a uniform permutation.
+        augment: "all48", "rotations24" or "none".
+        random_shift: move each training anchor by a random offset below the stride.
+        stride: spacing of the training anchor lattice (voxels); None: ``max(1, crop // 2)``.
+        min_target_mass: train and score only target voxels above this (Msun/h; paper: 1e8).
+        batch_size, num_workers, pin_memory, persistent_workers: DataLoader settings.
+        seed: seeds the sampler, the augmentation and the loader workers.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        inputs: Sequence[str] = ("dm", "subhalo"),
+        target: str = "stellar",
+        crop: int = 16,
+        context: int = 0,
+        splits: Mapping[str, Any] | None = None,
+        transform: Mapping[str, Any] | None = None,
+        sampler: Callable[..., UniformSampler] | None = None,
+        augment: str = "all48",
+        random_shift: bool = False,
+        stride: int | None = None,
+        min_target_mass: float | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.source = source
+        self.inputs, self.target = list(inputs), str(target)
+        if not self.inputs:
+            raise ValueError("data.inputs: expected at least one input field name")
+        self.crop = _positive_int(crop, "crop")
+        self.context = _positive_int(context, "context", 0)
+        self.splits_config = dict(splits or {})
+        self.transform_config = dict(transform or {})
+        unknown = set(self.transform_config) - TRANSFORM_KEYS
+        if unknown:
+            raise ValueError(f"data.transform: unknown keys {sorted(unknown)}, expected {TRANSFORM_KEYS}")
+        self.sampler = sampler
+        self.symmetries = symmetry_group(augment)
+        self.random_shift = bool(random_shift)
+        self.stride = None if stride is None else _positive_int(stride, "stride")
+        if min_target_mass is not None and not min_target_mass >= 0:
+            raise ValueError(f"data.min_target_mass: expected >= 0 Msun/h or null, got {min_target_mass}")
+        self.min_target_mass = min_target_mass
+        self.batch_size = _positive_int(batch_size, "batch_size")
+        self.num_workers = _positive_int(num_workers, "num_workers", 0)
+        self.pin_memory, self.persistent_workers = bool(pin_memory), bool(persistent_workers)
+        self.seed = int(seed)
+        self.store: FieldStore | None = None
+        self.splits: Splits | None = None
+        self.transform: FieldTransform | None = None
+        self.stat: np.ndarray | None = None
+        self._loaded: dict[str, Any] | None = None
+        self._datasets: dict[str, FieldCrops] = {}
+
+    # -- building -----------------------------------------------------------------------------
+    def _build(self) -> FieldStore:
+        if isinstance(self.source, FieldStore):
+            return self.source
+        if isinstance(self.source, str | Path):
+            return FieldStore(self.source)
+        return self.source.build()
+
+    def prepare_data(self) -> None:
+        """Build the source's store (Lightning calls this on rank 0 only)."""
+        self._build()
+
+    @property
+    def box(self) -> float:
+        return self.store.box
+
+    @property
+    def grid(self) -> int:
+        return self.store.grid
+
+    def setup(self, stage: str | None = None) -> None:
+        """Open the store memory-mapped, build the splits, anchors and normalisation."""
+        if self.store is not None:
+            return
+        store = self._build()
+        grid = store.grid
+        for name in [*self.inputs, self.target]:
+            store.field_meta(name)
+        if self.crop > grid:
+            raise ValueError(f"data.crop: {self.crop} voxels is larger than the box ({grid})")
+        if self.crop + 2 * self.context > grid:
+            raise ValueError(
+                f"data.crop + 2 * data.context = {self.crop + 2 * self.context} voxels of input "
+                f"is larger than the box ({grid})"
+            )
+        self.splits = make_splits(grid, **{"context": self.context, **self.splits_config})
+        fields = [store.read(name) for name in [*self.inputs, self.target]]
+        if self._loaded is not None:
+            self.transform = FieldTransform(**self._loaded)
+        else:
+            self.transform = fit_transform(fields[:-1], fields[-1], self.splits, **self.transform_config)
+        self.store = store
+        self._datasets = {"train": self._train_dataset(fields[-1])}
+        for split in ("val", "test"):
+            self._datasets[split] = self._tiles(getattr(self.splits, split))
+
+    def _train_dataset(self, target: np.ndarray) -> FieldCrops:
+        c, n, grid = self.context, self.crop, self.grid
+        stride = self.stride or max(1, n // 2)
+        axes = [lattice(grid, stride)] * 3
+        allowed = self.splits.lattice_allowed([a - c for a in axes], n + 2 * c)
+        stat = None
+        if self.min_target_mass is not None or getattr(self.sampler_class, "needs_stat", False):
+            stat = crop_stat(target, axes, n)
+            if self.min_target_mass is not None:
+                allowed &= stat > math.log10(1.0 + self.min_target_mass)
+        anchors = _flat_true(allowed)
+        if len(anchors) == 0:
+            raise ValueError(
+                f"data: no training anchors left: every {n + 2 * c}^3 input (data.crop={n}, "
+                f"context={c}) on the stride-{stride} lattice touches the held-out regions "
+                f"widened by data.splits.guard={self.splits.guard}"
+                + ("" if self.min_target_mass is None else f" or has M* <= data.min_target_mass")
+            )
+        self.stat = None if stat is None else stat.reshape(-1)[anchors]
+        return FieldCrops(
+            self._paths(), n, c, axes, anchors, self.transform, self.symmetries,
+            min_target_mass=self.min_target_mass, shift=stride if self.random_shift else 0,
+            splits=self.splits, seed=self.seed,
+        )
+
+    def _tiles(self, region: Region) -> FieldCrops:
+        n = self.crop
+        axes = [(region.start[ax] + np.arange(0, region.size[ax], n)) % region.grid for ax in range(3)]
+        return FieldCrops(
+            self._paths(), n, self.context, axes, None, self.transform, None, region=region,
+            min_target_mass=self.min_target_mass,
+        )
+
+    def _paths(self) -> list[Path]:
+        return [self.store.path(name) for name in [*self.inputs, self.target]]
+
+    @property
+    def sampler_class(self) -> type | None:
+        return getattr(self.sampler, "func", self.sampler)
+
+    # -- loaders ------------------------------------------------------------------------------
+    def _world(self) -> tuple[int | None, int | None]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return None, None
+        return trainer.world_size, trainer.global_rank
+
+    def make_sampler(self) -> UniformSampler:
+        """The training sampler for this rank (the configured partial, or uniform)."""
+        num_replicas, rank = self._world()
+        kwargs = {"num_anchors": len(self._datasets["train"]), "seed": self.seed,
+                  "num_replicas": num_replicas, "rank": rank}
+        if self.sampler is None:
+            return UniformSampler(**kwargs)
+        return self.sampler(stat=self.stat, **kwargs)
+
+    def _loader(self, split: str, **kwargs: Any) -> DataLoader:
+        if split not in self._datasets:
+            raise RuntimeError("FieldDataModule: call setup() before asking for a dataloader")
+        return DataLoader(
+            self._datasets[split],
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return self._loader("train", sampler=self.make_sampler(), generator=generator)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    # -- state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Normalisation statistics (Lightning stores them in checkpoints)."""
+        return {"transform": self.transform.state_dict()} if self.transform is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore normalisation statistics, before or after :meth:`setup`."""
+        if "transform" not in state_dict:
+            return
+        self._loaded = dict(state_dict["transform"])
+        if self.transform is not None:
+            self.transform.load_state_dict(self._loaded)

@@ -1,0 +1,136 @@
+"""Normalisation: ``log10(1 + x)`` then standardisation per channel, with an exact inverse.
+
+Statistics come from the training region only (:func:`fit_transform`) and travel with the data
+module's state (``state_dict``), never baked into stored fields.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from dm2gal.data.splits import Splits
+
+LN10 = math.log(10.0)
+Array = np.ndarray | torch.Tensor
+
+
+class FieldTransform:
+    """Per-channel ``y = (log10(1 + x) - mean) / std`` (``log=False``: no log step).
+
+    Args:
+        input_mean, input_std: one value per input channel.
+        target_mean, target_std: the target channel's values.
+        log: apply ``log10(1 + x)`` first (x in Msun/h per voxel).
+    """
+
+    def __init__(
+        self,
+        input_mean: Sequence[float],
+        input_std: Sequence[float],
+        target_mean: float = 0.0,
+        target_std: float = 1.0,
+        log: bool = True,
+    ):
+        self.input_mean = np.asarray(input_mean, dtype=np.float64).reshape(-1)
+        self.input_std = np.asarray(input_std, dtype=np.float64).reshape(-1)
+        if self.input_mean.shape != self.input_std.shape:
+            raise ValueError("transform: input_mean and input_std need one value per channel")
+        if (self.input_std <= 0).any() or not target_std > 0:
+            raise ValueError(f"transform: std must be > 0, got {self.input_std}, {target_std}")
+        self.target_mean, self.target_std, self.log = float(target_mean), float(target_std), log
+
+    @property
+    def empty_value(self) -> float:
+        """The normalised value of a zero-mass target voxel."""
+        return -self.target_mean / self.target_std
+
+    def _forward(self, x: Array, mean: np.ndarray, std: np.ndarray) -> Array:
+        if isinstance(x, torch.Tensor):
+            m = torch.as_tensor(mean, dtype=x.dtype, device=x.device)
+            s = torch.as_tensor(std, dtype=x.dtype, device=x.device)
+            return ((torch.log1p(x) / LN10 if self.log else x) - m) / s
+        x = np.asarray(x)
+        m, s = mean.astype(x.dtype), std.astype(x.dtype)
+        return ((np.log1p(x) / x.dtype.type(LN10) if self.log else x) - m) / s
+
+    def forward_input(self, x: Array) -> Array:
+        """Normalise inputs (Msun/h per voxel) of shape ``(..., C, n, n, n)``, numpy or torch."""
+        return self._forward(
+            x, self.input_mean.reshape(-1, 1, 1, 1), self.input_std.reshape(-1, 1, 1, 1)
+        )
+
+    def forward_target(self, y: Array) -> Array:
+        """Normalise targets (Msun/h per voxel) of any shape, numpy or torch."""
+        return self._forward(y, np.array(self.target_mean), np.array(self.target_std))
+
+    def inverse_target(self, y: Array) -> Array:
+        """Map normalised targets back to Msun/h per voxel (exact inverse of forward_target)."""
+        z = y * self.target_std + self.target_mean
+        if not self.log:
+            return z
+        if isinstance(z, torch.Tensor):
+            return torch.expm1(z * LN10)
+        z = np.asarray(z)
+        return np.expm1(z * z.dtype.type(LN10))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "input_mean": self.input_mean.tolist(),
+            "input_std": self.input_std.tolist(),
+            "target_mean": self.target_mean,
+            "target_std": self.target_std,
+            "log": self.log,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)
+
+    def __repr__(self) -> str:
+        return f"FieldTransform({self.state_dict()})"
+
+
+def region_moments(
+    field: np.ndarray, splits: Splits, log: bool = True, chunk_voxels: int = 1 << 24
+) -> tuple[float, float]:
+    """Mean and standard deviation of ``log10(1 + field)`` (or ``field``) over the training
+    region of ``splits``, read in slabs of about ``chunk_voxels`` voxels (float64 sums)."""
+    grid = field.shape[0]
+    step = max(1, chunk_voxels // (grid * grid))
+    total = total2 = count = 0.0
+    for x0 in range(0, grid, step):
+        x1 = min(grid, x0 + step)
+        values = np.asarray(field[x0:x1], dtype=np.float64)[splits.train_mask_planes(x0, x1)]
+        if log:
+            values = np.log1p(values) / LN10
+        total, total2, count = total + values.sum(), total2 + (values**2).sum(), count + len(values)
+    if count == 0:
+        raise ValueError("transform: the training region is empty, no statistics to fit")
+    mean = total / count
+    return mean, math.sqrt(max(total2 / count - mean**2, 0.0))
+
+
+def fit_transform(
+    inputs: Sequence[np.ndarray],
+    target: np.ndarray,
+    splits: Splits,
+    log: bool = True,
+    standardize: bool = True,
+) -> FieldTransform:
+    """Fit per-channel statistics on the training region (``standardize=False``: mean 0, std 1).
+
+    A constant channel gets std 1 so the transform stays invertible.
+    """
+    moments = [region_moments(f, splits, log) if standardize else (0.0, 1.0) for f in inputs]
+    t_mean, t_std = region_moments(target, splits, log) if standardize else (0.0, 1.0)
+    return FieldTransform(
+        [m for m, _ in moments],
+        [s if s > 0 else 1.0 for _, s in moments],
+        t_mean,
+        t_std if t_std > 0 else 1.0,
+        log,
+    )
