@@ -1,13 +1,27 @@
-"""Particles and catalogues -> CIC mass grids (Pylians ``MAS_library``).
+"""Particles and catalogues -> CIC mass grids (Pylians ``MAS_library``), whole or streamed.
 
 Positions are comoving Mpc/h, masses Msun/h; the output is mass per voxel (float32) on an
 ``N^3`` grid of a periodic box of side ``L``. Pylians is the reference painter; this module
 validates inputs first because ``MAS_library.MA`` calls ``sys.exit()`` on bad arguments.
+:func:`paint_field` paints chunk by chunk straight into a memory-mapped store field, so peak
+memory is the grid plus one chunk.
+
+Build fields only (composes ``conf/train.yaml`` with the overrides, builds ``data.source``)::
+
+    python -m dm2gal.fields data=tng100 data.root=/path/to/TNG100 data.grid=2048
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
 import numpy as np
+from tqdm.auto import tqdm
+
+from dm2gal.io.store import FieldStore
 
 MAS_NAMES = ("NGP", "CIC", "TSC", "PCS")
 
@@ -44,7 +58,13 @@ def paint(
     if not np.isfinite(pos).all():
         raise ValueError("positions contain non-finite values")
     n = len(pos)
-    weights = np.broadcast_to(np.asarray(mass, dtype=np.float32), (n,))
+    if np.ndim(mass) == 0:
+        weights = np.full(n, mass, dtype=np.float32)
+    else:
+        # Pylians needs a writeable C-contiguous buffer; a read-only one makes MA silently no-op
+        weights = np.require(mass, np.float32, ["C_CONTIGUOUS", "WRITEABLE"])
+    if weights.shape != (n,):
+        raise ValueError(f"masses must be one value or shape ({n},), got {weights.shape}")
     if not np.isfinite(weights).all():
         raise ValueError("masses contain non-finite values")
     if out is None:
@@ -55,5 +75,82 @@ def paint(
         return out
     pos32 = np.mod(pos, box).astype(np.float32)
     pos32[pos32 >= box] = 0.0  # float32 rounding can map box - eps onto box
-    masl.MA(pos32, out, float(box), mas, W=np.ascontiguousarray(weights), verbose=False)
+    masl.MA(pos32, out, float(box), mas, W=weights, verbose=False)
     return out
+
+
+Chunk = tuple[np.ndarray, "np.ndarray | float"]
+
+
+def paint_chunks(
+    chunks: Iterable[Chunk],
+    out: np.ndarray,
+    box: float,
+    mas: str = "CIC",
+    n_chunks: int | None = None,
+    desc: str | None = None,
+    progress: bool = True,
+) -> tuple[float, int]:
+    """Paint ``(pos, mass)`` chunks one after another into ``out`` (a float32 ``N^3`` mesh).
+
+    Args:
+        chunks: iterable of ``(positions (n, 3) Mpc/h, masses (n,) or one mass, Msun/h)``.
+        out: the mesh to add into (e.g. a memory-mapped store field).
+        box: box side, Mpc/h.
+        mas: mass-assignment scheme, one of ``MAS_NAMES``.
+        n_chunks: number of chunks, for the progress bar.
+        desc: progress-bar label.
+        progress: show a progress bar over chunks (stderr).
+
+    Returns:
+        The total input mass (Msun/h, float64) and the number of particles painted.
+    """
+    total, count = 0.0, 0
+    for pos, mass in tqdm(chunks, total=n_chunks, desc=desc, unit="chunk", disable=not progress):
+        paint(pos, mass, out.shape[0], box, mas, out=out)
+        n = len(pos)
+        total += float(mass) * n if np.ndim(mass) == 0 else float(np.sum(mass, dtype=np.float64))
+        count += n
+    return total, count
+
+
+def paint_field(
+    store: FieldStore,
+    name: str,
+    chunks: Iterable[Chunk],
+    mas: str = "CIC",
+    n_chunks: int | None = None,
+    progress: bool = True,
+    **attrs: Any,
+) -> tuple[float, int]:
+    """Paint ``chunks`` into a new field ``name`` of ``store``, written atomically.
+
+    The field is created memory-mapped with :meth:`FieldStore.create`; it appears in the store
+    only if every chunk was painted. ``attrs`` are recorded in the field's metadata.
+
+    Returns:
+        The total input mass (Msun/h) and the number of particles painted.
+    """
+    if mas not in MAS_NAMES:
+        raise ValueError(f"mas must be one of {MAS_NAMES}, got {mas!r}")
+    box = store.box
+    with store.create(name, mas=mas, **attrs) as out:
+        return paint_chunks(chunks, out, box, mas, n_chunks=n_chunks, desc=name, progress=progress)
+
+
+def main(overrides: list[str]) -> Path:
+    """Compose ``conf/train.yaml`` with ``overrides``, build ``data.source``; return its dir."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    import dm2gal.config  # noqa: F401  (registers the config resolvers)
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(str(conf), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    store = instantiate(cfg.data.source).build()
+    return Path(store.root)
+
+
+if __name__ == "__main__":
+    print(main(sys.argv[1:]))

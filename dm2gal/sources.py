@@ -1,0 +1,389 @@
+"""Field sources: simulation runs or plain arrays -> a cached :class:`FieldStore`.
+
+Each source has ``store_dir`` and ``build() -> FieldStore`` holding the fields ``dm``
+(gravity-only DM mass), ``subhalo`` (gravity-only subhalo masses at their positions) and
+``stellar`` (hydro stellar mass), mass per voxel in Msun/h; simulation sources also write
+``store_dir/catalogs.h5`` (:func:`dm2gal.catalog.save_catalogs`). A store is reused when its
+fingerprint (source files with sizes and times, grid, options) matches, rebuilt otherwise. A
+build happens in a hidden sibling directory renamed onto ``store_dir`` only when complete, so a
+failure leaves nothing behind (and an older store untouched).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dm2gal import __version__
+from dm2gal.catalog import GalaxyCatalog, HaloCatalog, save_catalogs
+from dm2gal.fields import MAS_NAMES, paint_field
+from dm2gal.io.gadget import CHUNK_ROWS, GroupCatalog, Snapshot
+from dm2gal.io.store import FieldStore, StoreError, config_hash
+
+FIELDS = ("dm", "subhalo", "stellar")
+CATALOGS = "catalogs.h5"
+MAX_GRID = 4096  # 4096^3 float32 = 256 GiB per field
+UNITS = {"pos": "Mpc/h", "mass": "Msun/h", "fields": "Msun/h per voxel"}
+STELLAR_MODES = ("catalog", "particles")
+
+
+class SourceError(ValueError):
+    """A source option is invalid (the message names the option and the rule)."""
+
+
+def check_grid(grid: Any) -> int:
+    """Return ``grid`` as int; rule: an integer with ``2 <= grid <= MAX_GRID``."""
+    if isinstance(grid, bool) or not isinstance(grid, int | np.integer):
+        raise SourceError(f"option 'grid' must be an integer, got {grid!r}")
+    if not 2 <= grid <= MAX_GRID:
+        raise SourceError(f"option 'grid' must satisfy 2 <= grid <= {MAX_GRID}, got {grid}")
+    return int(grid)
+
+
+def _stamp(paths: list[Path]) -> list[list[Any]]:
+    """Name, size and modification time of each file: cheap change detection."""
+    return [[str(p), (s := p.stat()).st_size, s.st_mtime_ns] for p in paths]
+
+
+class CachedSource:
+    """Base: reuse ``store_dir`` if its fingerprint matches, else build it in a staging dir."""
+
+    store_dir: Path
+
+    def fingerprint(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def write(self, store: FieldStore, fingerprint: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def is_built(self, fingerprint: dict[str, Any]) -> bool:
+        """True if ``store_dir`` holds every field (and catalogue) built from ``fingerprint``."""
+        store = FieldStore(self.store_dir)
+        try:
+            meta = store.meta()
+        except StoreError:
+            return False
+        done = all(name in meta["fields"] and store.path(name).is_file() for name in FIELDS)
+        catalogs = not fingerprint.get("catalogs") or (self.store_dir / CATALOGS).is_file()
+        return done and catalogs and meta["attrs"].get("fingerprint") == config_hash(fingerprint)
+
+    def build(self) -> FieldStore:
+        """Return the store, building it first if missing or out of date."""
+        fingerprint = self.fingerprint()
+        if self.is_built(fingerprint):
+            return FieldStore(self.store_dir)
+        parent = self.store_dir.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(
+            tempfile.mkdtemp(dir=parent, prefix=f".{self.store_dir.name}.", suffix=".tmp")
+        )
+        try:
+            self.write(FieldStore(staging), fingerprint)
+            if self.store_dir.exists():
+                old = staging.with_suffix(".old")
+                os.replace(self.store_dir, old)
+                os.replace(staging, self.store_dir)
+                shutil.rmtree(old)
+            else:
+                os.replace(staging, self.store_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return FieldStore(self.store_dir)
+
+
+class SimulationSource(CachedSource):
+    """A gravity-only run and its hydro twin (GADGET / AREPO HDF5) -> fields and catalogues.
+
+    Args:
+        hydro_dir, dark_dir: output directories of the hydro and gravity-only runs (holding
+            ``snapdir_NNN/``, ``groups_NNN/`` or single ``snap_NNN.hdf5`` files).
+        snapshot: snapshot number.
+        grid: grid side ``N`` (rule: integer, ``2 <= N <= 4096``).
+        store_dir: where the field store goes.
+        box: expected box side in Mpc/h (checked against the headers); None: no check.
+        mas: mass-assignment scheme.
+        subhalo_mass: gravity-only subhalo mass column, e.g. ``SubhaloMass`` or
+            ``SubhaloMassType[1]``.
+        subhalo_min_mass: keep gravity-only subhalos with at least this mass, Msun/h.
+        stellar: ``"catalog"`` (``SubhaloMassType[:, 4]`` at ``SubhaloPos``, the paper's) or
+            ``"particles"`` (star particles, wind excluded).
+        drop_flagged: drop hydro subhalos with ``SubhaloFlag == 0`` (stellar field, galaxies).
+        halo_mass: gravity-only halo mass column: ``Group_M_Crit200`` or ``GroupMass``.
+        chunk_rows: particles read per chunk.
+        progress: progress bars over chunks.
+    """
+
+    def __init__(
+        self,
+        hydro_dir: str | Path,
+        dark_dir: str | Path,
+        snapshot: int,
+        grid: int,
+        store_dir: str | Path,
+        box: float | None = None,
+        mas: str = "CIC",
+        subhalo_mass: str = "SubhaloMass",
+        subhalo_min_mass: float = 0.0,
+        stellar: str = "catalog",
+        drop_flagged: bool = False,
+        halo_mass: str = "Group_M_Crit200",
+        chunk_rows: int = CHUNK_ROWS,
+        progress: bool = True,
+    ):
+        self.hydro_dir, self.dark_dir = Path(hydro_dir), Path(dark_dir)
+        self.snapshot = int(snapshot)
+        self.grid = check_grid(grid)
+        self.store_dir = Path(store_dir)
+        if mas not in MAS_NAMES:
+            raise SourceError(f"option 'mas' must be one of {MAS_NAMES}, got {mas!r}")
+        if stellar not in STELLAR_MODES:
+            raise SourceError(f"option 'stellar' must be one of {STELLAR_MODES}, got {stellar!r}")
+        if halo_mass not in ("Group_M_Crit200", "GroupMass"):
+            raise SourceError(
+                f"option 'halo_mass' must be 'Group_M_Crit200' or 'GroupMass', got {halo_mass!r}"
+            )
+        if box is not None and not float(box) > 0:
+            raise SourceError(f"option 'box' must be > 0 Mpc/h or null, got {box!r}")
+        self.box = None if box is None else float(box)
+        self.mas, self.stellar, self.halo_mass = mas, stellar, halo_mass
+        self.subhalo_mass, self.subhalo_min_mass = subhalo_mass, float(subhalo_min_mass)
+        self.drop_flagged, self.chunk_rows, self.progress = bool(drop_flagged), chunk_rows, progress
+
+    def open(self) -> dict[str, Any]:
+        """Open every snapshot and catalogue needed and check that they belong together."""
+        runs: dict[str, Any] = {
+            "dark_snap": Snapshot(self.dark_dir, self.snapshot, self.chunk_rows),
+            "dark_cat": GroupCatalog(self.dark_dir, self.snapshot),
+            "hydro_cat": GroupCatalog(self.hydro_dir, self.snapshot),
+        }
+        keys = ("box", "redshift", "hubble", "omega0", "omega_lambda")
+        dark = runs["dark_snap"].info
+        dark.check_same(runs["dark_cat"].info, keys, "gravity-only snapshot vs its catalogue")
+        dark.check_same(runs["hydro_cat"].info, keys, "gravity-only vs hydro run")
+        if self.stellar == "particles":
+            runs["hydro_snap"] = Snapshot(self.hydro_dir, self.snapshot, self.chunk_rows)
+            runs["hydro_snap"].info.check_same(
+                runs["hydro_cat"].info, keys, "hydro snapshot vs its catalogue"
+            )
+        if self.box is not None and not np.isclose(dark.box, self.box, rtol=1e-5):
+            raise SourceError(
+                f"{dark.path}: Header/BoxSize = {dark.box} Mpc/h but option 'box' = {self.box}"
+            )
+        return runs
+
+    def fingerprint(self) -> dict[str, Any]:
+        runs = self.open()
+        files = [p for run in runs.values() for p in run.files]
+        self._runs = runs
+        return {
+            "source": type(self).__name__,
+            "files": _stamp(files),
+            "grid": self.grid,
+            "mas": self.mas,
+            "options": [self.subhalo_mass, self.subhalo_min_mass, self.stellar, self.drop_flagged],
+            "halo_mass": self.halo_mass,
+            "catalogs": True,
+            "code_version": __version__,
+        }
+
+    def write(self, store: FieldStore, fingerprint: dict[str, Any]) -> None:
+        runs = self._runs
+        dark_snap: Snapshot = runs["dark_snap"]
+        store.init(
+            dark_snap.box,
+            self.grid,
+            source=fingerprint["source"],
+            files=[f[0] for f in fingerprint["files"]],
+            header={"dark": dark_snap.info.values(), "hydro": runs["hydro_cat"].info.values()},
+            mas=self.mas,
+            units=UNITS,
+            fingerprint=config_hash(fingerprint),
+        )
+        chunks = ((c.pos, c.mass) for c in dark_snap.particles(1))
+        paint_field(
+            store, "dm", chunks, self.mas, dark_snap.n_chunks(1), self.progress, origin="PartType1"
+        )
+        subs = runs["dark_cat"].read("Subhalo", ["SubhaloPos", self.subhalo_mass])
+        mass = subs[self.subhalo_mass]
+        keep = (mass > 0) & (mass >= self.subhalo_min_mass)
+        paint_field(
+            store,
+            "subhalo",
+            [(subs["SubhaloPos"][keep], mass[keep])],
+            self.mas,
+            progress=False,
+            origin=f"Subhalo/{self.subhalo_mass} >= {self.subhalo_min_mass}",
+        )
+        galaxies = self.galaxies(runs["hydro_cat"])
+        if self.stellar == "catalog":
+            chunks, n_chunks = [(galaxies.pos, galaxies.mstar)], 1
+            origin = "Subhalo/SubhaloMassType[4] at SubhaloPos"
+        else:
+            snap: Snapshot = runs["hydro_snap"]
+            chunks = ((c.pos, c.mass) for c in snap.particles(4, exclude_wind=True))
+            n_chunks, origin = snap.n_chunks(4), "PartType4 without wind"
+        paint_field(store, "stellar", chunks, self.mas, n_chunks, self.progress, origin=origin)
+        save_catalogs(store.root / CATALOGS, self.halos(runs["dark_cat"]), galaxies)
+
+    def halos(self, cat: GroupCatalog) -> HaloCatalog:
+        """Gravity-only FoF groups: ``GroupPos``, ``halo_mass`` column, ``GroupNsubs``."""
+        g = cat.read("Group", ["GroupPos", self.halo_mass, "GroupNsubs"])
+        return HaloCatalog(pos=g["GroupPos"], mass=g[self.halo_mass], n_sub=g["GroupNsubs"])
+
+    def galaxies(self, cat: GroupCatalog) -> GalaxyCatalog:
+        """Hydro subhalos with stellar mass > 0; ``host`` is ``SubhaloGrNr`` (hydro groups)."""
+        names = ["SubhaloPos", "SubhaloMassType[4]", "SubhaloGrNr"]
+        s = cat.read("Subhalo", names + (["SubhaloFlag"] if self.drop_flagged else []))
+        g = cat.read("Group", ["GroupFirstSub", "GroupMass"])
+        mstar, host = s["SubhaloMassType[4]"], s["SubhaloGrNr"].astype(np.int64)
+        keep = mstar > 0
+        if self.drop_flagged:
+            keep &= s["SubhaloFlag"] != 0
+        index = np.flatnonzero(keep)
+        host = host[keep]
+        return GalaxyCatalog(
+            pos=s["SubhaloPos"][keep],
+            mstar=mstar[keep],
+            host=host,
+            central=index == g["GroupFirstSub"][host],
+            host_mass=g["GroupMass"][host],
+        )
+
+
+class TNGSource(SimulationSource):
+    """IllustrisTNG layout: ``root/<hydro>/output`` and ``root/<dark>/output`` (multi-file).
+
+    Args:
+        root: folder holding both runs (e.g. ``TNG100-1`` and ``TNG100-1-Dark``).
+        hydro, dark: run folder names; output: the output folder inside each run.
+        Other arguments: see :class:`SimulationSource`.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        snapshot: int = 99,
+        grid: int = 2048,
+        store_dir: str | Path | None = None,
+        hydro: str = "TNG100-1",
+        dark: str = "TNG100-1-Dark",
+        output: str = "output",
+        **options: Any,
+    ):
+        root = Path(root)
+        store_dir = store_dir or root / "dm2gal_fields" / f"snap{int(snapshot):03d}_grid{grid}"
+        super().__init__(
+            root / hydro / output, root / dark / output, snapshot, grid, store_dir, **options
+        )
+
+
+class CamelsSource(SimulationSource):
+    """CAMELS layout: single files ``root/snap_NNN.hdf5``, ``root/fof_subhalo_tab_NNN.hdf5``.
+
+    Args:
+        root: the hydro simulation folder, e.g. ``.../CAMELS/IllustrisTNG/LH_0``.
+        dark_root: its gravity-only twin; None: ``<suite>_DM/<name>`` beside the suite,
+            e.g. ``.../CAMELS/IllustrisTNG_DM/LH_0``.
+        Other arguments: see :class:`SimulationSource`.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        snapshot: int = 90,
+        grid: int = 256,
+        store_dir: str | Path | None = None,
+        dark_root: str | Path | None = None,
+        **options: Any,
+    ):
+        root = Path(root)
+        dark_root = dark_root or root.parent.parent / f"{root.parent.name}_DM" / root.name
+        store_dir = store_dir or root / "dm2gal_fields" / f"snap{int(snapshot):03d}_grid{grid}"
+        super().__init__(root, dark_root, snapshot, grid, store_dir, **options)
+
+
+class ArraySource(CachedSource):
+    """User-supplied ``.npy`` arrays (mass per voxel, Msun/h) for ``dm``, ``subhalo``, ``stellar``.
+
+    Args:
+        dm, subhalo, stellar: paths to cubic ``N^3`` arrays of the same shape.
+        box: box side, Mpc/h.
+        store_dir: where the field store goes.
+        grid: expected ``N`` (None: taken from the arrays).
+    """
+
+    def __init__(
+        self,
+        dm: str | Path,
+        subhalo: str | Path,
+        stellar: str | Path,
+        box: float,
+        store_dir: str | Path,
+        grid: int | None = None,
+    ):
+        self.paths = {"dm": Path(dm), "subhalo": Path(subhalo), "stellar": Path(stellar)}
+        if not float(box) > 0:
+            raise SourceError(f"option 'box' must be > 0 Mpc/h, got {box!r}")
+        self.box, self.store_dir = float(box), Path(store_dir)
+        self.grid = None if grid is None else check_grid(grid)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Open the arrays memory-mapped and check shape, dtype and agreement."""
+        out = {}
+        for name, path in self.paths.items():
+            if not path.is_file():
+                raise SourceError(f"{path}: file not found (option '{name}')")
+            try:
+                array = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError) as err:
+                raise SourceError(f"{path}: not a .npy array (option '{name}'): {err}") from err
+            if array.ndim != 3 or len(set(array.shape)) != 1:
+                raise SourceError(f"{path}: shape {array.shape}, expected a cube N^3")
+            if array.dtype.kind not in "fiu":
+                raise SourceError(f"{path}: dtype {array.dtype}, expected real numbers")
+            out[name] = array
+        grid = out["dm"].shape[0]
+        for name, array in out.items():
+            if array.shape != (grid,) * 3:
+                raise SourceError(
+                    f"{self.paths[name]}: shape {array.shape} differs from dm's {(grid,) * 3}"
+                )
+        if self.grid is not None and self.grid != grid:
+            raise SourceError(f"option 'grid' = {self.grid} but the arrays are {grid}^3")
+        check_grid(grid)
+        return out
+
+    def fingerprint(self) -> dict[str, Any]:
+        self._arrays = self.arrays()
+        return {
+            "source": type(self).__name__,
+            "files": _stamp(list(self.paths.values())),
+            "box": self.box,
+            "code_version": __version__,
+        }
+
+    def write(self, store: FieldStore, fingerprint: dict[str, Any]) -> None:
+        grid = self._arrays["dm"].shape[0]
+        store.init(
+            self.box,
+            grid,
+            source=fingerprint["source"],
+            files=[f[0] for f in fingerprint["files"]],
+            units=UNITS,
+            fingerprint=config_hash(fingerprint),
+        )
+        slab = max(1, (1 << 24) // (grid * grid))  # ~64 MiB of float32 per copy
+        for name, array in self._arrays.items():
+            with store.create(name, origin=str(self.paths[name])) as out:
+                for i in range(0, grid, slab):
+                    block = np.asarray(array[i : i + slab], dtype=np.float32)
+                    if not np.isfinite(block).all() or (block < 0).any():
+                        raise SourceError(
+                            f"{self.paths[name]}: non-finite or negative masses in slab {i}"
+                        )
+                    out[i : i + slab] = block
