@@ -157,16 +157,16 @@ class SimulationSource(CachedSource):
     def open(self) -> dict[str, Any]:
         """Open every snapshot and catalogue needed and check that they belong together."""
         runs: dict[str, Any] = {
-            "dark_snap": Snapshot(self.dark_dir, self.snapshot, self.chunk_rows),
-            "dark_cat": GroupCatalog(self.dark_dir, self.snapshot),
-            "hydro_cat": GroupCatalog(self.hydro_dir, self.snapshot),
+            "dark_snap": Snapshot.find(self.dark_dir, self.snapshot, self.chunk_rows),
+            "dark_cat": GroupCatalog.find(self.dark_dir, self.snapshot),
+            "hydro_cat": GroupCatalog.find(self.hydro_dir, self.snapshot),
         }
         keys = ("box", "redshift", "hubble", "omega0", "omega_lambda")
         dark = runs["dark_snap"].info
         dark.check_same(runs["dark_cat"].info, keys, "gravity-only snapshot vs its catalogue")
         dark.check_same(runs["hydro_cat"].info, keys, "gravity-only vs hydro run")
         if self.stellar == "particles":
-            runs["hydro_snap"] = Snapshot(self.hydro_dir, self.snapshot, self.chunk_rows)
+            runs["hydro_snap"] = Snapshot.find(self.hydro_dir, self.snapshot, self.chunk_rows)
             runs["hydro_snap"].info.check_same(
                 runs["hydro_cat"].info, keys, "hydro snapshot vs its catalogue"
             )

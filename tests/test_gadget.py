@@ -16,7 +16,7 @@ def pair(tmp_path):
 
 
 def test_dark_snapshot_chunks_masstable_and_wrap(pair):
-    snap = Snapshot(pair.dark_dir, 99, chunk_rows=300)
+    snap = Snapshot.find(pair.dark_dir, 99, chunk_rows=300)
     assert [p.name for p in snap.files] == [f"snap_099.{i}.hdf5" for i in range(3)]
     assert snap.box == pytest.approx(10.0)
     assert snap.count(1) == 2000 and snap.count(4) == 0
@@ -32,7 +32,7 @@ def test_dark_snapshot_chunks_masstable_and_wrap(pair):
 
 
 def test_stars_exclude_wind(pair):
-    snap = Snapshot(pair.hydro_dir, 99)
+    snap = Snapshot.find(pair.hydro_dir, 99)
     stars = list(snap.particles(4, exclude_wind=True))
     keep = ~pair.star_wind
     assert pair.star_wind.sum() > 10
@@ -50,11 +50,11 @@ def test_high_word_totals(tmp_path):
     write_snapshot(tmp_path, 5, data, box_kpc=1000.0, mass_table=[0, 1, 0, 0, 0, 0],
                    high_word=[0, 1, 0, 0, 0, 0])  # fmt: skip
     with pytest.raises(SimFileError, match=rf"NumPart_Total \(\+HighWord\) = \[0, {2**32 + n},"):
-        Snapshot(tmp_path, 5)
+        Snapshot.find(tmp_path, 5)
 
 
 def test_group_catalogue_units_and_columns(pair):
-    cat = GroupCatalog(pair.hydro_dir, 99)
+    cat = GroupCatalog.find(pair.hydro_dir, 99)
     assert cat.totals == {"Group": 30, "Subhalo": 100}
     s = cat.read("Subhalo", ["SubhaloPos", "SubhaloMassType[4]", "SubhaloGrNr"])
     np.testing.assert_allclose(s["SubhaloPos"], pair.hydro_sub_pos, atol=1e-9)
@@ -70,34 +70,34 @@ def test_gadget4_subhalo_group_nr_alias(tmp_path):
     from tng_layout import write_groups
 
     write_groups(tmp_path, 3, groups, subs, box_kpc=1000.0, n_files=1)
-    s = GroupCatalog(tmp_path, 3).read("Subhalo", ["SubhaloGrNr"])
+    s = GroupCatalog.find(tmp_path, 3).read("Subhalo", ["SubhaloGrNr"])
     np.testing.assert_array_equal(s["SubhaloGrNr"], [0, 0])
 
 
 # -- bad input: one clear error naming the file and the key -----------------------------------
 def test_missing_directory(tmp_path):
     with pytest.raises(SimFileError, match="nope: no such directory"):
-        Snapshot(tmp_path / "nope", 99)
+        Snapshot.find(tmp_path / "nope", 99)
 
 
 def test_missing_chunk_file(pair):
     (pair.dark_dir / "snapdir_099" / "snap_099.2.hdf5").unlink()
     with pytest.raises(SimFileError, match=r"snap_099\.2\.hdf5: missing chunk file.*NumFilesPer"):
-        Snapshot(pair.dark_dir, 99)
+        Snapshot.find(pair.dark_dir, 99)
 
 
 def test_truncated_file(pair):
     path = pair.dark_dir / "snapdir_099" / "snap_099.2.hdf5"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(SimFileError, match=r"snap_099\.2\.hdf5: not a readable HDF5 file"):
-        Snapshot(pair.dark_dir, 99)
+        Snapshot.find(pair.dark_dir, 99)
 
 
 def test_not_hdf5(pair):
     path = pair.dark_dir / "groups_099" / "fof_subhalo_tab_099.0.hdf5"
     path.write_text("this is not HDF5\n")
     with pytest.raises(SimFileError, match=r"fof_subhalo_tab_099\.0\.hdf5: not a readable HDF5"):
-        GroupCatalog(pair.dark_dir, 99)
+        GroupCatalog.find(pair.dark_dir, 99)
 
 
 def test_missing_dataset(pair):
@@ -105,7 +105,7 @@ def test_missing_dataset(pair):
     with h5py.File(path, "a") as f:
         del f["PartType1/Coordinates"]
     with pytest.raises(SimFileError, match=r"snap_099\.2\.hdf5: missing dataset 'PartType1/Coo"):
-        list(Snapshot(pair.dark_dir, 99).particles(1))
+        list(Snapshot.find(pair.dark_dir, 99).particles(1))
 
 
 def test_missing_header_key(pair):
@@ -113,7 +113,7 @@ def test_missing_header_key(pair):
     with h5py.File(path, "a") as f:
         del f["Header"].attrs["BoxSize"]
     with pytest.raises(SimFileError, match=r"snap_099\.0\.hdf5: missing header key 'Header/Box"):
-        Snapshot(pair.dark_dir, 99)
+        Snapshot.find(pair.dark_dir, 99)
 
 
 def test_non_finite_coordinates(pair):
@@ -121,15 +121,15 @@ def test_non_finite_coordinates(pair):
     with h5py.File(path, "a") as f:
         f["PartType1/Coordinates"][5, 1] = np.nan
     with pytest.raises(SimFileError, match=r"snap_099\.2\.hdf5: 'PartType1/Coordinates' has non-f"):
-        list(Snapshot(pair.dark_dir, 99).particles(1))
+        list(Snapshot.find(pair.dark_dir, 99).particles(1))
 
 
 def test_no_masses_and_zero_mass_table(tmp_path):
     write_snapshot(tmp_path, 1, {1: {"Coordinates": np.ones((4, 3))}}, box_kpc=10.0, n_files=1)
     with pytest.raises(SimFileError, match=r"snap_001\.hdf5: missing dataset 'PartType1/Masses'"):
-        list(Snapshot(tmp_path, 1).particles(1))
+        list(Snapshot.find(tmp_path, 1).particles(1))
 
 
 def test_bad_column(pair):
     with pytest.raises(SimFileError, match=r"'Subhalo/SubhaloMass' has shape \(\d+,\), cannot"):
-        GroupCatalog(pair.hydro_dir, 99).read("Subhalo", ["SubhaloMass[2]"])
+        GroupCatalog.find(pair.hydro_dir, 99).read("Subhalo", ["SubhaloMass[2]"])

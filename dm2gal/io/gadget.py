@@ -222,35 +222,41 @@ class Snapshot:
     """A (possibly multi-file) particle snapshot, read chunk by chunk.
 
     Args:
-        directory: the run's output directory.
-        snapshot: snapshot number.
+        files: the snapshot's files in order (see :meth:`find` for the usual layouts).
         chunk_rows: at most this many particles per chunk.
     """
 
-    def __init__(self, directory: str | Path, snapshot: int, chunk_rows: int = CHUNK_ROWS):
-        tag = f"{int(snapshot):03d}"
-        self.files = chunk_files(directory, f"snapdir_{tag}", f"snap_{tag}", "NumFilesPerSnapshot")
+    def __init__(self, files: list[Path], chunk_rows: int = CHUNK_ROWS):
         if int(chunk_rows) < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-        self.chunk_rows = int(chunk_rows)
+        self.files, self.chunk_rows = [Path(p) for p in files], int(chunk_rows)
         self._counts = []
-        with open_hdf5(self.files[0]) as f:
-            self.info = RunInfo.read(f)
-            self.mass_table = np.asarray(header_attr(f, "MassTable"), dtype=np.float64) * MASS_UNIT
-            low = np.asarray(header_attr(f, "NumPart_Total"), dtype=np.uint64)
-            high = header_attr(f, "NumPart_Total_HighWord", required=False)
-        high = np.zeros_like(low) if high is None else np.asarray(high, dtype=np.uint64)
-        self.num_total = (low + (high << np.uint64(32))).astype(np.int64)
         for path in self.files:
             with open_hdf5(path) as f:
                 counts = np.asarray(header_attr(f, "NumPart_ThisFile"), dtype=np.int64)
             self._counts.append(counts)
         found = np.sum(self._counts, axis=0)
+        with open_hdf5(self.files[0]) as f:
+            self.info = RunInfo.read(f)
+            self.mass_table = np.asarray(header_attr(f, "MassTable"), dtype=np.float64) * MASS_UNIT
+            # single-file cutouts (TNG web API) carry no totals: the file is the total
+            low = header_attr(f, "NumPart_Total", required=len(self.files) > 1)
+            high = header_attr(f, "NumPart_Total_HighWord", required=False)
+        low = found.astype(np.uint64) if low is None else np.asarray(low, dtype=np.uint64)
+        high = np.zeros_like(low) if high is None else np.asarray(high, dtype=np.uint64)
+        self.num_total = (low + (high << np.uint64(32))).astype(np.int64)
         if not np.array_equal(found, self.num_total):
             raise SimFileError(
                 f"{self.files[0]}: Header/NumPart_Total (+HighWord) = {self.num_total.tolist()} "
                 f"but the files' NumPart_ThisFile sum to {found.tolist()}"
             )
+
+    @classmethod
+    def find(cls, directory: str | Path, snapshot: int, chunk_rows: int = CHUNK_ROWS) -> Snapshot:
+        """Open snapshot ``snapshot`` of the run output ``directory`` (multi- or single-file)."""
+        tag = f"{int(snapshot):03d}"
+        files = chunk_files(directory, f"snapdir_{tag}", f"snap_{tag}", "NumFilesPerSnapshot")
+        return cls(files, chunk_rows)
 
     @property
     def box(self) -> float:
@@ -319,19 +325,23 @@ class GroupCatalog:
     """A (possibly multi-file) FoF/SUBFIND group catalogue.
 
     Args:
-        directory: the run's output directory.
-        snapshot: snapshot number.
+        files: the catalogue's files in order (see :meth:`find` for the usual layouts).
     """
 
-    def __init__(self, directory: str | Path, snapshot: int):
-        tag = f"{int(snapshot):03d}"
-        self.files = chunk_files(directory, f"groups_{tag}", f"fof_subhalo_tab_{tag}", "NumFiles")
+    def __init__(self, files: list[Path]):
+        self.files = [Path(p) for p in files]
         with open_hdf5(self.files[0]) as f:
             self.info = RunInfo.read(f)
             self.totals = {
                 "Group": int(header_attr(f, "Ngroups_Total")),
                 "Subhalo": int(header_attr(f, "Nsubgroups_Total")),
             }
+
+    @classmethod
+    def find(cls, directory: str | Path, snapshot: int) -> GroupCatalog:
+        """Open the catalogue of snapshot ``snapshot`` in the run output ``directory``."""
+        tag = f"{int(snapshot):03d}"
+        return cls(chunk_files(directory, f"groups_{tag}", f"fof_subhalo_tab_{tag}", "NumFiles"))
 
     def read(self, table: str, names: list[str]) -> dict[str, np.ndarray]:
         """Read columns ``names`` of ``table`` (``"Group"`` or ``"Subhalo"``) from all files.
