@@ -1,0 +1,139 @@
+"""LightningModule: one network, one loss, optimiser and scheduler from config.
+
+Batches are dicts from :class:`dm2gal.data.FieldDataModule`: ``input`` (B, C, n+2c, ...),
+``target`` (B, 1, n, ...) normalised, ``occupied`` (B, 1, n, ...) bool. Metrics are logged under
+``train/`` and ``val/`` (``val/loss`` is what checkpoints and sweeps optimise).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from dm2gal.models.base import FieldNet, count_parameters
+
+log = logging.getLogger(__name__)
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+
+class Dm2galModule(L.LightningModule):
+    """Train a :class:`FieldNet` on field crops.
+
+    Args:
+        net: the network (declares ``context``).
+        loss: a loss module with a ``name`` and ``forward(output, batch)``.
+        optimizer: partial optimiser (e.g. ``torch.optim.AdamW`` with lr, weight_decay).
+        scheduler: partial scheduler or ``None``; ``ReduceLROnPlateau`` watches ``monitor``.
+        monitor: metric a plateau scheduler watches (``val/loss``).
+        channels_last: use the channels-last 3D memory format (faster convolutions on GPUs).
+        compile: wrap the network with ``torch.compile``.
+    """
+
+    def __init__(
+        self,
+        net: FieldNet,
+        loss: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        monitor: str = "val/loss",
+        channels_last: bool = False,
+        compile: bool = False,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "loss"], logger=False)
+        self.net = net
+        self.loss = loss
+        self.n_parameters = count_parameters(net)
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        transform = getattr(datamodule, "transform", None)
+        if transform is not None and hasattr(self.net, "empty_value"):
+            self.net.empty_value = float(transform.empty_value)
+        if self.hparams.channels_last:
+            self.net.to(memory_format=torch.channels_last_3d)
+        if self.hparams.compile and stage == "fit":
+            # kept out of the module registry so that checkpoints hold the weights once
+            object.__setattr__(self, "_compiled_net", torch.compile(self.net))
+        log.info(
+            "%s: %d parameters, context %d voxels, loss %s",
+            type(self.net).__name__,
+            self.n_parameters,
+            self.net.context,
+            self.loss.name,
+        )
+
+    def on_fit_start(self) -> None:
+        for logger in self.loggers:
+            logger.log_hyperparams(
+                {"model/params": self.n_parameters, "model/context": self.net.context}
+            )
+
+    # -- steps ----------------------------------------------------------------------------------
+    def _input(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = batch["input"]
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Prediction of the normalised target for input crops ``x``."""
+        return self.net.infer(x)
+
+    def _step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
+        net = self.__dict__.get("_compiled_net", self.net)
+        output = net(self._input(batch))
+        loss = self.loss(output, batch)
+        batch_size = batch["input"].shape[0]
+        on_step = split == "train"
+        self.log(
+            f"{split}/loss",
+            loss,
+            prog_bar=True,
+            on_step=on_step,
+            on_epoch=True,
+            batch_size=batch_size,
+            sync_dist=not on_step,
+        )
+        self.log(
+            f"{split}/{self.loss.name}",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            batch_size=batch_size,
+            sync_dist=True,
+        )
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "test")
+
+    # -- optimisation ---------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizer = self.hparams.optimizer(params=self.net.parameters())
+        if self.hparams.scheduler is None:
+            return optimizer
+        scheduler = self.hparams.scheduler(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "monitor": self.hparams.monitor,
+                "interval": "epoch",
+                "frequency": 1,
+            },
+        }

@@ -1,0 +1,30 @@
+"""Evaluate trained runs on the held-out test region: ``python evaluate.py run_dir=...``.
+
+``run_dir`` is a train run directory or a multirun folder (every run in it is evaluated and a
+comparison table is written beside them).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("DM2GAL_ROOT", str(Path(__file__).resolve().parent))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+import dm2gal.config  # noqa: E402, F401  (registers the ${run_id:} resolver)
+from dm2gal.evaluation import evaluate_paths  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    """Recompute predictions, statistics, plots and tables next to each run."""
+    if cfg.run_dir is None and cfg.ckpt_path is None:
+        raise ValueError("give run_dir=<run or multirun directory> or ckpt_path=<checkpoint>")
+    evaluate_paths(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Shared fixtures: composed Hydra configs shrunk to seconds on a CPU, with no network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("DM2GAL_ROOT", str(ROOT))
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+# Overrides that make any train config a seconds-long CPU job on a tiny mock universe.
+TINY = [
+    "experiment=smoke",
+    "logger=csv",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+]
+
+
+def compose_train(tmp_path: Path, overrides: list[str] = ()) -> DictConfig:
+    """Compose ``conf/train.yaml`` with outputs under ``tmp_path`` and the shared mock cache."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    import dm2gal.config  # noqa: F401
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[*TINY, *overrides], return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.paths.log_dir = str(tmp_path)
+        cfg.paths.data_dir = str(mock_cache_dir())
+        del cfg.hydra
+    return cfg
+
+
+def mock_cache_dir() -> Path:
+    """One cache of generated mocks for the whole test session (keyed by config hash inside)."""
+    path = Path(os.environ.get("DM2GAL_TEST_DATA", "/tmp/dm2gal-test-data"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def train_cfg(tmp_path: Path):
+    """The smoke training config, writing into ``tmp_path``."""
+    return compose_train(tmp_path)
