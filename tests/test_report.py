@@ -1,0 +1,100 @@
+"""write_report writes every table and real PNG images, and refuses bad input before writing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from dm2gal.report import PLOTS, write_report
+
+BOX = 75.0  # Mpc/h
+N = 16
+K_PAIRS = ((0.3, 0.4),)
+THETAS = np.linspace(0.2, 2.9, 4)
+
+
+def fields() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A skewed truth, a noisy copy ('model') and an independent field ('hod')."""
+    rng = np.random.default_rng(0)
+    truth = rng.gamma(0.5, 1e9, size=(N, N, N)).astype(np.float32)
+    truth[truth < 1e8] = 0.0  # empty voxels, as in a stellar-mass field
+    model = (truth * rng.lognormal(0.0, 0.3, size=truth.shape)).astype(np.float32)
+    hod = rng.gamma(0.5, 1e9, size=(N, N, N)).astype(np.float32)
+    return truth, {"model": model, "hod": hod}
+
+
+def png_size(path) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk; asserts the PNG signature."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", head[16:24])
+
+
+def read_csv(path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_write_report_writes_every_artefact(tmp_path):
+    truth, preds = fields()
+    logged = {}
+    metrics = write_report(
+        tmp_path, BOX, truth, preds, k_pairs=K_PAIRS, thetas=THETAS, slice_width=3,
+        logger=logged.__setitem__,
+    )  # fmt: skip
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    assert set(metrics["models"]) == {"model", "hod"}
+    model, hod = metrics["models"]["model"], metrics["models"]["hod"]
+    expected_total = preds["model"].sum(dtype=np.float64) / truth.sum(dtype=np.float64) - 1
+    assert model["total_mass_rel_err"] == pytest.approx(expected_total, rel=1e-6)
+    assert model["rk_mean"] > 0.8 > 0.2 > abs(hod["rk_mean"])
+    assert model["bk_ratio_abs_err"] > 0 and hod["bk_ratio_abs_err"] > 0
+
+    pk = read_csv(tmp_path / "pk.csv")
+    assert len(pk) == int(np.sqrt(3) * N / 2) and set(pk[0]) >= {"k", "pk_truth", "ratio_hod"}
+    assert len(read_csv(tmp_path / "rk.csv")) == len(pk)
+    bk = read_csv(tmp_path / "bk.csv")
+    assert len(bk) == len(THETAS) and float(bk[0]["B_truth"]) > 0 and "Q_model" in bk[0]
+    pdf = read_csv(tmp_path / "pdf.csv")
+    assert len(pdf) == 40
+    width = np.diff([float(pdf[0]["log10m_lo"]), float(pdf[0]["log10m_hi"])])[0]
+    non_empty = np.count_nonzero(truth) / truth.size
+    assert sum(float(row["pdf_truth"]) for row in pdf) * width == pytest.approx(non_empty)
+
+    for stem in PLOTS:
+        w, h = png_size(tmp_path / f"{stem}.png")
+        assert 200 < w < 3000 and 200 < h < 3000
+        assert logged[f"report/{stem}"] == str(tmp_path / f"{stem}.png")
+    assert logged["hod/rk_mean"] == hod["rk_mean"]
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_perfect_prediction_scores_perfectly(tmp_path):
+    truth, _ = fields()
+    metrics = write_report(tmp_path, BOX, truth, {"copy": truth.copy()}, k_pairs=K_PAIRS)
+    scores = metrics["models"]["copy"]
+    assert scores["rk_mean"] == pytest.approx(1.0, abs=1e-9)
+    assert scores["total_mass_rel_err"] == scores["log_rmse"] == scores["bk_ratio_abs_err"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("preds", "kwargs", "match"),
+    [
+        ({}, {}, "predictions is empty"),
+        ({"truth": None}, {}, "cannot be named 'truth'"),
+        ({"model": np.ones((8, 8, 8), np.float32)}, {}, "has shape"),
+        ({"model": None}, {"slice_width": 0}, "slice_width"),
+        ({"model": None}, {"k_pairs": ((0.5, 0.6),)}, "beyond the grid"),
+    ],
+)
+def test_bad_input_raises_and_writes_nothing(tmp_path, preds, kwargs, match):
+    truth, _ = fields()
+    preds = {name: truth if f is None else f for name, f in preds.items()}
+    out = tmp_path / "report"
+    with pytest.raises(ValueError, match=match):
+        write_report(out, BOX, truth, preds, **{"k_pairs": K_PAIRS, **kwargs})
+    assert not out.exists()
