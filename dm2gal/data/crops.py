@@ -30,11 +30,14 @@ def _pieces(start: int, length: int, grid: int) -> list[tuple[slice, slice]]:
     return pieces
 
 
-def read_crop(field: np.ndarray, start: Sequence[int], size: int) -> np.ndarray:
-    """The cube ``[start, start + size)^3`` of a periodic ``grid^3`` field as a new float32 array;
-    reads only the needed rows of a memory-mapped field (at most 8 slice copies, one wrap)."""
+def read_crop(
+    field: np.ndarray, start: Sequence[int], size: int, out: np.ndarray | None = None
+) -> np.ndarray:
+    """The cube ``[start, start + size)^3`` of a periodic ``grid^3`` field, as float32 (into
+    ``out`` if given); reads only the needed rows of a memory-mapped field (at most 8 slice
+    copies when it wraps once)."""
     grid = field.shape[0]
-    out = np.empty((size, size, size), dtype=np.float32)
+    out = np.empty((size, size, size), dtype=np.float32) if out is None else out
     px, py, pz = (_pieces(int(s), size, grid) for s in start)
     for sx, dx in px:
         for sy, dy in py:
@@ -131,7 +134,9 @@ class FieldCrops(Dataset):
             start = self._shifted(start)
         *inputs, target = self.fields
         c, n = self.context, self.crop
-        x = np.stack([read_crop(f, start - c, n + 2 * c) for f in inputs])
+        x = np.empty((len(inputs),) + (n + 2 * c,) * 3, dtype=np.float32)
+        for f, out in zip(inputs, x, strict=True):
+            read_crop(f, start - c, n + 2 * c, out)
         y = read_crop(target, start, n)[None]
         valid = np.ones_like(y, dtype=bool)
         if self.region is not None:
@@ -142,13 +147,16 @@ class FieldCrops(Dataset):
         if self.min_target_mass is not None:
             valid &= y > self.min_target_mass
         if len(self.symmetries) > 1:
-            sym = self.symmetries[int(torch.randint(0, len(self.symmetries), (), generator=self.gen))]
+            sym = self.symmetries[
+                int(torch.randint(0, len(self.symmetries), (), generator=self.gen))
+            ]
             x, y, valid = sym(x), sym(y), sym(valid)
         return {
-            "input": torch.from_numpy(np.ascontiguousarray(self.transform.forward_input(x))),
-            "target": torch.from_numpy(np.ascontiguousarray(self.transform.forward_target(y))),
-            "occupied": torch.from_numpy(np.ascontiguousarray(y > 0)),
-            "valid": torch.from_numpy(np.ascontiguousarray(valid)),
+            "input": torch.from_numpy(self.transform.forward_input(x)),
+            "target": torch.from_numpy(self.transform.forward_target(y)),
+            # copies: flipped views of size-1 axes keep negative strides that torch refuses
+            "occupied": torch.from_numpy((y > 0).copy()),
+            "valid": torch.from_numpy(valid.copy()),
         }
 
 

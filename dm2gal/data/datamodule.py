@@ -97,13 +97,17 @@ class FieldDataModule(L.LightningDataModule):
         self.transform_config = dict(transform or {})
         unknown = set(self.transform_config) - TRANSFORM_KEYS
         if unknown:
-            raise ValueError(f"data.transform: unknown keys {sorted(unknown)}, expected {TRANSFORM_KEYS}")
+            raise ValueError(
+                f"data.transform: unknown keys {sorted(unknown)}, expected {TRANSFORM_KEYS}"
+            )
         self.sampler = sampler
         self.symmetries = symmetry_group(augment)
         self.random_shift = bool(random_shift)
         self.stride = None if stride is None else _positive_int(stride, "stride")
         if min_target_mass is not None and not min_target_mass >= 0:
-            raise ValueError(f"data.min_target_mass: expected >= 0 Msun/h or null, got {min_target_mass}")
+            raise ValueError(
+                f"data.min_target_mass: expected >= 0 Msun/h or null, got {min_target_mass}"
+            )
         self.min_target_mass = min_target_mass
         self.batch_size = _positive_int(batch_size, "batch_size")
         self.num_workers = _positive_int(num_workers, "num_workers", 0)
@@ -156,7 +160,9 @@ class FieldDataModule(L.LightningDataModule):
         if self._loaded is not None:
             self.transform = FieldTransform(**self._loaded)
         else:
-            self.transform = fit_transform(fields[:-1], fields[-1], self.splits, **self.transform_config)
+            self.transform = fit_transform(
+                fields[:-1], fields[-1], self.splits, **self.transform_config
+            )
         self.store = store
         self._datasets = {"train": self._train_dataset(fields[-1])}
         for split in ("val", "test"):
@@ -178,20 +184,37 @@ class FieldDataModule(L.LightningDataModule):
                 f"data: no training anchors left: every {n + 2 * c}^3 input (data.crop={n}, "
                 f"context={c}) on the stride-{stride} lattice touches the held-out regions "
                 f"widened by data.splits.guard={self.splits.guard}"
-                + ("" if self.min_target_mass is None else f" or has M* <= data.min_target_mass")
+                + ("" if self.min_target_mass is None else " or has M* <= data.min_target_mass")
             )
         self.stat = None if stat is None else stat.reshape(-1)[anchors]
         return FieldCrops(
-            self._paths(), n, c, axes, anchors, self.transform, self.symmetries,
-            min_target_mass=self.min_target_mass, shift=stride if self.random_shift else 0,
-            splits=self.splits, seed=self.seed,
+            self._paths(),
+            n,
+            c,
+            axes,
+            anchors,
+            self.transform,
+            self.symmetries,
+            min_target_mass=self.min_target_mass,
+            shift=stride if self.random_shift else 0,
+            splits=self.splits,
+            seed=self.seed,
         )
 
     def _tiles(self, region: Region) -> FieldCrops:
         n = self.crop
-        axes = [(region.start[ax] + np.arange(0, region.size[ax], n)) % region.grid for ax in range(3)]
+        axes = [
+            (region.start[ax] + np.arange(0, region.size[ax], n)) % region.grid for ax in range(3)
+        ]
         return FieldCrops(
-            self._paths(), n, self.context, axes, None, self.transform, None, region=region,
+            self._paths(),
+            n,
+            self.context,
+            axes,
+            None,
+            self.transform,
+            None,
+            region=region,
             min_target_mass=self.min_target_mass,
         )
 
@@ -212,8 +235,12 @@ class FieldDataModule(L.LightningDataModule):
     def make_sampler(self) -> UniformSampler:
         """The training sampler for this rank (the configured partial, or uniform)."""
         num_replicas, rank = self._world()
-        kwargs = {"num_anchors": len(self._datasets["train"]), "seed": self.seed,
-                  "num_replicas": num_replicas, "rank": rank}
+        kwargs = {
+            "num_anchors": len(self._datasets["train"]),
+            "seed": self.seed,
+            "num_replicas": num_replicas,
+            "rank": rank,
+        }
         if self.sampler is None:
             return UniformSampler(**kwargs)
         return self.sampler(stat=self.stat, **kwargs)

@@ -71,7 +71,9 @@ class UniformSampler(Sampler[int]):
         """This rank's anchor indices for the current epoch."""
         if self.total == self.num_anchors and self.total >= self.num_replicas:
             perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_anchors)
-            return np.resize(perm, self.num_samples * self.num_replicas)[self.rank :: self.num_replicas]
+            return np.resize(perm, self.num_samples * self.num_replicas)[
+                self.rank :: self.num_replicas
+            ]
         return self._rng().integers(0, self.num_anchors, self.num_samples)
 
     def __iter__(self) -> Iterator[int]:
@@ -109,7 +111,9 @@ class MassBinSampler(UniformSampler):
         if int(bins) != bins or bins < 1:
             raise ValueError(f"sampler.bins: expected an integer >= 1, got {bins!r}")
         if stat is None or np.shape(stat) != (num_anchors,):
-            raise ValueError(f"sampler: stat must have shape ({num_anchors},), got {np.shape(stat)}")
+            raise ValueError(
+                f"sampler: stat must have shape ({num_anchors},), got {np.shape(stat)}"
+            )
         self.bins = int(bins)
         binned = self.bin_of(np.asarray(stat), self.bins)
         self.order = np.argsort(binned, kind="stable").astype(np.min_scalar_type(num_anchors))

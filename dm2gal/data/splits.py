@@ -79,12 +79,14 @@ class Splits:
 
 def _axis_mask(region: Region, axis: int, pad: int) -> np.ndarray:
     m = np.zeros(region.grid, dtype=bool)
-    m[region.indices(axis, pad) if region.size[axis] + 2 * pad < region.grid else slice(None)] = True
+    m[region.indices(axis, pad) if region.size[axis] + 2 * pad < region.grid else slice(None)] = (
+        True
+    )
     return m
 
 
 def _disjoint(starts: np.ndarray, size: int, region: Region, axis: int, pad: int) -> np.ndarray:
-    """Whether wrapped intervals ``[s, s + size)`` miss the region's axis interval widened by pad."""
+    """Whether wrapped intervals ``[s, s + size)`` miss the region's axis interval, widened."""
     n = region.grid
     lo, width = region.start[axis] - pad, region.size[axis] + 2 * pad
     if width >= n or size >= n:
@@ -92,8 +94,10 @@ def _disjoint(starts: np.ndarray, size: int, region: Region, axis: int, pad: int
     return ((starts - lo) % n >= width) & ((lo - starts) % n >= size)
 
 
-def _bounds(spec: Any, key: str, grid: int, scale: float) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """``[start, stop]`` (a cube) or ``{start: [x, y, z], stop: [x, y, z]}`` -> voxel start, size."""
+def _bounds(
+    spec: Any, key: str, grid: int, scale: float
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``[start, stop]`` (a cube) or ``{start: [..], stop: [..]}`` -> voxel start and size."""
     if isinstance(spec, Mapping):
         if set(spec) != {"start", "stop"}:
             raise ValueError(f"{key}: expected keys 'start' and 'stop', got {sorted(spec)}")
@@ -107,10 +111,10 @@ def _bounds(spec: Any, key: str, grid: int, scale: float) -> tuple[tuple[int, ..
     lo = np.floor(start * scale + 0.5).astype(int)
     hi = np.floor(stop * scale + 0.5).astype(int)
     size = hi - lo
-    if (lo < 0).any() or (hi > grid).any() or (size < 1).any():
+    if (lo < 0).any() or (lo >= grid).any() or (size < 1).any() or (size > grid).any():
         raise ValueError(
             f"{key}: [start, stop) = [{lo.tolist()}, {hi.tolist()}) voxels must satisfy "
-            f"0 <= start < stop <= grid = {grid}"
+            f"0 <= start < grid = {grid} and start < stop <= start + grid (periodic)"
         )
     return tuple(int(v) for v in lo), tuple(int(v) for v in size)
 
@@ -130,7 +134,7 @@ def make_splits(
         grid: voxels per side.
         preset: "paper" (test = 64..932, val = 1000..1800 of 2048, scaled to ``grid``) or None.
         test, val: ``[start, stop]`` (a cube) or ``{start: [x, y, z], stop: [x, y, z]}`` in
-            ``units``; only used (and then required) when ``preset`` is None.
+            ``units`` (periodic: stop may pass the box edge); required when ``preset`` is None.
         units: "voxels" or "fraction" (of the box side).
         guard: guard band in voxels; the band used is ``max(guard, context)``.
         context: the network's context in voxels.

@@ -50,13 +50,22 @@ class FieldTransform:
         return -self.target_mean / self.target_std
 
     def _forward(self, x: Array, mean: np.ndarray, std: np.ndarray) -> Array:
+        scale, shift = 1.0 / (LN10 * std if self.log else std), mean / std
         if isinstance(x, torch.Tensor):
-            m = torch.as_tensor(mean, dtype=x.dtype, device=x.device)
-            s = torch.as_tensor(std, dtype=x.dtype, device=x.device)
-            return ((torch.log1p(x) / LN10 if self.log else x) - m) / s
+            scale = torch.as_tensor(scale, dtype=x.dtype, device=x.device)
+            shift = torch.as_tensor(shift, dtype=x.dtype, device=x.device)
+            return (torch.log1p(x) if self.log else x) * scale - shift
+        # numpy: one C-contiguous output, written in place (inputs may be strided views)
         x = np.asarray(x)
-        m, s = mean.astype(x.dtype), std.astype(x.dtype)
-        return ((np.log1p(x) / x.dtype.type(LN10) if self.log else x) - m) / s
+        dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
+        out = np.empty(np.broadcast_shapes(x.shape, mean.shape), dtype=dtype)
+        if self.log:
+            np.log1p(x, out=out)
+            out *= scale.astype(dtype)
+        else:
+            np.multiply(x, scale.astype(dtype), out=out)
+        out -= shift.astype(dtype)
+        return out
 
     def forward_input(self, x: Array) -> Array:
         """Normalise inputs (Msun/h per voxel) of shape ``(..., C, n, n, n)``, numpy or torch."""
