@@ -1,0 +1,147 @@
+"""Galaxies painted onto FoF halos: a stellar-to-halo-mass relation with environmental dependence.
+
+Centrals sit at halo centres with ``log10 M* = log10 SHMR(M) + env_dex * e + N(0, scatter_dex)``,
+where the SHMR is Moster, Naab & White (2013) at z=0 and ``e`` is the standardised residual of
+the halo's large-scale environment (``log10(1 + delta)`` of the DM field smoothed with a
+Gaussian of radius ``env_radius``) at fixed halo mass. The mean relation thus stays Moster+13,
+but at fixed mass galaxies in denser surroundings are more massive: a halo-mass-only HOD is not
+the truth. Satellites follow a power-law subhalo mass function
+``dN/dln(mu) = sub_norm mu^-sub_slope`` (``mu = m_sub / M``, ``m_min / M <= mu <= sub_max``),
+take ``SHMR(m_sub)`` with the same environment term and scatter, and sit on random member
+particles of their host. FoF masses are used as halo masses. Masses in Msun/h, lengths Mpc/h.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import fft
+
+from dm2gal.catalog import GalaxyCatalog, HaloCatalog
+from dm2gal.sim.ics import wavenumbers
+
+
+@dataclass(frozen=True)
+class GalaxyModel:
+    """Parameters of the galaxy model (Moster+13 z=0 values by default)."""
+
+    log_m1: float = 11.590  # characteristic halo mass, log10 Msun
+    norm: float = 0.0351
+    beta: float = 1.376
+    gamma: float = 0.608
+    scatter_dex: float = 0.15
+    env_dex: float = 0.15  # dex of log10 M* per standard deviation of the environment residual
+    env_radius: float = 2.0  # Mpc/h
+    sub_norm: float = 0.05
+    sub_slope: float = 0.9
+    sub_max: float = 0.1
+
+    def __post_init__(self) -> None:
+        for key in ("norm", "beta", "gamma", "env_radius", "sub_slope"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
+        for key in ("scatter_dex", "env_dex", "sub_norm"):
+            if not getattr(self, key) >= 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if not 0 < self.sub_max <= 1:
+            raise ValueError(f"sub_max must be in (0, 1], got {self.sub_max}")
+
+
+def moster13(mass: np.ndarray, h: float, model: GalaxyModel) -> np.ndarray:
+    """Mean stellar mass (Msun/h) of halos of ``mass`` Msun/h (Moster+13 in Msun, h-converted)."""
+    m = np.asarray(mass, dtype=float) / h
+    x = m / 10.0**model.log_m1
+    mstar = 2.0 * model.norm * m / (x**-model.beta + x**model.gamma)
+    return mstar * h
+
+
+def smoothed_log_density(
+    field: np.ndarray, box: float, radius: float, pos: np.ndarray
+) -> np.ndarray:
+    """``log10(1 + delta)`` of a mass grid, Gaussian-smoothed on ``radius`` Mpc/h, at ``pos``."""
+    import MAS_library as masl
+
+    n = field.shape[0]
+    delta_k = fft.rfftn(field / field.mean(), workers=-1)
+    kx, ky, kz = wavenumbers(n, box)
+    delta_k *= np.exp(-0.5 * (kx**2 + ky**2 + kz**2) * radius**2)
+    smooth = np.ascontiguousarray(fft.irfftn(delta_k, s=field.shape, workers=-1), dtype=np.float32)
+    np.maximum(smooth, 1e-3, out=smooth)
+    values = np.zeros(len(pos), dtype=np.float32)
+    pos32 = np.mod(pos, box).astype(np.float32)
+    pos32[pos32 >= box] = 0.0
+    masl.CIC_interp(smooth, float(box), pos32, values)
+    return np.log10(values.astype(float))
+
+
+def environment_residual(log_mass: np.ndarray, log_env: np.ndarray) -> np.ndarray:
+    """Standardised residual of ``log_env`` after a linear fit on ``log_mass`` (zeros if < 3)."""
+    if len(log_mass) < 3:
+        return np.zeros(len(log_mass))
+    resid = log_env - np.polyval(np.polyfit(log_mass, log_env, 1), log_mass)
+    std = resid.std()
+    return resid / std if std > 0 else np.zeros(len(log_mass))
+
+
+def populate(
+    halo_pos: np.ndarray,
+    halo_mass: np.ndarray,
+    members: list[np.ndarray],
+    particle_pos: np.ndarray,
+    env: np.ndarray,
+    min_sub_mass: float,
+    h: float,
+    model: GalaxyModel,
+    rng: np.random.Generator,
+) -> tuple[HaloCatalog, GalaxyCatalog]:
+    """Place centrals and satellites in halos; return the halo and galaxy catalogues.
+
+    Args:
+        halo_pos: ``(n_h, 3)`` halo centres, Mpc/h.
+        halo_mass: ``(n_h,)`` halo masses, Msun/h.
+        members: member particle indices of each halo.
+        particle_pos: ``(n_p, 3)`` particle positions, Mpc/h.
+        env: ``(n_h,)`` standardised environment residual of each halo.
+        min_sub_mass: smallest subhalo mass hosting a satellite, Msun/h.
+        h: dimensionless Hubble constant (Moster+13 is in Msun).
+        model: galaxy model parameters.
+        rng: random generator (the only source of randomness).
+    """
+    n_h = len(halo_mass)
+    mu_min = min_sub_mass / np.maximum(halo_mass, 1e-300)
+    a = model.sub_slope
+    expected = np.where(
+        mu_min < model.sub_max, model.sub_norm / a * (mu_min**-a - model.sub_max**-a), 0.0
+    )
+    n_sat = np.minimum(rng.poisson(expected), [len(m) for m in members])
+    host_sat = np.repeat(np.arange(n_h), n_sat)
+    # inverse CDF of dN/dmu ~ mu^(-a-1) on [mu_min, sub_max]
+    u = rng.random(len(host_sat))
+    lo, hi = mu_min[host_sat] ** -a, model.sub_max**-a
+    mu = (lo - u * (lo - hi)) ** (-1.0 / a)
+    sat_pos = np.empty((len(host_sat), 3))
+    start = 0
+    for i in np.flatnonzero(n_sat):
+        chosen = rng.choice(members[i], size=n_sat[i], replace=False)
+        sat_pos[start : start + n_sat[i]] = particle_pos[chosen]
+        start += n_sat[i]
+
+    host = np.concatenate([np.arange(n_h), host_sat])
+    base_mass = np.concatenate([halo_mass, mu * halo_mass[host_sat]])
+    log_mstar = (
+        np.log10(moster13(base_mass, h, model))
+        + model.env_dex * env[host]
+        + rng.normal(0.0, model.scatter_dex, len(host))
+    )
+    halos = HaloCatalog(
+        pos=np.asarray(halo_pos, dtype=float), mass=np.asarray(halo_mass), n_sub=1 + n_sat
+    )
+    galaxies = GalaxyCatalog(
+        pos=np.concatenate([halo_pos, sat_pos]),
+        mstar=10.0**log_mstar,
+        host=host,
+        central=np.arange(len(host)) < n_h,
+        host_mass=halo_mass[host],
+    )
+    return halos, galaxies

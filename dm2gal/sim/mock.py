@@ -1,0 +1,286 @@
+"""The embedded mock universe: a paired gravity-only + galaxies box, cached on disk.
+
+Pipeline: Gaussian ICs (colossus linear P(k)) -> 2LPT to ``z_init`` -> FastPM particle-mesh
+steps to z=0 on a force mesh ``pm_factor`` times finer than the particle lattice -> periodic FoF
+halos (``linking_b`` times the mean spacing) -> galaxies (Moster+13 SHMR with an environment
+term, satellites on member particles) -> three CIC fields with Pylians: ``dm``, ``subhalo``
+(each halo's mass at its centre) and ``stellar``, plus ``catalogs.h5``. Everything lands in
+``cache_dir / <config hash>`` through a temporary directory renamed when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import fft
+
+from dm2gal.catalog import GalaxyCatalog, HaloCatalog, load_catalogs, save_catalogs
+from dm2gal.fields import paint
+from dm2gal.io.store import FieldStore, StoreError, config_hash, file_hash
+from dm2gal.sim.cosmology import Cosmology
+from dm2gal.sim.fof import friends_of_friends
+from dm2gal.sim.galaxies import GalaxyModel, environment_residual, populate, smoothed_log_density
+from dm2gal.sim.ics import linear_delta_k
+from dm2gal.sim.lpt import lattice, lpt_displacements
+from dm2gal.sim.pm import ParticleMesh, evolve
+
+log = logging.getLogger(__name__)
+
+MOCK_VERSION = 1  # bump when the generated data change for the same configuration
+FIELDS = ("dm", "subhalo", "stellar")
+CATALOGS = "catalogs.h5"
+
+
+def _positive_int(key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or int(value) != value or value < minimum:
+        raise ValueError(f"MockUniverse: {key} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _positive_float(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not np.isfinite(value) or not value > 0:
+        raise ValueError(f"MockUniverse: {key} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+class MockUniverse:
+    """A seeded mock universe of side ``box`` Mpc/h with ``particles^3`` DM particles.
+
+    Args:
+        box: box side, Mpc/h.
+        particles: particles per side.
+        grid: side of the output CIC grids.
+        seed: seed of the initial conditions and of the galaxy model.
+        cache_dir: directory holding one sub-directory per configuration.
+        z_init: redshift of the 2LPT initial conditions.
+        steps: number of PM steps (linear in the scale factor) to z=0.
+        pm_factor: force-mesh cells per particle spacing (per side).
+        linking_b: FoF linking length in units of the mean particle spacing.
+        min_halo_particles: smallest FoF group kept as a halo.
+        cosmology: cosmological parameters (keys of :class:`Cosmology`).
+        galaxies: galaxy-model parameters (keys of :class:`GalaxyModel`).
+    """
+
+    def __init__(
+        self,
+        box: float = 75.0,
+        particles: int = 128,
+        grid: int = 128,
+        seed: int = 42,
+        cache_dir: str | Path = "data/mock",
+        *,
+        z_init: float = 9.0,
+        steps: int = 10,
+        pm_factor: int = 2,
+        linking_b: float = 0.2,
+        min_halo_particles: int = 20,
+        cosmology: dict[str, float] | None = None,
+        galaxies: dict[str, float] | None = None,
+    ):
+        self.box = _positive_float("box", box)
+        self.particles = _positive_int("particles", particles, 2)
+        self.grid = _positive_int("grid", grid, 2)
+        self.seed = _positive_int("seed", seed, 0)
+        self.cache_dir = Path(cache_dir)
+        self.z_init = _positive_float("z_init", z_init)
+        self.steps = _positive_int("steps", steps, 1)
+        self.pm_factor = _positive_int("pm_factor", pm_factor, 1)
+        self.linking_b = _positive_float("linking_b", linking_b)
+        if self.linking_b >= 1:
+            raise ValueError(f"MockUniverse: linking_b must be < 1, got {linking_b!r}")
+        self.min_halo_particles = _positive_int("min_halo_particles", min_halo_particles, 2)
+        self.cosmo = self._build("cosmology", Cosmology, cosmology)
+        self.galaxy_model = self._build("galaxies", GalaxyModel, galaxies)
+
+    @staticmethod
+    def _build(key: str, cls: type, params: dict[str, float] | None) -> Any:
+        try:
+            return cls(**(params or {}))
+        except TypeError as err:
+            raise ValueError(f"MockUniverse: bad {key} parameters {params!r}: {err}") from err
+        except ValueError as err:
+            raise ValueError(f"MockUniverse: {key}.{err}") from err
+
+    # -- identity -----------------------------------------------------------------------------
+    @property
+    def config(self) -> dict[str, Any]:
+        """The full configuration that determines the generated data."""
+        return {
+            "version": MOCK_VERSION,
+            "box": self.box,
+            "particles": self.particles,
+            "grid": self.grid,
+            "seed": self.seed,
+            "z_init": self.z_init,
+            "steps": self.steps,
+            "pm_factor": self.pm_factor,
+            "linking_b": self.linking_b,
+            "min_halo_particles": self.min_halo_particles,
+            "cosmology": asdict(self.cosmo),
+            "galaxies": asdict(self.galaxy_model),
+        }
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self.config)
+
+    @property
+    def store_dir(self) -> Path:
+        return self.cache_dir / self.hash
+
+    @property
+    def particle_mass(self) -> float:
+        """Mass of one DM particle, Msun/h."""
+        return self.cosmo.rho_m * (self.box / self.particles) ** 3
+
+    def _seeds(self) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
+        ics, galaxies = np.random.SeedSequence(self.seed).spawn(2)
+        return ics, galaxies
+
+    # -- physics ------------------------------------------------------------------------------
+    def linear_density(self) -> np.ndarray:
+        """Linear overdensity at z=0 on the ``particles^3`` lattice (the ICs of this seed)."""
+        delta_k = linear_delta_k(self.particles, self.box, self._seeds()[0], self.cosmo)
+        return fft.irfftn(delta_k, s=(self.particles,) * 3, workers=-1).astype(np.float32)
+
+    def simulate(self) -> np.ndarray:
+        """Run the gravity-only simulation; return z=0 particle positions ``(n, 3)``, Mpc/h."""
+        cosmo, n = self.cosmo, self.particles
+        a0 = 1.0 / (1.0 + self.z_init)
+        delta_k = linear_delta_k(n, self.box, self._seeds()[0], cosmo)
+        psi1, psi2 = lpt_displacements(delta_k, self.box)
+        del delta_k
+        d1 = cosmo.growth(a0)
+        d2 = -3.0 / 7.0 * d1**2
+        pos = lattice(n, self.box) + d1 * psi1 + d2 * psi2
+        mom = cosmo.momentum_factor(a0) * psi1
+        mom += a0**2 * float(cosmo.E(a0)) * cosmo.growth_rate2(a0) * d2 * psi2
+        del psi1, psi2
+        log.info("2LPT initial conditions at z=%.1f for %d^3 particles", self.z_init, n)
+        solver = ParticleMesh(self.pm_factor * n, self.box, cosmo.Om0)
+        return evolve(pos, mom, np.linspace(a0, 1.0, self.steps + 1), cosmo, solver)
+
+    def _generate(self, root: Path) -> None:
+        """Simulate, find halos, paint galaxies and write the store into ``root``."""
+        t0 = time.perf_counter()
+        pos = self.simulate()
+        log.info("gravity-only run done in %.1f s", time.perf_counter() - t0)
+        dm = paint(pos, self.particle_mass, self.grid, self.box)
+
+        spacing = self.box / self.particles
+        groups = friends_of_friends(
+            pos, self.box, self.linking_b * spacing, min_members=self.min_halo_particles
+        )
+        halo_mass = groups.size * self.particle_mass
+        log.info("FoF: %d halos with >= %d particles", len(groups), self.min_halo_particles)
+
+        model = self.galaxy_model
+        log_env = smoothed_log_density(dm, self.box, model.env_radius, groups.centre)
+        env = environment_residual(np.log10(halo_mass), log_env)
+        halos, galaxies = populate(
+            groups.centre,
+            halo_mass,
+            groups.members(),
+            pos,
+            env,
+            min_sub_mass=self.min_halo_particles * self.particle_mass,
+            h=self.cosmo.h,
+            model=model,
+            rng=np.random.default_rng(self._seeds()[1]),
+        )
+        log.info("galaxies: %d (%d centrals)", len(galaxies), int(galaxies.central.sum()))
+
+        save_catalogs(root / CATALOGS, halos, galaxies)
+        store = FieldStore(root)
+        store.init(
+            self.box,
+            self.grid,
+            source="mock",
+            config=self.config,
+            config_hash=self.hash,
+            seed=self.seed,
+            catalogs_hash=file_hash(root / CATALOGS),
+            particle_mass=self.particle_mass,
+        )
+        store.write("dm", dm, units="Msun/h per voxel", mas="CIC")
+        subhalo = paint(halos.pos, halos.mass, self.grid, self.box)
+        store.write("subhalo", subhalo, units="Msun/h per voxel", mas="CIC")
+        stellar = paint(galaxies.pos, galaxies.mstar, self.grid, self.box)
+        store.write("stellar", stellar, units="Msun/h per voxel", mas="CIC")
+        log.info("mock universe generated in %.1f s", time.perf_counter() - t0)
+
+    # -- cache --------------------------------------------------------------------------------
+    def cache_problem(self, root: Path | None = None) -> str | None:
+        """Why the store at ``root`` (default: ``store_dir``) cannot be used; None if it can."""
+        root = self.store_dir if root is None else Path(root)
+        store = FieldStore(root)
+        try:
+            meta = store.meta()
+        except StoreError as err:
+            return str(err)
+        stored = meta.get("attrs", {}).get("config_hash")
+        if stored != self.hash:
+            return f"config hash {stored!r} in {store.meta_path} != expected {self.hash!r}"
+        missing = [name for name in FIELDS if name not in meta["fields"]]
+        if missing:
+            return f"fields {missing} missing"
+        bad = store.verify(list(FIELDS))
+        if bad:
+            return f"fields {bad} missing on disk or failing their content hash"
+        catalogs = root / CATALOGS
+        if not catalogs.is_file():
+            return f"{catalogs} missing"
+        if file_hash(catalogs) != meta["attrs"].get("catalogs_hash"):
+            return f"{catalogs} fails its content hash"
+        return None
+
+    def build(self) -> FieldStore:
+        """Return the store of this mock: load it if cached and intact, else generate it."""
+        if self.store_dir.exists():
+            problem = self.cache_problem()
+            if problem is None:
+                log.info("mock universe loaded from %s", self.store_dir)
+                return FieldStore(self.store_dir)
+            warnings.warn(
+                f"mock cache {self.store_dir} is unusable ({problem}); regenerating it",
+                stacklevel=2,
+            )
+        log.info("generating mock universe in %s", self.store_dir)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=f".{self.hash}.tmp-"))
+        try:
+            self._generate(tmp)
+            self._install(tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return FieldStore(self.store_dir)
+
+    def _install(self, tmp: Path) -> None:
+        """Move the complete store ``tmp`` onto ``store_dir``, replacing a broken one."""
+        trash = None
+        if self.store_dir.exists():
+            trash = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=f".{self.hash}.old-"))
+            os.replace(self.store_dir, trash / "store")
+        try:
+            os.rename(tmp, self.store_dir)
+        except OSError:
+            # another process installed the same configuration meanwhile: keep theirs if sound
+            if self.cache_problem() is not None:
+                raise
+        finally:
+            if trash is not None:
+                shutil.rmtree(trash, ignore_errors=True)
+
+    def catalogs(self) -> tuple[HaloCatalog, GalaxyCatalog]:
+        """Halo and galaxy catalogues of this mock (building it if needed)."""
+        self.build()
+        return load_catalogs(self.store_dir / CATALOGS)

@@ -1,0 +1,286 @@
+"""Tests of the embedded mock universe: cosmology, 2LPT, PM, FoF, galaxies, physics and cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import fft
+
+from dm2gal.catalog import load_catalogs
+from dm2gal.sim import MockUniverse
+from dm2gal.sim.cosmology import Cosmology
+from dm2gal.sim.fof import friends_of_friends
+from dm2gal.sim.galaxies import GalaxyModel, moster13, populate
+from dm2gal.sim.ics import linear_delta_k
+from dm2gal.sim.lpt import lattice, lpt_displacements
+
+TNG = Cosmology()
+
+
+# -- cosmology ---------------------------------------------------------------------------------
+def test_growth_matches_colossus():
+    colossus = TNG.colossus()
+    for a in (0.1, 0.3, 0.7, 1.0):
+        assert TNG.growth(a) == pytest.approx(colossus.growthFactor(1.0 / a - 1.0), rel=2e-3)
+
+
+def test_fastpm_factors_satisfy_growth_equation():
+    # G_f = a^2 E dG_p/da must equal 1.5 Om0 D1 for the growing mode
+    for a in (0.1, 0.5, 1.0):
+        eps = 1e-5 * a
+        dgp = (TNG.momentum_factor(a + eps) - TNG.momentum_factor(a - eps)) / (2 * eps)
+        assert a**2 * TNG.E(a) * dgp == pytest.approx(TNG.force_factor(a), rel=1e-6)
+    # f1 = dlnD/dlna against a finite difference of colossus' growth factor
+    colossus, a, eps = TNG.colossus(), 0.5, 1e-4
+    growth = [colossus.growthFactor(1.0 / x - 1.0) for x in (a - eps, a + eps)]
+    f_colossus = a * (growth[1] - growth[0]) / (2 * eps) / colossus.growthFactor(1.0 / a - 1.0)
+    assert TNG.growth_rate(a) == pytest.approx(f_colossus, rel=2e-3)
+
+
+def test_bad_cosmology_names_key():
+    with pytest.raises(ValueError, match="sigma8"):
+        Cosmology(sigma8=-1.0)
+
+
+# -- initial conditions and 2LPT ---------------------------------------------------------------
+def test_initial_power_matches_colossus():
+    import Pk_library as PKL
+
+    n, box = 32, 200.0
+    delta = fft.irfftn(linear_delta_k(n, box, 7, TNG), s=(n,) * 3).astype(np.float32)
+    pk = PKL.Pk(delta, box, 0, "None", 1, False)
+    k, p, modes = pk.k3D, pk.Pk[:, 0], pk.Nmodes3D
+    sel = (k > 0.1) & (k < np.pi * n / box)  # many modes, below the (zeroed) Nyquist planes
+    ratio = np.sum(modes[sel] * p[sel]) / np.sum(modes[sel] * TNG.power_linear(k[sel]))
+    assert ratio == pytest.approx(1.0, abs=0.05)
+
+
+def test_zeldovich_plane_wave_is_exact():
+    n, box, amp = 16, 100.0, 0.3
+    kw = 2 * np.pi / box * 2
+    x = lattice(n, box)
+    delta = (amp * np.cos(kw * x[:, 0])).reshape((n,) * 3)
+    psi1, psi2 = lpt_displacements(fft.rfftn(delta), box)
+    np.testing.assert_allclose(psi1[:, 0], -amp / kw * np.sin(kw * x[:, 0]), atol=1e-10)
+    np.testing.assert_allclose(psi1[:, 1:], 0.0, atol=1e-10)
+    np.testing.assert_allclose(psi2, 0.0, atol=1e-10)
+
+
+def test_second_order_displacement_of_crossed_waves():
+    n, box, a, b = 16, 100.0, 0.3, 0.2
+    kw = 2 * np.pi / box
+    x = lattice(n, box)
+    cx, cy = np.cos(kw * x[:, 0]), np.cos(kw * x[:, 1])
+    delta = (a * cx + b * cy).reshape((n,) * 3)
+    _, psi2 = lpt_displacements(fft.rfftn(delta), box)
+    # lap phi2 = a b cos(kx) cos(ky)  =>  phi2 = -a b cos(kx) cos(ky) / (2 k^2)
+    expect_x = a * b * np.sin(kw * x[:, 0]) * cy / (2 * kw)
+    expect_y = a * b * cx * np.sin(kw * x[:, 1]) / (2 * kw)
+    np.testing.assert_allclose(psi2[:, 0], expect_x, atol=1e-10)
+    np.testing.assert_allclose(psi2[:, 1], expect_y, atol=1e-10)
+    np.testing.assert_allclose(psi2[:, 2], 0.0, atol=1e-10)
+
+
+# -- friends of friends ------------------------------------------------------------------------
+def test_fof_hand_built_groups_across_the_edge():
+    box = 10.0
+    pos = np.array(
+        [
+            [5.0, 5.0, 5.0],  # group B (3 members)
+            [9.9, 1.0, 1.0],  # group A (4 members, across x = 0)
+            [5.0, 5.1, 5.0],
+            [0.0, 1.0, 1.0],
+            [2.0, 8.0, 3.0],  # isolated
+            [0.1, 1.0, 1.0],
+            [9.95, 9.95, 9.95],  # group C (2 members, across the corner)
+            [5.0, 5.2, 5.0],
+            [0.02, 0.02, 0.02],
+            [0.2, 1.0, 1.0],
+            [7.0, 7.0, 7.0],  # too far from its neighbour (0.25 > 0.15)
+            [7.25, 7.0, 7.0],
+        ]
+    )
+    groups = friends_of_friends(pos, box, linking_length=0.15, min_members=2)
+    np.testing.assert_array_equal(groups.size, [4, 3, 2])
+    np.testing.assert_array_equal(groups.labels, [1, 0, 1, 0, -1, 0, 2, 1, 2, 0, -1, -1])
+    np.testing.assert_allclose(groups.centre[0], [0.05, 1.0, 1.0], atol=1e-12)
+    np.testing.assert_allclose(groups.centre[1], [5.0, 5.1, 5.0], atol=1e-12)
+    np.testing.assert_allclose(groups.centre[2], [9.985, 9.985, 9.985], atol=1e-12)
+    members = groups.members()
+    np.testing.assert_array_equal(members[0], [1, 3, 5, 9])
+    np.testing.assert_array_equal(members[2], [6, 8])
+    assert len(friends_of_friends(pos, box, 0.15, min_members=4)) == 1
+
+
+# -- galaxies ----------------------------------------------------------------------------------
+def test_moster13_at_characteristic_mass():
+    model, h = GalaxyModel(), 0.6774
+    m1 = 10**model.log_m1  # Msun; there M*/M = N exactly
+    assert moster13(m1 * h, h, model) == pytest.approx(model.norm * m1 * h, rel=1e-12)
+
+
+def test_populate_environment_and_satellites():
+    model, h, n_h, per_halo = GalaxyModel(), 0.6774, 2000, 50
+    mass = np.full(n_h, 1e13)
+    env = np.where(np.arange(n_h) % 2 == 0, 1.0, -1.0)
+    particle_pos = np.zeros((n_h * per_halo, 3))
+    particle_pos[:, 0] = np.arange(n_h * per_halo)  # x encodes the particle index
+    members = list(np.arange(n_h * per_halo).reshape(n_h, per_halo))
+    halos, gals = populate(
+        particle_pos[::per_halo], mass, members, particle_pos, env, 1e11, h, model,
+        np.random.default_rng(1),
+    )  # fmt: skip
+    cen = np.log10(gals.mstar[gals.central])
+    # environment shifts log M* by +-env_dex at fixed halo mass
+    assert cen[env > 0].mean() - cen[env < 0].mean() == pytest.approx(2 * model.env_dex, abs=0.03)
+    assert cen.mean() == pytest.approx(np.log10(moster13(1e13, h, model)), abs=0.02)
+    mu_min = 1e11 / 1e13
+    expected = model.sub_norm / model.sub_slope * (mu_min**-model.sub_slope - 0.1**-model.sub_slope)
+    n_sat = halos.n_sub - 1
+    assert n_sat.mean() == pytest.approx(expected, abs=5 * np.sqrt(expected / n_h))
+    sats = ~gals.central
+    assert len(gals) == n_h + n_sat.sum()
+    np.testing.assert_array_equal(np.bincount(gals.host[sats], minlength=n_h), n_sat)
+    # satellites sit on member particles of their own host
+    index = gals.pos[sats, 0].astype(int)
+    np.testing.assert_array_equal(particle_pos[index], gals.pos[sats])
+    np.testing.assert_array_equal(index // per_halo, gals.host[sats])
+    np.testing.assert_array_equal(gals.host_mass, 1e13)
+
+
+# -- the mock universe -------------------------------------------------------------------------
+TINY = {"box": 32.0, "particles": 16, "grid": 16, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    src = MockUniverse(**TINY, cache_dir=tmp_path_factory.mktemp("tiny"))
+    return src, src.build()
+
+
+def test_tiny_mock_conserves_mass(tiny):
+    src, store = tiny
+    halos, gals = load_catalogs(src.store_dir / "catalogs.h5")
+    assert len(halos) > 0 and len(gals) >= len(halos)
+    dm = store.read("dm").sum(dtype=np.float64)
+    assert dm == pytest.approx(16**3 * src.particle_mass, rel=1e-5)
+    assert src.particle_mass == pytest.approx(0.3089 * 2.775e11 * 2.0**3, rel=1e-12)
+    assert store.read("subhalo").sum(dtype=np.float64) == pytest.approx(halos.mass.sum(), rel=1e-5)
+    assert store.read("stellar").sum(dtype=np.float64) == pytest.approx(gals.mstar.sum(), rel=1e-5)
+    np.testing.assert_array_equal(halos.mass % src.particle_mass < 1e-3 * src.particle_mass, True)
+    np.testing.assert_array_equal(np.bincount(gals.host, minlength=len(halos)), halos.n_sub)
+    assert store.meta()["attrs"]["source"] == "mock" and store.meta()["attrs"]["seed"] == 3
+
+
+def test_same_seed_same_fields_other_seed_differs(tiny, tmp_path):
+    _, store = tiny
+    again = MockUniverse(**TINY, cache_dir=tmp_path / "a").build()
+    for name in ("dm", "subhalo", "stellar"):
+        np.testing.assert_array_equal(again.read(name), store.read(name))
+    other = MockUniverse(**{**TINY, "seed": 4}, cache_dir=tmp_path / "b")
+    assert other.store_dir.name != MockUniverse(**TINY).store_dir.name
+    assert not np.array_equal(other.build().read("dm"), store.read("dm"))
+
+
+def test_cache_is_reused(tiny, monkeypatch):
+    src, _ = tiny
+
+    def fail(self, root):
+        raise AssertionError("regenerated although the cache is intact")
+
+    monkeypatch.setattr(MockUniverse, "_generate", fail)
+    store = MockUniverse(**TINY, cache_dir=src.cache_dir).build()
+    assert store.root == src.store_dir
+    assert store.fields() == ["dm", "stellar", "subhalo"]
+
+
+@pytest.mark.parametrize("damage", ["flip_byte", "drop_catalogs", "drop_field", "wrong_hash"])
+def test_corrupted_cache_is_rebuilt_with_warning(tmp_path, damage):
+    src = MockUniverse(**TINY, cache_dir=tmp_path)
+    good = src.build().read("dm", mmap=False)
+    root = src.store_dir
+    if damage == "flip_byte":
+        raw = bytearray((root / "dm.npy").read_bytes())
+        raw[-5] ^= 0xFF
+        (root / "dm.npy").write_bytes(bytes(raw))
+    elif damage == "drop_catalogs":
+        (root / "catalogs.h5").unlink()
+    elif damage == "drop_field":
+        (root / "stellar.npy").unlink()
+    else:
+        meta = (root / "meta.json").read_text().replace(src.hash, "0" * 16)
+        (root / "meta.json").write_text(meta)
+    assert src.cache_problem() is not None
+    with pytest.warns(UserWarning, match="unusable"):
+        store = src.build()
+    assert src.cache_problem() is None
+    np.testing.assert_array_equal(store.read("dm"), good)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [src.hash]  # no temporary leftovers
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("box", -1.0),
+        ("box", 0.0),
+        ("particles", 1),
+        ("particles", 8.5),
+        ("grid", 0),
+        ("seed", -2),
+        ("steps", 0),
+        ("linking_b", 1.5),
+        ("min_halo_particles", 1),
+    ],
+)
+def test_bad_arguments_name_the_key(key, value):
+    with pytest.raises(ValueError, match=key):
+        MockUniverse(**{**TINY, key: value})
+
+
+def test_bad_physics_dicts_name_the_key():
+    with pytest.raises(ValueError, match="cosmology"):
+        MockUniverse(**TINY, cosmology={"Om0": 2.0})
+    with pytest.raises(ValueError, match="galaxies"):
+        MockUniverse(**TINY, galaxies={"no_such_knob": 1.0})
+
+
+# -- physics checks ----------------------------------------------------------------------------
+def test_power_spectrum_follows_linear_theory_on_large_scales(tmp_path):
+    """32^3 particles in a 256 Mpc/h box: k < 0.07 h/Mpc is linear at z=0.
+
+    Linear theory of the same realisation (the seed's ICs scaled to z=0) removes cosmic
+    variance; the nonlinear propagator damping exp(-k^2 sigma_v^2 / 2) stays below 10% there.
+    """
+    import Pk_library as PKL
+
+    src = MockUniverse(box=256.0, particles=32, grid=32, seed=5, cache_dir=tmp_path)
+    dm = src.build().read("dm", mmap=False)
+    delta = (dm / dm.mean() - 1.0).astype(np.float32)
+    final = PKL.Pk(delta, src.box, 0, "CIC", 1, False)
+    linear = PKL.Pk(src.linear_density(), src.box, 0, "None", 1, False)
+    np.testing.assert_allclose(final.k3D, linear.k3D, rtol=1e-6)
+    large = final.k3D < 0.07
+    assert large.sum() == 2
+    np.testing.assert_allclose(final.Pk[large, 0] / linear.Pk[large, 0], 1.0, atol=0.1)
+    # non-linear growth adds power on small scales
+    assert final.Pk[-5:, 0].sum() > 1.3 * linear.Pk[-5:, 0].sum()
+
+
+@pytest.mark.slow
+def test_halo_mass_function_matches_watson13(tmp_path):
+    """64^3 particles in a 64 Mpc/h box (particle mass 8.6e10 Msun/h, ~650 halos >= 20
+    particles): cumulative FoF counts above 30-200 particles within 20% of Watson+13 FoF."""
+    from colossus.lss import mass_function
+
+    src = MockUniverse(box=64.0, particles=64, grid=64, seed=11, cache_dir=tmp_path)
+    src.build()
+    halos, _ = load_catalogs(src.store_dir / "catalogs.h5")
+    TNG.colossus()
+    grid = np.geomspace(10 * src.particle_mass, 1e16, 400)
+    dndlnm = mass_function.massFunction(grid, 0.0, mdef="fof", model="watson13", q_out="dndlnM")
+    for n_min in (30, 50, 100, 200):
+        sel = grid >= n_min * src.particle_mass
+        expected = np.trapezoid(dndlnm[sel], np.log(grid[sel])) * src.box**3
+        found = np.sum(halos.mass >= n_min * src.particle_mass)
+        assert expected > 50
+        assert found == pytest.approx(expected, rel=0.2), (n_min, found, expected)
