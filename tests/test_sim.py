@@ -225,6 +225,9 @@ def test_corrupted_cache_is_rebuilt_with_warning(tmp_path, damage):
         ("box", 0.0),
         ("particles", 1),
         ("particles", 8.5),
+        ("particles", "16"),
+        ("box", float("nan")),
+        ("box", "75"),
         ("grid", 0),
         ("seed", -2),
         ("steps", 0),
@@ -284,3 +287,13 @@ def test_halo_mass_function_matches_watson13(tmp_path):
         found = np.sum(halos.mass >= n_min * src.particle_mass)
         assert expected > 50
         assert found == pytest.approx(expected, rel=0.2), (n_min, found, expected)
+
+
+def test_install_keeps_a_store_finished_meanwhile(tiny, tmp_path):
+    src, _ = tiny
+    other = tmp_path / "other"
+    other.mkdir()
+    before = (src.store_dir / "meta.json").read_text()
+    src._install(other)  # as if a concurrent build finished first: theirs is kept
+    assert (src.store_dir / "meta.json").read_text() == before
+    assert src.cache_problem() is None

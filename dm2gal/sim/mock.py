@@ -40,14 +40,18 @@ FIELDS = ("dm", "subhalo", "stellar")
 CATALOGS = "catalogs.h5"
 
 
-def _positive_int(key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or int(value) != value or value < minimum:
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _int_at_least(key: str, value: Any, minimum: int) -> int:
+    if not (_is_number(value) and float(value).is_integer() and value >= minimum):
         raise ValueError(f"MockUniverse: {key} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
 def _positive_float(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not np.isfinite(value) or not value > 0:
+    if not (_is_number(value) and np.isfinite(value) and value > 0):
         raise ValueError(f"MockUniverse: {key} must be a finite number > 0, got {value!r}")
     return float(value)
 
@@ -87,17 +91,17 @@ class MockUniverse:
         galaxies: dict[str, float] | None = None,
     ):
         self.box = _positive_float("box", box)
-        self.particles = _positive_int("particles", particles, 2)
-        self.grid = _positive_int("grid", grid, 2)
-        self.seed = _positive_int("seed", seed, 0)
+        self.particles = _int_at_least("particles", particles, 2)
+        self.grid = _int_at_least("grid", grid, 2)
+        self.seed = _int_at_least("seed", seed, 0)
         self.cache_dir = Path(cache_dir)
         self.z_init = _positive_float("z_init", z_init)
-        self.steps = _positive_int("steps", steps, 1)
-        self.pm_factor = _positive_int("pm_factor", pm_factor, 1)
+        self.steps = _int_at_least("steps", steps, 1)
+        self.pm_factor = _int_at_least("pm_factor", pm_factor, 1)
         self.linking_b = _positive_float("linking_b", linking_b)
         if self.linking_b >= 1:
             raise ValueError(f"MockUniverse: linking_b must be < 1, got {linking_b!r}")
-        self.min_halo_particles = _positive_int("min_halo_particles", min_halo_particles, 2)
+        self.min_halo_particles = _int_at_least("min_halo_particles", min_halo_particles, 2)
         self.cosmo = self._build("cosmology", Cosmology, cosmology)
         self.galaxy_model = self._build("galaxies", GalaxyModel, galaxies)
 
@@ -268,6 +272,8 @@ class MockUniverse:
         """Move the complete store ``tmp`` onto ``store_dir``, replacing a broken one."""
         trash = None
         if self.store_dir.exists():
+            if self.cache_problem() is None:
+                return  # another process finished the same configuration meanwhile
             trash = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=f".{self.hash}.old-"))
             os.replace(self.store_dir, trash / "store")
         try:
