@@ -111,6 +111,7 @@ def paint_chunks(
         n = len(pos)
         total += float(mass) * n if np.ndim(mass) == 0 else float(np.sum(mass, dtype=np.float64))
         count += n
+        del pos, mass  # free this chunk before the next one is read
     return total, count
 
 
