@@ -1,0 +1,48 @@
+"""A residual 3D CNN with unpadded convolutions: field in, field out."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dm2gal.models.base import FieldNet, center_crop
+from dm2gal.models.unet3d import conv_stack
+
+
+class _ResBlock(nn.Module):
+    """Standard (post-activation) residual block: two unpadded 3^3 Conv3d+BatchNorm3d, the
+    centre-cropped input added before the last LeakyReLU; shrinks each side by 2."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv_stack(channels, channels, 1),
+            nn.Conv3d(channels, channels, 3, bias=False),
+            nn.BatchNorm3d(channels),
+        )
+        self.act = nn.LeakyReLU(0.2, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        return self.act(y + center_crop(x, y.shape[-1]))
+
+
+class ResNet3d(FieldNet):
+    """A 3^3 stem convolution to ``channels``, ``blocks`` residual blocks, a 1^3 head to
+    ``out_channels``. Context ``1 + 2 * blocks`` voxels; any output side >= 1."""
+
+    def __init__(
+        self, in_channels: int = 2, out_channels: int = 1, channels: int = 32, blocks: int = 4
+    ) -> None:
+        super().__init__()
+        if channels < 1 or blocks < 0:
+            raise ValueError(f"ResNet3d: need channels >= 1, blocks >= 0; got {channels}, {blocks}")
+        self.in_channels = in_channels
+        self.context = 1 + 2 * blocks
+        self.stem = conv_stack(in_channels, channels, 1)
+        self.blocks = nn.Sequential(*(_ResBlock(channels) for _ in range(blocks)))
+        self.head = nn.Conv3d(channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.head(self.blocks(self.stem(x)))
