@@ -270,3 +270,13 @@ def test_bad_inputs_raise_clearly(catalogs):
         BinnedHOD().fit(halos, galaxies, everything, BOX)
     with pytest.raises(ValueError, match="training"):
         Zheng07HOD().fit(halos, galaxies, everything, BOX)
+
+
+def test_zheng07_without_training_satellites_warns_and_paints_centrals_only(catalogs):
+    halos, galaxies = catalogs
+    cen_only = GalaxyCatalog(**{k: v[galaxies.central] for k, v in vars(galaxies).items()})
+    with pytest.warns(UserWarning, match="no satellites"):
+        hod = Zheng07HOD().fit(halos, cen_only, heldout, BOX)
+    np.testing.assert_array_equal(hod.mean_nsat(halos.mass), 0.0)
+    pos, mstar = hod.sample(halos, seed=0, box=BOX)
+    assert 0 < len(mstar) <= len(halos)

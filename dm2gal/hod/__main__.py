@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from functools import partial
 from pathlib import Path
 
 from dm2gal.hod import build_hod_field
@@ -30,7 +31,8 @@ def main(overrides: list[str]) -> str:
     dm.prepare_data()
     dm.setup("fit")
     hod = instantiate(cfg.hod)
-    field = build_hod_field(hod, dm.store, dm.splits.is_heldout, seed)
+    is_heldout = partial(dm.splits.is_heldout, box=dm.store.box)
+    field = build_hod_field(hod, dm.store, is_heldout, seed)
     name = f"hod_{hod.name}"
     dm.store.write(
         name,

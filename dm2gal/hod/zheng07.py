@@ -9,7 +9,9 @@
   Poisson. This fits the number density and its mass dependence of the training region.
 * Central stellar mass: halotools' ``Moster13SmHm`` mean relation at z = 0 (parameters m10,
   n10, beta10, gamma10) with lognormal scatter, fitted by least squares in log10 M* on the
-  training centrals against their host mass; the scatter is the rms residual (dex).
+  training centrals against their host mass; the scatter is the rms residual (dex). halotools
+  evaluates Moster's formula in Msun with h = 0.704 (m10 is log10 M1 in those units) and
+  returns M* times h^2; the fit absorbs that convention, so the mean relation is in Msun/h.
 * Satellite stellar mass: lognormal around a power law in host mass,
   ``log10 M* = sat_a + sat_b (log10 M - 12)``, least squares on the training satellites
   (satellites have no subhalo mass here, so the central SHMR does not apply to them).
@@ -23,6 +25,7 @@ NFW profile.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -32,8 +35,8 @@ from scipy.special import lambertw
 from dm2gal.catalog import GalaxyCatalog, HaloCatalog
 from dm2gal.hod.base import HOD, IsHeldout, training_galaxies
 
-OCC_KEYS = ("logMmin", "sigma_logM", "logM0", "logM1", "alpha")
 SHMR_KEYS = ("m10", "n10", "beta10", "gamma10")
+MIN_SATELLITES = 3
 
 
 class Zheng07HOD(HOD):
@@ -119,22 +122,36 @@ class Zheng07HOD(HOD):
         h_tr, g_tr = training_galaxies(halos, galaxies, is_heldout)
         central = np.asarray(galaxies.central, dtype=bool)
         cen, sat = g_tr & central, g_tr & ~central
-        if cen.sum() < 10 or sat.sum() < 3 or h_tr.sum() < 10:
+        if cen.sum() < 10 or h_tr.sum() < 10:
             raise ValueError(
-                "Zheng07HOD.fit needs >= 10 training hosts, >= 10 training centrals and >= 3 "
-                f"training satellites, got {h_tr.sum()}, {cen.sum()}, {sat.sum()}"
+                "Zheng07HOD.fit needs >= 10 training hosts and >= 10 training centrals, got "
+                f"{h_tr.sum()} and {cen.sum()}"
             )
         log_host = np.log10(np.asarray(galaxies.host_mass, dtype=np.float64))
         mstar = np.asarray(galaxies.mstar, dtype=np.float64)
-        self._fit_occupations(np.log10(halos.mass[h_tr]), log_host[cen], log_host[sat])
+        fit_sats = sat.sum() >= MIN_SATELLITES
+        if not fit_sats:
+            warnings.warn(
+                f"Zheng07HOD.fit: only {sat.sum()} training satellites (< {MIN_SATELLITES}); "
+                "the benchmark gets no satellites",
+                stacklevel=2,
+            )
+            self._set(logM1=np.inf)
+        log_sat = log_host[sat] if fit_sats else None
+        self._fit_occupations(np.log10(halos.mass[h_tr]), log_host[cen], log_sat)
         self._fit_shmr(log_host[cen], np.log10(mstar[cen]))
+        self.fitted = True
+        if not fit_sats:
+            return self
         slope, icpt = np.polyfit(log_host[sat] - 12.0, np.log10(mstar[sat]), 1)
         resid = np.log10(mstar[sat]) - (icpt + slope * (log_host[sat] - 12.0))
         self._set(sat_a=icpt, sat_b=slope, sat_scatter=np.sqrt(np.mean(resid**2)))
-        self.fitted = True
         return self
 
-    def _fit_occupations(self, log_m: np.ndarray, log_cen: np.ndarray, log_sat: np.ndarray) -> None:
+    def _fit_occupations(
+        self, log_m: np.ndarray, log_cen: np.ndarray, log_sat: np.ndarray | None
+    ) -> None:
+        """Binned Poisson maximum likelihood of the counts (satellites skipped if ``None``)."""
         w = self.fit_bin_width
         lo, hi = log_m.min(), log_m.max()
         edges = lo + w * np.arange(int(np.floor((hi - lo) / w)) + 2)
@@ -148,7 +165,9 @@ class Zheng07HOD(HOD):
         mass_u, bin_u = 10.0**log_u, bin_of(log_u)
         n_host = np.bincount(bin_u, weights=count, minlength=n_bins)
         obs_cen = np.bincount(bin_of(log_cen), minlength=n_bins)
-        obs_sat = np.bincount(bin_of(log_sat), minlength=n_bins)
+        obs_sat = (
+            np.zeros(n_bins) if log_sat is None else np.bincount(bin_of(log_sat), minlength=n_bins)
+        )
 
         def nll(mean_occ: Any, keys: tuple[str, ...], obs: np.ndarray) -> Any:
             def f(x: np.ndarray) -> float:
@@ -172,7 +191,7 @@ class Zheng07HOD(HOD):
             (self.mean_nsat, ("logM0", "logM1", "alpha"), obs_sat,
              [start_m1 - 1.0, start_m1, 1.0], [(lo - 3.0, hi), (lo - 1.0, hi + 2.0), (0.05, 3.0)]),
         )  # fmt: skip
-        for mean_occ, keys, obs, x0, bounds in fits:
+        for mean_occ, keys, obs, x0, bounds in fits if log_sat is not None else fits[:1]:
             f = nll(mean_occ, keys, obs)
             x0 = np.clip(x0, [b[0] for b in bounds], [b[1] for b in bounds])
             res = minimize(f, x0, method="Nelder-Mead", bounds=bounds,
