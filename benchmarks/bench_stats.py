@@ -1,0 +1,87 @@
+"""Time P(k) and the bispectrum set: Pylians (threads) vs the torch path (CPU, and CUDA if present).
+
+The bispectrum set is every configured (k1, k2) pair at ``--angles`` angles (default: the two
+default pairs x 10 angles = 20 triangles). Pylians gets one ``Bk`` call per pair (all angles at
+once, its fastest use) and, for the per-triangle comparison, the time per triangle is also given.
+Usage: ``python benchmarks/bench_stats.py --grids 128 256 --threads 2``. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from dm2gal import stats
+from dm2gal.stats_torch import bispectrum_torch, power_spectrum_torch
+
+
+def timed(fn: Callable[[], object], repeat: int, sync: Callable[[], None] = lambda: None) -> float:
+    """Best wall time of ``repeat`` calls after one warm-up call, in seconds."""
+    fn()
+    sync()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--grids", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--box", type=float, default=75.0, help="box side in Mpc/h")
+    parser.add_argument("--threads", type=int, default=2, help="Pylians / torch CPU threads")
+    parser.add_argument("--angles", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-pylians-bk", action="store_true", help="Pylians Bk is slow")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    thetas = np.linspace(0.0, np.pi, args.angles)
+    pairs = stats.DEFAULT_K_PAIRS
+    triangles = [(k1, k2, t) for k1, k2 in pairs for t in thetas]
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+    rows = []
+    for n in args.grids:
+        rng = np.random.default_rng(0)
+        field = rng.gamma(2.0, 1e9, size=(n, n, n)).astype(np.float32)
+        t = timed(
+            lambda f=field: stats.power_spectrum(f, args.box, threads=args.threads), args.repeat
+        )
+        rows.append((n, f"Pylians ({args.threads} thr)", "P(k)", t, 1))
+        if not args.skip_pylians_bk:
+            t = timed(
+                lambda f=field: [
+                    stats.bispectrum(f, args.box, k1, k2, thetas, threads=args.threads)
+                    for k1, k2 in pairs
+                ],
+                repeat=1,
+            )
+            rows.append((n, f"Pylians ({args.threads} thr)", "Bk set", t, len(triangles)))
+        for device in devices:
+            x = torch.from_numpy(field).to(device)
+            sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+            name = f"torch {device}" + (f" ({args.threads} thr)" if device == "cpu" else "")
+            t = timed(lambda x=x: power_spectrum_torch(x, args.box), args.repeat, sync)
+            rows.append((n, name, "P(k)", t, 1))
+            t = timed(lambda x=x: bispectrum_torch(x, args.box, triangles), args.repeat, sync)
+            rows.append((n, name, "Bk set", t, len(triangles)))
+
+    print(
+        f"box {args.box} Mpc/h, Bk set = {len(pairs)} (k1,k2) pairs {pairs} x {args.angles} angles"
+    )
+    print("| grid | implementation | statistic | time [s] | per triangle [ms] |")
+    print("|---:|---|---|---:|---:|")
+    for n, impl, what, t, count in rows:
+        per = f"{1e3 * t / count:.2f}" if what == "Bk set" else ""
+        print(f"| {n}^3 | {impl} | {what} | {t:.4f} | {per} |")
+
+
+if __name__ == "__main__":
+    main()
