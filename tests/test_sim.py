@@ -10,7 +10,13 @@ from dm2gal.catalog import load_catalogs
 from dm2gal.sim import MockUniverse
 from dm2gal.sim.cosmology import Cosmology
 from dm2gal.sim.fof import friends_of_friends
-from dm2gal.sim.galaxies import GalaxyModel, moster13, populate
+from dm2gal.sim.galaxies import (
+    GalaxyModel,
+    environment_residual,
+    moster13,
+    populate,
+    smoothed_log_density,
+)
 from dm2gal.sim.ics import linear_delta_k
 from dm2gal.sim.lpt import lattice, lpt_displacements
 
@@ -269,14 +275,21 @@ def test_power_spectrum_follows_linear_theory_on_large_scales(tmp_path):
     assert final.Pk[-5:, 0].sum() > 1.3 * linear.Pk[-5:, 0].sum()
 
 
+@pytest.fixture(scope="module")
+def mock64(tmp_path_factory):
+    """64^3 particles in a 64 Mpc/h box: particle mass 8.6e10 Msun/h, ~650 halos >= 20 particles."""
+    src = MockUniverse(
+        box=64.0, particles=64, grid=64, seed=11, cache_dir=tmp_path_factory.mktemp("m")
+    )
+    return src, src.build()
+
+
 @pytest.mark.slow
-def test_halo_mass_function_matches_watson13(tmp_path):
-    """64^3 particles in a 64 Mpc/h box (particle mass 8.6e10 Msun/h, ~650 halos >= 20
-    particles): cumulative FoF counts above 30-200 particles within 20% of Watson+13 FoF."""
+def test_halo_mass_function_matches_watson13(mock64):
+    """Cumulative FoF counts above 30-200 particles within 20% of Watson+13 FoF."""
     from colossus.lss import mass_function
 
-    src = MockUniverse(box=64.0, particles=64, grid=64, seed=11, cache_dir=tmp_path)
-    src.build()
+    src, _ = mock64
     halos, _ = load_catalogs(src.store_dir / "catalogs.h5")
     TNG.colossus()
     grid = np.geomspace(10 * src.particle_mass, 1e16, 400)
@@ -297,3 +310,17 @@ def test_install_keeps_a_store_finished_meanwhile(tiny, tmp_path):
     src._install(other)  # as if a concurrent build finished first: theirs is kept
     assert (src.store_dir / "meta.json").read_text() == before
     assert src.cache_problem() is None
+
+
+@pytest.mark.slow
+def test_central_stellar_mass_depends_on_environment_beyond_halo_mass(mock64):
+    src, store = mock64
+    halos, gals = load_catalogs(src.store_dir / "catalogs.h5")
+    model, cen = src.galaxy_model, gals.central
+    log_env = smoothed_log_density(
+        store.read("dm", mmap=False), src.box, model.env_radius, halos.pos
+    )
+    env = environment_residual(np.log10(halos.mass), log_env)
+    resid = np.log10(gals.mstar[cen] / moster13(gals.host_mass[cen], src.cosmo.h, model))
+    expected = model.env_dex / np.hypot(model.env_dex, model.scatter_dex)  # 0.71
+    assert np.corrcoef(env[gals.host[cen]], resid)[0, 1] == pytest.approx(expected, abs=0.1)

@@ -99,7 +99,7 @@ class Cosmology:
             "persistence": "",
         }
         name = "dm2gal_" + "_".join(f"{v:g}" for v in asdict(self).values())
-        return cosmology.setCosmology(name, **params)
+        return cosmology.Cosmology(name=name, **params)  # not made current: no global effect
 
     def power_linear(self, k: np.ndarray) -> np.ndarray:
         """Linear matter power spectrum at z=0, (Mpc/h)^3, for ``k`` > 0 in h/Mpc (colossus)."""
