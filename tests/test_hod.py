@@ -280,3 +280,31 @@ def test_zheng07_without_training_satellites_warns_and_paints_centrals_only(cata
     np.testing.assert_array_equal(hod.mean_nsat(halos.mass), 0.0)
     pos, mstar = hod.sample(halos, seed=0, box=BOX)
     assert 0 < len(mstar) <= len(halos)
+
+
+@pytest.mark.slow
+def test_cli_builds_and_records_the_field_on_a_tiny_mock(tmp_path):
+    from functools import partial
+
+    from hydra import compose, initialize_config_dir
+
+    from dm2gal.hod.__main__ import CONF_DIR, main
+
+    small = ["data.source.particles=32", "data.source.grid=32", "data.source.box=50"]
+    overrides = [f"paths.data_dir={tmp_path}", "seed=5", *small]
+    assert main(["hod=binned", *overrides]) == "hod_binned"
+    (store_dir,) = (tmp_path / "mock").iterdir()
+    store = FieldStore(store_dir)
+    meta = store.field_meta("hod_binned")
+    assert meta["seed"] == 5 and meta["config"]["n_bins"] == 10
+    assert len(meta["fitted_params"]["p_cen"]) == 10
+    # the stored field is the one build_hod_field gives with the data module's held-out split
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    expected = build_hod_field(
+        BinnedHOD(), store, partial(dm.splits.is_heldout, box=store.box), seed=5
+    )
+    np.testing.assert_array_equal(store.read("hod_binned"), expected)
