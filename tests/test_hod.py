@@ -265,6 +265,9 @@ def test_bad_inputs_raise_clearly(catalogs):
     short = GalaxyCatalog(**{**vars(galaxies), "host": galaxies.host[:-1]})
     with pytest.raises(ValueError, match="galaxies.host"):
         BinnedHOD().fit(halos, short, heldout, BOX)
+    two_centrals = GalaxyCatalog(**{**vars(galaxies), "central": np.ones(len(galaxies), bool)})
+    with pytest.raises(ValueError, match="more than one central"):
+        BinnedHOD().fit(halos, two_centrals, nothing_heldout, BOX)
     everything = lambda pos: np.ones(len(pos), dtype=bool)  # noqa: E731
     with pytest.raises(ValueError, match="training"):
         BinnedHOD().fit(halos, galaxies, everything, BOX)

@@ -83,6 +83,12 @@ class BinnedHOD(HOD):
         # satellites keep their offset from the training central of their own host
         host = np.asarray(galaxies.host)
         cen_of_host = dict(zip(host[cen].tolist(), cen.tolist(), strict=True))
+        if len(cen_of_host) < len(cen):
+            dup = np.unique(host[cen], return_counts=True)
+            raise ValueError(
+                f"galaxies.central: hosts {dup[0][dup[1] > 1][:5].tolist()} have more than one "
+                "central galaxy (expected at most one per host)"
+            )
         partner = np.array([cen_of_host.get(h, -1) for h in host[sat].tolist()], dtype=np.int64)
         sat = sat[partner >= 0]
         partner = partner[partner >= 0]
