@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import signal
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dm2gal.config import require_positive
+from dm2gal.io.store import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +29,62 @@ def instantiate_group(cfg: DictConfig | None) -> list[Any]:
         for node in cfg.values()
         if isinstance(node, DictConfig) and "_target_" in node
     ]
+
+
+class PreemptionCheckpoint(L.Callback):
+    """Save ``last.ckpt`` at the current step when SLURM announces the end of the job.
+
+    SLURM sends ``SIGUSR1`` ``signal_delay_s`` seconds before a time limit or a preemption, and
+    submitit's handler requeues the job and exits at once. This callback takes the signal first,
+    lets the current optimiser step finish, writes ``<dirpath>/last.ckpt`` (every rank agrees on
+    the step), then calls the previous handler. The requeued job resumes from that checkpoint,
+    so no step is lost or repeated. Without a previous handler (no SLURM) it installs nothing.
+    """
+
+    def __init__(self, dirpath: str | Path, signum: int = signal.SIGUSR1):
+        self.path = Path(dirpath) / "last.ckpt"
+        self.signum = signum
+        self.previous: Any = None
+        self.pending: tuple[int, FrameType | None] | None = None
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.warning("signal %d: checkpoint at the end of this step, then requeue", signum)
+        self.pending = (signum, frame)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        previous = signal.getsignal(self.signum)
+        if callable(previous):
+            self.previous = previous
+            signal.signal(self.signum, self._on_signal)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self._maybe_checkpoint(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._maybe_checkpoint(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        handler = self._restore()
+        if handler is not None and self.pending is not None:
+            handler(*self.pending)  # the epoch-end last.ckpt already holds the final step
+
+    def _maybe_checkpoint(self, trainer: L.Trainer) -> None:
+        if self.previous is None:
+            return
+        if not trainer.strategy.reduce_boolean_decision(self.pending is not None, all=False):
+            return
+        trainer.save_checkpoint(self.path)
+        log.warning("saved %s at global step %d", self.path, trainer.global_step)
+        handler = self._restore()
+        handler(*(self.pending or (self.signum, None)))
+
+    def _restore(self) -> Any:
+        """Put the previous handler back and return it (``None`` if none was taken over)."""
+        handler, self.previous = self.previous, None
+        if handler is not None:
+            signal.signal(self.signum, handler)
+        return handler
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -57,19 +117,32 @@ def build(cfg: DictConfig) -> tuple[Any, L.LightningModule, L.Trainer]:
     sampler = instantiate(cfg.sampler) if cfg.get("sampler") else None
     datamodule = instantiate(cfg.data, context=net.context, sampler=sampler)
     module = instantiate(cfg.module, net=net, loss=instantiate(cfg.loss))
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
     trainer = instantiate(
         cfg.trainer,
-        callbacks=instantiate_group(cfg.get("callbacks")),
+        callbacks=[*instantiate_group(cfg.get("callbacks")), PreemptionCheckpoint(checkpoints)],
         logger=instantiate_group(cfg.get("logger")) or False,
     )
     return datamodule, module, trainer
 
 
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a/b": 1}`` (lists are values)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{name}/"))
+        else:
+            out[name] = value
+    return out
+
+
 def log_config(cfg: DictConfig, trainer: L.Trainer) -> None:
-    """Send the whole resolved config, flattened, to every logger."""
-    container = OmegaConf.to_container(cfg, resolve=True)
+    """Send the whole resolved config, flattened (``data/source/grid``), to every logger."""
+    params = flatten(OmegaConf.to_container(cfg, resolve=True))
     for logger in trainer.loggers:
-        logger.log_hyperparams(container)
+        logger.log_hyperparams(params)
 
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:
@@ -83,16 +156,63 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
     return None
 
 
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """``ckpt_path`` if set, else the run's own ``checkpoints/last.ckpt`` when it exists (a
+    requeued or restarted job continues where it stopped), else ``None``."""
+    if cfg.get("ckpt_path"):
+        return str(cfg.ckpt_path)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        log.info("resuming from %s", last)
+        return str(last)
+    return None
+
+
+def with_sweep_info(cfg: DictConfig) -> DictConfig:
+    """In a Hydra multirun, group the W&B runs by the sweep's id (the sweep directory's name)
+    and tag each with its overrides. Other runs are returned unchanged."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    wandb_cfg = OmegaConf.select(cfg, "logger.wandb")
+    if wandb_cfg is None or not HydraConfig.initialized():
+        return cfg
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return cfg
+    with open_dict(cfg):
+        if wandb_cfg.get("group") is None:
+            wandb_cfg.group = Path(hydra_cfg.sweep.dir).name
+        tags = list(wandb_cfg.get("tags") or [])
+        wandb_cfg.tags = tags + [o[:64] for o in hydra_cfg.overrides.task if o not in tags]
+    return cfg
+
+
+def log_best_checkpoint(trainer: L.Trainer, path: str | None) -> None:
+    """Record the best checkpoint's path with every logger (W&B: in the run summary)."""
+    if path is None:
+        return
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.summary["best_checkpoint"] = path
+        else:
+            logger.log_hyperparams({"best_checkpoint": path})
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, test and evaluate; return the final metrics (floats)."""
+    """Fit (resuming from ``resume_checkpoint``), test and evaluate; return the final metrics.
+
+    The global-zero process writes ``<output_dir>/results.json`` (see :func:`write_results`).
+    """
     L.seed_everything(cfg.seed, workers=True)
-    datamodule, module, trainer = build(cfg)
+    datamodule, module, trainer = build(with_sweep_info(cfg))
     log_config(cfg, trainer)
     if cfg.train:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    ckpt = best_checkpoint(trainer)
+    log_best_checkpoint(trainer, ckpt)
     if cfg.test:
-        ckpt = best_checkpoint(trainer)
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         if trainer.is_global_zero:
@@ -108,7 +228,38 @@ def train(cfg: DictConfig) -> dict[str, float]:
                     checkpoint=ckpt,
                 )
             )
+    if trainer.is_global_zero:
+        write_results(
+            cfg.paths.output_dir,
+            "completed",
+            metrics=metrics,
+            global_step=trainer.global_step,
+            best_checkpoint=ckpt,
+        )
     return metrics
+
+
+def write_results(output_dir: str | Path, status: str, **fields: Any) -> Path:
+    """Write ``<output_dir>/results.json``: ``status`` ("completed" or "failed") plus ``fields``
+    (final metrics, global step, best checkpoint, or the error). Sweep aggregation reads it."""
+    path = Path(output_dir) / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({"status": status, **fields}, indent=2, sort_keys=True))
+    return path
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """:func:`train`, recording a failure in ``results.json`` before re-raising it, and closing
+    the W&B run whatever happens (a sweep's next job starts clean)."""
+    try:
+        return train(cfg)
+    except Exception as err:
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
+            write_results(cfg.paths.output_dir, "failed", error=f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        finish_loggers()
 
 
 def finish_loggers() -> None:
