@@ -2,10 +2,11 @@
 
 Inputs are mass-per-voxel tensors (float32 or float64, ``(N, N, N)``) of a periodic cube of side
 ``box`` (Mpc/h); they are turned into overdensity ``field / mean - 1`` and the mass-assignment
-window is deconvolved (``mas``) exactly as ``dm2gal.stats`` (Pylians) does. FFTs run in the
-input's precision, bin sums in float64. Outputs are float64 tensors on the input's device:
-k [h/Mpc], P [(Mpc/h)^3], B [(Mpc/h)^6]. A float32 FFT (here or in Pylians) resolves power only
-down to ~1e-7 of the largest mode's; for a P(k) spanning more than ~1e5 pass float64 fields.
+window is deconvolved (``mas``) exactly as ``dm2gal.stats`` (Pylians) does. FFTs and bispectrum
+sums run in the input's precision, P(k) bin sums in float64. Outputs are float64 tensors on the
+input's device: k [h/Mpc], P [(Mpc/h)^3], B [(Mpc/h)^6]. A float32 FFT (here or in Pylians)
+resolves power only down to ~1e-7 of the largest mode's; for a P(k) spanning more than ~1e5
+pass float64 fields.
 
 Binning follows Pylians ``Pk``: a mode with integer wave vector n (units of kF = 2 pi / box)
 falls in bin ``floor(|n|)``; each independent mode counts once (on the n_z = 0 and Nyquist
@@ -185,7 +186,7 @@ def bispectrum_torch(
         inside = (modes.kabs >= (k - kf) / kf) & (modes.kabs < (k + kf) / kf)
         d = torch.fft.irfftn(dk * inside, s=shape, norm="forward")
         i = torch.fft.irfftn(inside.to(dk.dtype), s=shape, norm="forward")
-        pk = (d * d).sum(dtype=torch.float64) / (i * i).sum(dtype=torch.float64)
+        pk = (d * d).sum().double() / (i * i).sum().double()
         return d, i, pk * (box / n**2) ** 3
 
     b_out = torch.empty(len(tris), dtype=torch.float64, device=field.device)
@@ -200,8 +201,8 @@ def bispectrum_torch(
         del d1, d2, i1, i2
         for j in members:
             d3, i3, p3 = shell(k3s[j])
-            count = (i12 * i3).sum(dtype=torch.float64)
-            b = (d12 * d3).sum(dtype=torch.float64) / count * (box**2 / n**3) ** 3
+            count = (i12 * i3).sum().double()
+            b = (d12 * d3).sum().double() / count * (box**2 / n**3) ** 3
             b_out[j] = b
             q_out[j] = b / (p1 * p2 + p1 * p3 + p2 * p3)
     return b_out, q_out
