@@ -187,3 +187,15 @@ def test_configs_instantiate(tmp_path):
     dm.setup("fit")
     assert len(dm.train_dataloader().sampler) == 4096
     assert isinstance(dm.source, FakeSource) and dm.inputs == ["dm", "subhalo"]
+
+
+def test_normalize_on_device_gives_the_same_batches_after_transfer(tmp_path):
+    on_cpu = make_dm(tmp_path, augment="none")
+    on_device = make_dm(tmp_path, augment="none", normalize_on_device=True)
+    raw = next(iter(on_device.val_dataloader()))
+    assert raw["target"].max() > 1e6  # Msun/h, not normalised
+    moved = on_device.on_after_batch_transfer(raw, 0)
+    expected = next(iter(on_cpu.val_dataloader()))
+    for key in expected:
+        torch.testing.assert_close(moved[key], expected[key], rtol=1e-5, atol=1e-5)
+    assert on_cpu.on_after_batch_transfer(expected, 0) is expected

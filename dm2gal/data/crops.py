@@ -56,7 +56,7 @@ class FieldCrops(Dataset):
         context: input padding on each side (voxels).
         axes: anchor lattice, three arrays of target-crop start voxels.
         anchors: flat indices into the lattice (None: all of it).
-        transform: the normalisation.
+        transform: the normalisation (None: raw Msun/h crops, normalised later on the device).
         symmetries: one drawn at random per item (None or one: no augmentation).
         region: if given, ``valid`` marks target voxels inside it (validation / test tiles).
         min_target_mass: if given, ``valid`` also requires raw target > this (Msun/h).
@@ -73,7 +73,7 @@ class FieldCrops(Dataset):
         context: int,
         axes: Sequence[np.ndarray],
         anchors: np.ndarray | None,
-        transform: FieldTransform,
+        transform: FieldTransform | None,
         symmetries: Sequence[Symmetry] | None = None,
         region=None,
         min_target_mass: float | None = None,
@@ -128,6 +128,11 @@ class FieldCrops(Dataset):
         size = self.crop + 2 * self.context
         return moved if self.splits.cube_allowed(moved - self.context, size)[0] else start
 
+    def _normalised(self, x: np.ndarray, method: str) -> np.ndarray:
+        if self.transform is None:
+            return x if x.base is None else np.array(x, order="C")  # views: fresh strides
+        return getattr(self.transform, method)(x)
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         start = self.start(i)
         if self.shift:
@@ -152,8 +157,8 @@ class FieldCrops(Dataset):
             ]
             x, y, valid = sym(x), sym(y), sym(valid)
         return {
-            "input": torch.from_numpy(self.transform.forward_input(x)),
-            "target": torch.from_numpy(self.transform.forward_target(y)),
+            "input": torch.from_numpy(self._normalised(x, "forward_input")),
+            "target": torch.from_numpy(self._normalised(y, "forward_target")),
             # copies: flipped views of size-1 axes keep negative strides that torch refuses
             "occupied": torch.from_numpy((y > 0).copy()),
             "valid": torch.from_numpy(valid.copy()),

@@ -64,6 +64,9 @@ class FieldDataModule(L.LightningDataModule):
         min_target_mass: train and score only target voxels above this (Msun/h; paper: 1e8).
         batch_size, num_workers, pin_memory, persistent_workers: DataLoader settings.
         seed: seeds the sampler, the augmentation and the loader workers.
+        normalize_on_device: loaders yield raw Msun/h crops and the normalisation runs in
+            ``on_after_batch_transfer`` (on the GPU), so the model still sees normalised batches
+            while CPU workers skip the log; off by default (loaders yield normalised batches).
     """
 
     def __init__(
@@ -85,8 +88,10 @@ class FieldDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         seed: int = 0,
+        normalize_on_device: bool = False,
     ):
         super().__init__()
+        self.normalize_on_device = bool(normalize_on_device)
         self.source = source
         self.inputs, self.target = list(inputs), str(target)
         if not self.inputs:
@@ -193,7 +198,7 @@ class FieldDataModule(L.LightningDataModule):
             c,
             axes,
             anchors,
-            self.transform,
+            self._crop_transform,
             self.symmetries,
             min_target_mass=self.min_target_mass,
             shift=stride if self.random_shift else 0,
@@ -212,7 +217,7 @@ class FieldDataModule(L.LightningDataModule):
             self.context,
             axes,
             None,
-            self.transform,
+            self._crop_transform,
             None,
             region=region,
             min_target_mass=self.min_target_mass,
@@ -220,6 +225,10 @@ class FieldDataModule(L.LightningDataModule):
 
     def _paths(self) -> list[Path]:
         return [self.store.path(name) for name in [*self.inputs, self.target]]
+
+    @property
+    def _crop_transform(self) -> FieldTransform | None:
+        return None if self.normalize_on_device else self.transform
 
     @property
     def sampler_class(self) -> type | None:
@@ -266,6 +275,16 @@ class FieldDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Normalise raw batches on the device when ``normalize_on_device`` is set."""
+        if self.normalize_on_device:
+            batch = {
+                **batch,
+                "input": self.transform.forward_input(batch["input"]),
+                "target": self.transform.forward_target(batch["target"]),
+            }
+        return batch
 
     # -- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
