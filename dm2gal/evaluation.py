@@ -191,7 +191,12 @@ def load_run(run_dir: Path, ckpt_path: Path | None = None) -> tuple[DictConfig, 
     net = instantiate(cfg.model)
     datamodule = instantiate(cfg.data, context=net.context, sampler=None)
     module = Dm2galModule.load_from_checkpoint(
-        ckpt_path, net=net, loss=instantiate(cfg.loss), map_location="cpu", weights_only=False
+        ckpt_path,
+        net=net,
+        loss=instantiate(cfg.loss),
+        optimizer=instantiate(cfg.optim.optimizer),
+        map_location="cpu",
+        weights_only=False,
     )
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     datamodule.prepare_data()

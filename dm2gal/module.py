@@ -47,9 +47,12 @@ class Dm2galModule(L.LightningModule):
         compile: bool = False,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "loss"], logger=False)
+        # factories stay out of the checkpoint: it holds plain values only
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
         self.net = net
         self.loss = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
         self.n_parameters = count_parameters(net)
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -124,10 +127,10 @@ class Dm2galModule(L.LightningModule):
 
     # -- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        optimizer = self.hparams.optimizer(params=self.net.parameters())
-        if self.hparams.scheduler is None:
+        optimizer = self.optimizer_factory(params=self.net.parameters())
+        if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.hparams.scheduler(optimizer=optimizer)
+        scheduler = self.scheduler_factory(optimizer=optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {

@@ -24,8 +24,9 @@ TINY = [
 ]
 
 
-def compose_train(tmp_path: Path, overrides: list[str] = ()) -> DictConfig:
-    """Compose ``conf/train.yaml`` with outputs under ``tmp_path`` and the shared mock cache."""
+def compose_train(tmp_path: Path, overrides: list[str] = (), tiny: bool = True) -> DictConfig:
+    """Compose ``conf/train.yaml`` (shrunk by ``TINY`` unless ``tiny`` is false) with outputs
+    under ``tmp_path`` and the shared mock cache."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -35,7 +36,9 @@ def compose_train(tmp_path: Path, overrides: list[str] = ()) -> DictConfig:
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*TINY, *overrides], return_hydra_config=True)
+        cfg = compose(
+            "train", overrides=[*(TINY if tiny else []), *overrides], return_hydra_config=True
+        )
     HydraConfig().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path)
@@ -53,6 +56,6 @@ def mock_cache_dir() -> Path:
 
 
 @pytest.fixture
-def train_cfg(tmp_path: Path):
-    """The smoke training config, writing into ``tmp_path``."""
-    return compose_train(tmp_path)
+def compose(tmp_path: Path):
+    """``compose(overrides)``: the smoke training config plus ``overrides``, writing to tmp_path."""
+    return lambda overrides=(), tiny=True: compose_train(tmp_path, list(overrides), tiny)

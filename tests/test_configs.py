@@ -1,0 +1,142 @@
+"""Every config group option composes, and instantiates where this machine can run it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from dm2gal.models.base import FieldNet
+from dm2gal.training import build, check_config, instantiate_group
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+
+
+def test_every_group_of_the_design_has_options():
+    for group in (
+        "data",
+        "model",
+        "loss",
+        "sampler",
+        "optim",
+        "trainer",
+        "logger",
+        "callbacks",
+        "hod",
+        "experiment",
+        "hparams_search",
+        "paths",
+        "debug",
+        "hydra/launcher",
+    ):
+        assert options(group), f"conf/{group} has no option"
+    assert {"mock", "tng100", "camels", "fields"} <= set(options("data"))
+    assert {"dm2gal", "resnet3d", "unet3d"} <= set(options("model"))
+    assert {"uniform", "mass_bins"} <= set(options("sampler"))
+
+
+@pytest.mark.parametrize("name", options("model"))
+def test_model_options_build_field_nets(compose, name: str):
+    cfg = compose([f"model={name}"], tiny=False)
+    net = instantiate(cfg.model)
+    assert isinstance(net, FieldNet)
+    assert net.context >= 0
+
+
+@pytest.mark.parametrize("name", options("loss"))
+def test_loss_options_instantiate(compose, name: str):
+    loss = instantiate(compose([f"loss={name}"]).loss)
+    assert isinstance(loss, torch.nn.Module) and loss.name
+
+
+@pytest.mark.parametrize("name", options("optim"))
+def test_optim_options_build_optimisers(compose, name: str):
+    cfg = compose([f"optim={name}"])
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    optimizer = instantiate(cfg.optim.optimizer)(params=params)
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    if cfg.optim.scheduler is not None:
+        assert instantiate(cfg.optim.scheduler)(optimizer=optimizer) is not None
+
+
+@pytest.mark.parametrize("name", options("sampler"))
+def test_sampler_options_are_partials(compose, name: str):
+    sampler = instantiate(compose([f"sampler={name}"]).sampler)
+    assert callable(sampler)
+
+
+@pytest.mark.parametrize("name", options("hod"))
+def test_hod_options_instantiate(compose, name: str):
+    hod = instantiate(compose([f"hod={name}"]).hod)
+    assert hasattr(hod, "fit") and hasattr(hod, "paint")
+
+
+@pytest.mark.parametrize("name", options("logger"))
+def test_logger_options_instantiate_offline(compose, name: str):
+    loggers = instantiate_group(compose([f"logger={name}"]).get("logger"))
+    assert len(loggers) == {"none": 0, "csv": 1, "wandb": 2}[name]
+
+
+@pytest.mark.parametrize("name", options("trainer"))
+def test_trainer_options_compose(compose, name: str):
+    cfg = compose([f"trainer={name}"])
+    assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
+    if name == "cpu":
+        assert instantiate(cfg.trainer, logger=False).max_epochs == 1
+
+
+@pytest.mark.parametrize("name", options("data"))
+def test_data_options_compose(compose, name: str):
+    extra = {
+        "tng100": ["data.root=/nonexistent"],
+        "camels": ["data.root=/nonexistent"],
+        "fields": ["data.dm=a.npy", "data.subhalo=b.npy", "data.stellar=c.npy"],
+    }
+    cfg = compose([f"data={name}", *extra.get(name, [])])
+    assert cfg.data._target_ == "dm2gal.data.FieldDataModule"
+    assert OmegaConf.select(cfg, "data.source._target_")
+
+
+@pytest.mark.parametrize("name", options("experiment"))
+def test_experiments_compose(compose, name: str):
+    assert compose([f"experiment={name}"]).task_name
+
+
+@pytest.mark.parametrize("name", options("hparams_search"))
+def test_sweeps_compose(compose, name: str):
+    assert compose([f"hparams_search={name}"]).optimized_metric
+
+
+def test_smoke_builds_data_module_model_and_trainer(compose):
+    datamodule, module, trainer = build(compose())
+    assert datamodule.context == module.net.context
+    assert trainer.max_epochs == 1
+
+
+def test_unknown_option_is_hydras_error(compose):
+    with pytest.raises(ConfigCompositionException, match="model"):
+        compose(["model=nonexistent"])
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("data.crop=-4", "data.crop"),
+        ("data.source.box=0", "data.source.box"),
+        ("data.source.grid=-8", "data.source.grid"),
+        ("data.crop=64", "data.crop"),
+        ("data.batch_size=0", "data.batch_size"),
+    ],
+)
+def test_bad_values_name_the_key(compose, override: str, key: str):
+    cfg = compose([override])
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        check_config(cfg)
