@@ -14,7 +14,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from dm2gal.config import require_positive
+from dm2gal.config import data_module_config, require_positive
 from dm2gal.io.store import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,9 @@ class PreemptionCheckpoint(L.Callback):
             return
         if not trainer.strategy.reduce_boolean_decision(self.pending is not None, all=False):
             return
+        for callback in trainer.checkpoint_callbacks:
+            if Path(getattr(callback, "dirpath", None) or "") == self.path.parent:
+                callback.last_model_path = str(self.path)  # it keeps writing this file
         trainer.save_checkpoint(self.path)
         log.warning("saved %s at global step %d", self.path, trainer.global_step)
         handler = self._restore()
@@ -115,7 +118,7 @@ def build(cfg: DictConfig) -> tuple[Any, L.LightningModule, L.Trainer]:
             f"model {type(net).__name__} accepts (fixed output: {net.fixed_output})"
         )
     sampler = instantiate(cfg.sampler) if cfg.get("sampler") else None
-    datamodule = instantiate(cfg.data, context=net.context, sampler=sampler)
+    datamodule = instantiate(data_module_config(cfg.data), context=net.context, sampler=sampler)
     module = instantiate(cfg.module, net=net, loss=instantiate(cfg.loss))
     checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
     trainer = instantiate(
@@ -208,7 +211,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule, module, trainer = build(with_sweep_info(cfg))
     log_config(cfg, trainer)
     if cfg.train:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg))
+        # our own checkpoints hold the partial optimiser / scheduler configs: trusted pickles
+        trainer.fit(
+            module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg), weights_only=False
+        )
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     ckpt = best_checkpoint(trainer)
     log_best_checkpoint(trainer, ckpt)
