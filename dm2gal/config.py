@@ -9,6 +9,10 @@ from omegaconf import DictConfig, OmegaConf
 
 RUN_ID_ENV = "DM2GAL_RUN_ID"
 
+#: Keys a data config may define at its top level only to feed ``data.source`` by interpolation,
+#: so that users can type ``data.root=...`` (see conf/data/tng100.yaml).
+DATA_SHORTCUTS = ("root", "grid", "dark_root", "dm", "subhalo", "stellar", "box")
+
 
 def run_id() -> str:
     """A short random id, fixed for this process and the processes it starts (via the env)."""
@@ -29,6 +33,15 @@ def require_positive(cfg: DictConfig, *keys: str) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None and not (isinstance(value, int | float) and value > 0):
             raise ValueError(f"config key '{key}' must be a positive number, got {value!r}")
+
+
+def data_module_config(data: DictConfig) -> DictConfig:
+    """The ``data`` node, resolved, without its :data:`DATA_SHORTCUTS`: what the data module
+    takes. A missing mandatory value (``???``) raises naming its key, e.g. ``data.root``."""
+    resolved = OmegaConf.to_container(data, resolve=True, throw_on_missing=True)
+    for key in DATA_SHORTCUTS:
+        resolved.pop(key, None)
+    return OmegaConf.create(resolved)
 
 
 register_resolvers()

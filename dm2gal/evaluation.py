@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dm2gal import __version__
+from dm2gal.config import data_module_config
 from dm2gal.data.regions import Region
 from dm2gal.io.store import FieldStore, atomic_write_text
 from dm2gal.predict import predict_region, read_block
@@ -189,7 +190,7 @@ def load_run(run_dir: Path, ckpt_path: Path | None = None) -> tuple[DictConfig, 
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"{ckpt_path}: checkpoint not found")
     net = instantiate(cfg.model)
-    datamodule = instantiate(cfg.data, context=net.context, sampler=None)
+    datamodule = instantiate(data_module_config(cfg.data), context=net.context, sampler=None)
     module = Dm2galModule.load_from_checkpoint(
         ckpt_path,
         net=net,

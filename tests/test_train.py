@@ -117,3 +117,36 @@ def test_train_then_evaluate_as_a_user(tmp_path: Path):
     assert again["models"]["model"]["total_mass_rel_err"] == pytest.approx(
         metrics["models"]["model"]["total_mass_rel_err"], rel=1e-5
     )
+
+
+def test_fast_dev_run_on_tng_layout_files(compose, tmp_path: Path):
+    from tng_layout import make_pair
+
+    make_pair(tmp_path / "TNG100", box_kpc=50_000.0)
+    cfg = compose(
+        [
+            "data=tng100",
+            f"data.root={tmp_path / 'TNG100'}",
+            "data.grid=64",
+            "data.source.box=50.0",
+            "data.crop=8",
+            "data.splits.preset=null",
+            "data.splits.test=[0,12]",
+            "data.splits.val=[32,44]",
+            "data.stride=4",
+            "trainer.fast_dev_run=true",
+            "logger=csv",
+        ],
+        tiny=False,
+    )
+    datamodule, module, trainer = build(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    assert datamodule.store.grid == 64
+    assert torch.isfinite(trainer.callback_metrics["val/loss"])
+
+
+def test_missing_data_root_names_the_key(compose):
+    from omegaconf.errors import MissingMandatoryValue
+
+    with pytest.raises(MissingMandatoryValue, match="root"):
+        build(compose(["data=tng100", "logger=csv"], tiny=False))

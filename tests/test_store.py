@@ -1,0 +1,77 @@
+"""The field store: round trips, atomic writes, corruption detection, clear errors."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dm2gal.io.store import FieldStore, StoreError, atomic_write_text, config_hash
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FieldStore:
+    s = FieldStore(tmp_path / "store")
+    s.init(box=25.0, grid=8, source="test")
+    return s
+
+
+def test_write_read_round_trip_memory_mapped(store: FieldStore):
+    field = np.random.default_rng(0).random((8, 8, 8)).astype(np.float32)
+    store.write("dm", field, units="Msun/h")
+    back = store.read("dm")
+    assert isinstance(back, np.memmap)
+    np.testing.assert_array_equal(back, field)
+    assert store.fields() == ["dm"] and store.field_meta("dm")["units"] == "Msun/h"
+    assert store.box == 25.0 and store.grid == 8 and store.verify() == []
+
+
+def test_create_paints_in_place_and_failure_leaves_nothing(store: FieldStore):
+    with store.create("stellar") as out:
+        out[1, 2, 3] = 5.0
+    assert store.read("stellar").sum() == 5.0
+    with pytest.raises(RuntimeError, match="boom"), store.create("subhalo") as out:
+        out[:] = 1.0
+        raise RuntimeError("boom")
+    assert "subhalo" not in store.fields()
+    assert sorted(p.name for p in store.root.iterdir()) == ["meta.json", "stellar.npy"]
+
+
+def test_verify_detects_a_corrupted_field(store: FieldStore):
+    store.write("dm", np.ones((8, 8, 8), np.float32))
+    raw = bytearray(store.path("dm").read_bytes())
+    raw[-1] ^= 0xFF
+    store.path("dm").write_bytes(bytes(raw))
+    assert store.verify() == ["dm"]
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [(np.ones((8, 8, 4), np.float32), "shape"), (np.full((8, 8, 8), np.nan, np.float32), "finite")],
+)
+def test_bad_fields_are_refused(store: FieldStore, array: np.ndarray, message: str):
+    with pytest.raises(StoreError, match=message):
+        store.write("dm", array)
+    assert "dm" not in store.fields() and not store.path("dm").exists()
+
+
+def test_missing_store_and_field_name_the_path(tmp_path: Path, store: FieldStore):
+    with pytest.raises(StoreError, match="meta.json"):
+        FieldStore(tmp_path / "nowhere").meta()
+    with pytest.raises(StoreError, match="no field 'gas'"):
+        store.read("gas")
+    with pytest.raises(ValueError, match="box"):
+        FieldStore(tmp_path / "x").init(box=0, grid=8)
+
+
+def test_atomic_text_has_normal_permissions(tmp_path: Path):
+    atomic_write_text(tmp_path / "a.json", "{}")
+    mode = stat.S_IMODE((tmp_path / "a.json").stat().st_mode)
+    assert mode & 0o044 == 0o044  # group/other readable like any file written with open()
+
+
+def test_config_hash_is_stable_and_order_free():
+    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
