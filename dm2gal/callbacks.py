@@ -1,0 +1,171 @@
+"""In-training validation statistics: predict the whole validation region every N epochs.
+
+:class:`FieldStatsCallback` runs :func:`dm2gal.predict.predict_region` over the data module's
+validation region and scores the prediction against the true stellar-mass field with the torch
+statistics (:mod:`dm2gal.stats_torch`, on the module's device). Like the evaluation report, the
+(non-periodic) validation cube is treated as periodic with its own side as the box (see the
+:mod:`dm2gal.stats` docstring): truth and prediction are measured the same way, so the ratio
+and cross-correlation compare like with like.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import WandbLogger
+
+from dm2gal.predict import predict_region, read_block
+from dm2gal.report import _plot_slices, _save
+from dm2gal.stats import nyquist
+from dm2gal.stats_torch import cross_power_torch
+
+log = logging.getLogger(__name__)
+
+METRICS = ("val/pk_ratio_err", "val/rk_mean", "val/total_mass_err")
+
+
+def field_scores(
+    truth: torch.Tensor, pred: torch.Tensor, box: float, k_max: float | None = None
+) -> dict[str, float]:
+    """P(k) ratio error, mean r(k) and total-mass relative error of ``pred`` against ``truth``.
+
+    Both are mass-per-voxel cubes (Msun/h) of a periodic box of side ``box`` (Mpc/h), CIC
+    window corrected. ``pk_ratio_err`` is mean |P_pred / P_truth - 1| and ``rk_mean`` the mean
+    r(k) over the k bins with k <= ``k_max`` (h/Mpc; default Nyquist), as ``stats.summary``.
+    An empty prediction (no mass anywhere, e.g. early in training) has P = 0 and no defined
+    r(k): it scores ``pk_ratio_err = 1`` and ``rk_mean = 0``. An empty truth (a validation
+    region without galaxies) leaves every score undefined: all are NaN.
+    """
+    total_truth = float(truth.sum(dtype=torch.float64))
+    if not total_truth > 0:
+        return dict.fromkeys(METRICS, math.nan)
+    total_pred = float(pred.sum(dtype=torch.float64))
+    k_max = nyquist(box, truth.shape[0]) if k_max is None else float(k_max)
+    scores = {"val/total_mass_err": total_pred / total_truth - 1.0}
+    if total_pred > 0:
+        k, pk_truth, pk_pred, _, r = cross_power_torch(truth, pred, box, mas="CIC")
+        sel = k <= k_max
+        if not bool(sel.any()):
+            raise ValueError(f"k_max={k_max} h/Mpc is below the first k bin ({float(k[0]):.4g})")
+        scores["val/pk_ratio_err"] = float((pk_pred[sel] / pk_truth[sel] - 1.0).abs().mean())
+        scores["val/rk_mean"] = float(r[sel].mean())
+    else:
+        scores["val/pk_ratio_err"], scores["val/rk_mean"] = 1.0, 0.0
+    return scores
+
+
+class FieldStatsCallback(L.Callback):
+    """Every ``every_n_epochs`` epochs, predict the validation region and log its statistics.
+
+    Logs ``val/pk_ratio_err``, ``val/rk_mean`` and ``val/total_mass_err`` (see
+    :func:`field_scores`) with ``pl_module.log``, so every logger (W&B, CSV) and every callback
+    (checkpointing, early stopping) sees them. The global-zero process predicts and scores; the
+    values are broadcast so that every DDP rank logs the same numbers. A PNG of projected slabs
+    (truth | prediction) goes to ``<trainer.default_root_dir>/val_slices/epoch_XXX.png`` and, when
+    a W&B logger is present, to W&B as ``val/slices``.
+
+    Args:
+        every_n_epochs: run after the validation of every n-th epoch (sanity checks skipped).
+        tile: requested output tile side (voxels) of the prediction (see ``predict_region``).
+        batch_size: tiles per forward pass.
+        k_max: upper k (h/Mpc) of the P(k) and r(k) scores; None: the validation cube's Nyquist.
+        slice_width: slab thickness (voxels) of the slice image.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        tile: int = 32,
+        batch_size: int = 4,
+        k_max: float | None = None,
+        slice_width: int = 4,
+    ):
+        for key, value in (
+            ("every_n_epochs", every_n_epochs),
+            ("tile", tile),
+            ("batch_size", batch_size),
+            ("slice_width", slice_width),
+        ):
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(
+                    f"FieldStatsCallback.{key}: expected an integer >= 1, got {value!r}"
+                )
+        if k_max is not None and not k_max > 0:
+            raise ValueError(f"FieldStatsCallback.k_max: expected > 0 h/Mpc or null, got {k_max}")
+        self.every_n_epochs, self.tile, self.batch_size = every_n_epochs, tile, batch_size
+        self.k_max, self.slice_width = k_max, slice_width
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "splits"):
+            raise ValueError("FieldStatsCallback needs a FieldDataModule passed to trainer.fit")
+
+    def _due(self, trainer: L.Trainer) -> bool:
+        return (
+            not trainer.sanity_checking and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        )
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._due(trainer):
+            return
+        scores = self._measure(trainer, pl_module) if trainer.is_global_zero else None
+        scores = trainer.strategy.broadcast(scores, src=0)
+        for name in METRICS:
+            pl_module.log(name, scores[name], on_step=False, on_epoch=True, sync_dist=False)
+
+    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        """Predict the validation region, write and log the slice image, return the scores."""
+        dm = trainer.datamodule
+        region = dm.splits.val
+        if len(set(region.size)) != 1:
+            raise ValueError(
+                f"data.splits.val: FieldStatsCallback needs a cubic region, got {region.size}"
+            )
+        pred = predict_region(
+            pl_module.net,
+            [dm.store.read(name) for name in dm.inputs],
+            region,
+            dm.transform.forward_input,
+            dm.transform.inverse_target,
+            tile=self.tile,
+            batch_size=self.batch_size,
+            device=pl_module.device,
+            progress=False,
+        )
+        truth = read_block(dm.store.read(dm.target), region.start, region.size[0])
+        side = region.size[0] * dm.box / dm.grid
+        scores = field_scores(
+            torch.from_numpy(truth).to(pl_module.device),
+            torch.from_numpy(pred).to(pl_module.device),
+            side,
+            self.k_max,
+        )
+        self._write_slices(trainer, truth, pred, side)
+        if not truth.any():
+            log.warning(
+                "data.splits.val %s holds no stellar mass: the validation field statistics are "
+                "NaN; choose a validation region with galaxies",
+                region,
+            )
+        return scores
+
+    def _write_slices(
+        self, trainer: L.Trainer, truth: np.ndarray, pred: np.ndarray, side: float
+    ) -> Path:
+        width = min(self.slice_width, truth.shape[0])
+        path = (
+            Path(trainer.default_root_dir) / "val_slices" / f"epoch_{trainer.current_epoch:03d}.png"
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _save(_plot_slices({"truth": truth, "prediction": pred}, width, side), path)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key="val/slices", images=[str(path)], step=trainer.global_step)
+        return path
