@@ -84,7 +84,7 @@ def test_no_heldout_voxel_reaches_any_training_input(tmp_path):
     )
     assert len(ds) == count > 0
     for _ in range(300):  # random shifts fall back to allowed anchors
-        start = ds._shifted(ds.start(np.random.randint(len(ds))))
+        start = ds._shifted(ds.start(np.random.randint(len(ds))), ds.gen)
         idx = [(start[a] - 2 + np.arange(6)) % GRID for a in range(3)]
         assert not heldout[np.ix_(*idx)].any()
 
@@ -199,3 +199,16 @@ def test_normalize_on_device_gives_the_same_batches_after_transfer(tmp_path):
     for key in expected:
         torch.testing.assert_close(moved[key], expected[key], rtol=1e-5, atol=1e-5)
     assert on_cpu.on_after_batch_transfer(expected, 0) is expected
+
+
+def test_training_batches_do_not_depend_on_the_number_of_workers(tmp_path):
+    """Each draw carries its own augmentation seed (AugmentationSeeds), so epochs repeat
+    exactly with any worker count and after a resume."""
+    batches = []
+    for workers in (0, 2):
+        dm = make_dm(tmp_path / f"w{workers}", num_workers=workers, random_shift=True)
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(3)
+        batches.append(next(iter(loader)))
+    for key in ("input", "target"):
+        torch.testing.assert_close(batches[0][key], batches[1][key], rtol=0, atol=0)

@@ -102,7 +102,8 @@ class FieldCrops(Dataset):
 
     @property
     def gen(self) -> torch.Generator:
-        """Augmentation generator: this dataset's seed, or the loader worker's seed."""
+        """Augmentation generator for plain integer keys: this dataset's seed, or the loader
+        worker's seed (keys from :class:`AugmentationSeeds` carry their own seed)."""
         if self._gen is None:
             worker = torch.utils.data.get_worker_info()
             seed = worker.seed if worker is not None else self.seed
@@ -123,8 +124,8 @@ class FieldCrops(Dataset):
         idx = np.unravel_index(int(self.anchors[i]), self.shape)
         return np.array([self.axes[ax][idx[ax]] for ax in range(3)])
 
-    def _shifted(self, start: np.ndarray) -> np.ndarray:
-        moved = start + torch.randint(0, self.shift, (3,), generator=self.gen).numpy()
+    def _shifted(self, start: np.ndarray, gen: torch.Generator) -> np.ndarray:
+        moved = start + torch.randint(0, self.shift, (3,), generator=gen).numpy()
         size = self.crop + 2 * self.context
         return moved if self.splits.cube_allowed(moved - self.context, size)[0] else start
 
@@ -133,10 +134,15 @@ class FieldCrops(Dataset):
             return x if x.base is None else np.array(x, order="C")  # views: fresh strides
         return getattr(self.transform, method)(x)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Item ``key``: an anchor index, or ``(index, augmentation seed)``."""
+        if isinstance(key, tuple):
+            i, gen = key[0], torch.Generator().manual_seed(key[1])
+        else:
+            i, gen = key, self.gen
         start = self.start(i)
         if self.shift:
-            start = self._shifted(start)
+            start = self._shifted(start, gen)
         *inputs, target = self.fields
         c, n = self.context, self.crop
         x = np.empty((len(inputs),) + (n + 2 * c,) * 3, dtype=np.float32)
@@ -152,9 +158,7 @@ class FieldCrops(Dataset):
         if self.min_target_mass is not None:
             valid &= y > self.min_target_mass
         if len(self.symmetries) > 1:
-            sym = self.symmetries[
-                int(torch.randint(0, len(self.symmetries), (), generator=self.gen))
-            ]
+            sym = self.symmetries[int(torch.randint(0, len(self.symmetries), (), generator=gen))]
             x, y, valid = sym(x), sym(y), sym(valid)
         return {
             "input": torch.from_numpy(self._normalised(x, "forward_input")),

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from dm2gal.data.crops import FieldCrops, crop_stat, lattice
 from dm2gal.data.regions import Region
-from dm2gal.data.sampler import UniformSampler
+from dm2gal.data.sampler import AugmentationSeeds, UniformSampler
 from dm2gal.data.splits import Splits, make_splits
 from dm2gal.data.symmetry import symmetry_group
 from dm2gal.data.transforms import FieldTransform, fit_transform
@@ -268,7 +268,8 @@ class FieldDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
-        return self._loader("train", sampler=self.make_sampler(), generator=generator)
+        sampler = AugmentationSeeds(self.make_sampler())
+        return self._loader("train", sampler=sampler, generator=generator)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

@@ -137,3 +137,26 @@ class MassBinSampler(UniformSampler):
         return self.order[lo + (rng.random(self.num_samples) * count).astype(np.int64)].astype(
             np.int64
         )
+
+
+class AugmentationSeeds(Sampler[tuple[int, int]]):
+    """Pairs each index a sampler draws with a seed for that crop's augmentation.
+
+    The seeds come from ``(seed, epoch, rank)`` like the draws, so an epoch augments the same
+    crops the same way whatever the number of loader workers, and a run resumed from a
+    checkpoint continues exactly as an uninterrupted one.
+    """
+
+    def __init__(self, sampler: UniformSampler):
+        self.sampler = sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        s = self.sampler
+        seeds = np.random.default_rng([s.seed, s.epoch, s.rank, 1]).integers(0, 2**62, len(s))
+        return zip(iter(s), seeds.tolist(), strict=True)
