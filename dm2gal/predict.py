@@ -2,10 +2,13 @@
 
 The region is cut into output tiles of ``tile^3`` voxels anchored at the region's start; each
 tile's input is the tile widened by the network's context on every side, read with wrap-around
-from the (memory-mapped) store, so box edges are handled exactly as in training. Tiles past the
-region's end are predicted in full and cut, which keeps every tile aligned to the same grid:
-the result does not depend on the tile size. The paper's centre-voxel network is the case
-``tile = 1`` with many centres per batch.
+from the (memory-mapped) store, so box edges are handled exactly as in training. A network is
+equivariant only to shifts by its ``period`` (``2**levels`` for a UNet), so tiles are placed
+every ``step`` voxels, the largest multiple of the period not above the tile side; where the
+tile side is not such a multiple, neighbouring tiles overlap and each keeps its first ``step``
+voxels. Tiles past the region's end are predicted in full and cut. Every voxel is thus computed
+at the same phase: the result does not depend on the tile size. The paper's centre-voxel network
+is the case ``tile = 1`` with many centres per batch.
 """
 
 from __future__ import annotations
@@ -41,20 +44,23 @@ def read_block(field: np.ndarray, start: Sequence[int], size: int) -> np.ndarray
 
 def tile_size(net: FieldNet, tile: int) -> int:
     """The output tile side to use: the network's fixed output, else the largest valid size
-    not above ``tile``."""
+    not above ``tile`` and not below the network's period."""
     if net.fixed_output is not None:
         return net.fixed_output
-    for size in range(tile, 0, -1):
+    for size in range(tile, net.period - 1, -1):
         if net.valid_output(size):
             return size
-    raise ValueError(f"no output tile size <= {tile} is valid for {type(net).__name__}")
+    raise ValueError(
+        f"tile: no output side in {net.period}..{tile} is valid for {type(net).__name__} "
+        f"(period {net.period}, possible output sides: {net.output_rule()})"
+    )
 
 
-def tile_anchors(region: Region, tile: int) -> list[tuple[int, int, int]]:
-    """Offsets (inside the region) of the output tiles covering it."""
-    counts = [math.ceil(s / tile) for s in region.size]
+def tile_anchors(region: Region, step: int) -> list[tuple[int, int, int]]:
+    """Offsets (inside the region) of tiles placed every ``step`` voxels, covering it."""
+    counts = [math.ceil(s / step) for s in region.size]
     return [
-        (i * tile, j * tile, k * tile)
+        (i * step, j * step, k * step)
         for i in range(counts[0])
         for j in range(counts[1])
         for k in range(counts[2])
@@ -93,9 +99,10 @@ def predict_region(
     device = torch.device(device)
     net = net.to(device).eval()
     t = tile_size(net, tile)
+    step = t - t % net.period
     c = net.context
-    anchors = tile_anchors(region, t)
-    padded = [math.ceil(s / t) * t for s in region.size]
+    anchors = tile_anchors(region, step)
+    padded = [math.ceil(s / step) * step for s in region.size]
     out = np.empty(padded, dtype=np.float32)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     for batch in tqdm(list(_batches(anchors, batch_size)), desc="predict", disable=not progress):
@@ -110,6 +117,6 @@ def predict_region(
         # a network may undershoot the empty-voxel value; a mass per voxel is never negative
         y = denormalise_target(y.float()).clamp_(min=0).cpu().numpy()
         for (i, j, k), block in zip(batch, y, strict=True):
-            out[i : i + t, j : j + t, k : k + t] = block[0]
+            out[i : i + step, j : j + step, k : k + step] = block[0, :step, :step, :step]
     sx, sy, sz = region.size
     return np.ascontiguousarray(out[:sx, :sy, :sz])
