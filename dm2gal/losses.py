@@ -3,7 +3,8 @@
 Each loss is an ``nn.Module`` with a ``name`` (used in log keys) whose ``forward(output, batch)``
 returns a scalar. ``output`` is the network's raw output ``(B, C, n, n, n)``; ``batch["target"]``
 is the normalised target ``(B, 1, n, n, n)`` and ``batch["occupied"]`` a bool tensor of the same
-shape that is True where the raw target is > 0.
+shape that is True where the raw target is > 0. When ``batch["valid"]`` is present (validation
+and test tiles reaching past their region, or the paper's M* threshold), only those voxels count.
 """
 
 from __future__ import annotations
@@ -21,14 +22,26 @@ def _single_channel(name: str, output: Tensor, target: Tensor) -> None:
         )
 
 
+def _valid(batch: dict[str, Tensor], like: Tensor) -> Tensor:
+    """The voxels that count, as a float mask shaped like the target."""
+    valid = batch.get("valid")
+    return torch.ones_like(like) if valid is None else valid.to(like.dtype)
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` over the voxels where ``mask`` is 1 (0 when there are none)."""
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
 class MSELoss(nn.Module):
-    """Mean squared error over all voxels."""
+    """Mean squared error over the valid voxels."""
 
     name = "mse"
 
     def forward(self, output: Tensor, batch: dict[str, Tensor]) -> Tensor:
-        _single_channel(self.name, output, batch["target"])
-        return F.mse_loss(output, batch["target"])
+        target = batch["target"]
+        _single_channel(self.name, output, target)
+        return _masked_mean((output.float() - target.float()) ** 2, _valid(batch, target.float()))
 
 
 class HuberLoss(nn.Module):
@@ -44,8 +57,10 @@ class HuberLoss(nn.Module):
         self.delta = float(delta)
 
     def forward(self, output: Tensor, batch: dict[str, Tensor]) -> Tensor:
-        _single_channel(self.name, output, batch["target"])
-        return F.huber_loss(output, batch["target"], delta=self.delta)
+        target = batch["target"].float()
+        _single_channel(self.name, output, target)
+        loss = F.huber_loss(output.float(), target, delta=self.delta, reduction="none")
+        return _masked_mean(loss, _valid(batch, target))
 
 
 class WeightedMSELoss(nn.Module):
@@ -82,10 +97,14 @@ class WeightedMSELoss(nn.Module):
     def forward(self, output: Tensor, batch: dict[str, Tensor]) -> Tensor:
         target = batch["target"]
         _single_channel(self.name, output, target)
-        index = self.bin_index(target).flatten()
+        keep = _valid(batch, target.float()).flatten() > 0
+        target, output = target.flatten()[keep], output.flatten()[keep]
+        if target.numel() == 0:
+            return output.sum() * 0.0
+        index = self.bin_index(target)
         counts = torch.bincount(index, minlength=self.bins).float()
         weights = index.numel() / (torch.count_nonzero(counts) * counts[index])
-        return (weights * (output.float().flatten() - target.float().flatten()) ** 2).mean()
+        return (weights * (output.float() - target.float()) ** 2).mean()
 
 
 class TwoPhaseLoss(nn.Module):
@@ -93,7 +112,7 @@ class TwoPhaseLoss(nn.Module):
     ``bce_weight * BCE + mse_weight * MSE``.
 
     BCE is the binary cross-entropy of channel 0 (occupancy logit) against ``batch["occupied"]``,
-    averaged over all voxels, with occupied voxels weighted by ``pos_weight`` (when None, the
+    averaged over the valid voxels, with occupied voxels weighted by ``pos_weight`` (when None, the
     batch's ratio of empty to occupied voxels, which balances the two classes). MSE is the mean
     squared error of channel 1 against the normalised target over occupied voxels only (0 when
     the batch has none).
@@ -121,14 +140,18 @@ class TwoPhaseLoss(nn.Module):
                 f"{tuple(target.shape)}, got {tuple(output.shape)}"
             )
         logit, value = output.float().split(1, dim=1)
-        occ = occupied.to(logit.dtype)
+        valid = _valid(batch, logit)
+        occ = occupied.to(logit.dtype) * valid
         n_occ = occ.sum()
         if self.pos_weight is None:
-            pos_weight = (occ.numel() - n_occ) / n_occ.clamp(min=1)
+            pos_weight = (valid.sum() - n_occ) / n_occ.clamp(min=1)
         else:
             pos_weight = torch.tensor(self.pos_weight, dtype=logit.dtype, device=logit.device)
-        bce = F.binary_cross_entropy_with_logits(logit, occ, pos_weight=pos_weight)
-        mse = ((value - target) ** 2 * occ).sum() / n_occ.clamp(min=1)
+        bce = F.binary_cross_entropy_with_logits(
+            logit, occ, pos_weight=pos_weight, reduction="none"
+        )
+        bce = _masked_mean(bce, valid)
+        mse = _masked_mean((value - target) ** 2, occ)
         return {"bce": bce, "mse": mse}
 
     def forward(self, output: Tensor, batch: dict[str, Tensor]) -> Tensor:

@@ -108,3 +108,24 @@ def test_bad_shapes_and_arguments_raise() -> None:
 def test_loss_configs_instantiate(name: str, cls: type) -> None:
     loss = instantiate(OmegaConf.load(CONF / "loss" / f"{name}.yaml"))
     assert type(loss) is cls and loss.name == name
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [MSELoss(), HuberLoss(delta=0.5), WeightedMSELoss(bins=3), TwoPhaseLoss()],
+    ids=lambda loss: loss.name,
+)
+def test_invalid_voxels_do_not_count(loss):
+    """Voxels outside ``batch["valid"]`` (tiles past a held-out region) change nothing."""
+    g = torch.Generator().manual_seed(0)
+    channels = 2 if loss.name == "twophase" else 1
+    output = torch.randn(2, channels, 4, 4, 4, generator=g)
+    target = torch.randn(2, 1, 4, 4, 4, generator=g)
+    valid = torch.zeros(2, 1, 4, 4, 4, dtype=bool)
+    valid[..., :2] = True
+    batch = {"target": target, "occupied": target > 0, "valid": valid}
+    garbage = output.clone()
+    garbage[..., 2:] = 1e3
+    assert torch.allclose(loss(output, batch), loss(garbage, batch))
+    cut = {k: v[..., :2] for k, v in batch.items()}
+    assert torch.allclose(loss(output, batch), loss(output[..., :2], cut), rtol=1e-6)
