@@ -1,0 +1,121 @@
+"""Time full-volume prediction (``dm2gal.predict.predict_region``) in voxels per second.
+
+Two networks from their configs: the default ``conf/model/unet3d.yaml`` over a whole ``--grid``^3
+box at each of ``--tiles`` output tile sides, and the paper's centre-voxel network
+``conf/model/dm2gal.yaml`` (one 65^3 input per voxel) over a ``--paper-region``^3 region at each
+of ``--paper-batches`` centres per forward pass. CPU in float32, CUDA (when present) in bf16
+autocast. Each configuration is warmed up on a small region, then timed once over the whole
+region, input reads and normalisation included. Weights are random (speed does not depend on
+them). Usage::
+
+    python benchmarks/bench_predict.py --grid 64 --tiles 16 32 64 --threads 2
+    python benchmarks/bench_predict.py --grid 512 --tiles 64 128 --unet channels=64 levels=2
+
+Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from dm2gal.data.regions import Region
+from dm2gal.models.base import FieldNet, count_parameters
+from dm2gal.predict import predict_region, tile_size
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+
+
+def load_net(name: str, overrides: list[str]) -> FieldNet:
+    """The network of ``conf/model/<name>.yaml`` with ``key=value`` overrides."""
+    cfg = OmegaConf.merge(OmegaConf.load(CONF / f"{name}.yaml"), OmegaConf.from_dotlist(overrides))
+    return instantiate(cfg)
+
+
+def normalise(raw: np.ndarray) -> np.ndarray:
+    return np.log1p(raw) - 20.0
+
+
+def denormalise(y: torch.Tensor) -> torch.Tensor:
+    return torch.expm1(y.clamp(max=30.0))
+
+
+def time_prediction(
+    net: FieldNet,
+    fields: list[np.ndarray],
+    region: Region,
+    tile: int,
+    batch: int,
+    device: str,
+) -> float:
+    """Seconds to predict ``region`` once, after a warm-up on one tile batch."""
+    warm = Region(region.start, (min(tile_size(net, tile), region.size[0]),) * 3, region.grid)
+    predict_region(net, fields, warm, normalise, denormalise, tile, batch, device, progress=False)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    predict_region(net, fields, region, normalise, denormalise, tile, batch, device, progress=False)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--grid", type=int, default=64, help="box side in voxels (UNet)")
+    parser.add_argument("--tiles", type=int, nargs="+", default=[16, 32, 64])
+    parser.add_argument("--batch", type=int, default=4, help="UNet tiles per forward pass")
+    parser.add_argument("--unet", nargs="*", default=[], help="key=value overrides of unet3d")
+    parser.add_argument("--paper-region", type=int, default=2, help="paper-net region side")
+    parser.add_argument("--paper-batches", type=int, nargs="+", default=[4, 8])
+    parser.add_argument("--paper", nargs="*", default=[], help="key=value overrides of dm2gal")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu (+ cuda)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if "cuda" in devices:
+        torch.backends.cudnn.benchmark = True
+
+    rng = np.random.default_rng(0)
+    fields = [rng.lognormal(20.0, 1.0, (args.grid,) * 3).astype(np.float32) for _ in range(2)]
+    unet, paper = load_net("unet3d", args.unet), load_net("dm2gal", args.paper)
+    runs = [
+        (
+            "unet3d",
+            unet,
+            Region((0, 0, 0), (args.grid,) * 3, args.grid),
+            [(tile, args.batch) for tile in args.tiles],
+        ),
+        (
+            "dm2gal (paper)",
+            paper,
+            Region((0, 0, 0), (args.paper_region,) * 3, args.grid),
+            [(1, batch) for batch in args.paper_batches],
+        ),
+    ]
+    print(f"torch {torch.__version__}, {args.threads} CPU threads")
+    print("| model | params | context | device | dtype | region | tile | batch | s | voxels/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, net, region, settings in runs:
+        voxels = int(np.prod(region.size))
+        for device in devices:
+            dtype = "bf16" if device == "cuda" else "fp32"
+            for tile, batch in settings:
+                t = tile_size(net, tile)
+                seconds = time_prediction(net, fields, region, tile, batch, device)
+                print(
+                    f"| {name} | {count_parameters(net):,} | {net.context} | {device} | {dtype} "
+                    f"| {region.size[0]}^3 | {t} | {batch} | {seconds:.3f} "
+                    f"| {voxels / seconds:.3g} |"
+                )
+
+
+if __name__ == "__main__":
+    main()
