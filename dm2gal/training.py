@@ -34,17 +34,21 @@ def instantiate_group(cfg: DictConfig | None) -> list[Any]:
 class PreemptionCheckpoint(L.Callback):
     """Save ``last.ckpt`` at the current step when SLURM announces the end of the job.
 
-    SLURM sends ``SIGUSR1`` ``signal_delay_s`` seconds before a time limit or a preemption, and
-    submitit's handler requeues the job and exits at once. This callback takes the signal first,
-    lets the current optimiser step finish, writes ``<dirpath>/last.ckpt`` (every rank agrees on
-    the step), then calls the previous handler. The requeued job resumes from that checkpoint,
-    so no step is lost or repeated. Without a previous handler (no SLURM) it installs nothing.
+    SLURM sends a signal ``signal_delay_s`` seconds before a time limit or a preemption
+    (submitit asks for ``SIGUSR2``, Lightning's own SLURM requeue for ``SIGUSR1``); submitit's
+    handler requeues the job and exits at once. For each of ``signums`` that already has a
+    handler, this callback takes the signal first, lets the current optimiser step finish,
+    writes ``<dirpath>/last.ckpt`` (all ranks agree on the step), then calls that handler. The
+    requeued job resumes from the checkpoint, so no step is lost or repeated. Where no handler
+    is installed (no SLURM) it only writes ``last.ckpt`` once more when training ends.
     """
 
-    def __init__(self, dirpath: str | Path, signum: int = signal.SIGUSR1):
+    def __init__(
+        self, dirpath: str | Path, signums: tuple[int, ...] = (signal.SIGUSR1, signal.SIGUSR2)
+    ):
         self.path = Path(dirpath) / "last.ckpt"
-        self.signum = signum
-        self.previous: Any = None
+        self.signums = signums
+        self.previous: dict[int, Any] = {}
         self.pending: tuple[int, FrameType | None] | None = None
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -52,10 +56,11 @@ class PreemptionCheckpoint(L.Callback):
         self.pending = (signum, frame)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        previous = signal.getsignal(self.signum)
-        if callable(previous):
-            self.previous = previous
-            signal.signal(self.signum, self._on_signal)
+        for signum in self.signums:
+            previous = signal.getsignal(signum)
+            if callable(previous):
+                self.previous[signum] = previous
+                signal.signal(signum, self._on_signal)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         self._maybe_checkpoint(trainer)
@@ -65,29 +70,37 @@ class PreemptionCheckpoint(L.Callback):
             self._maybe_checkpoint(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        handler = self._restore()
-        if handler is not None and self.pending is not None:
-            handler(*self.pending)  # the epoch-end last.ckpt already holds the final step
+        # Lightning >= 2.6 rewrites last.ckpt only with a new best: make it the final state, so
+        # a job requeued during test or evaluation does not train again
+        self._save(trainer)
+        handlers = self._restore()
+        if self.pending is not None and self.pending[0] in handlers:
+            handlers[self.pending[0]](*self.pending)
 
-    def _maybe_checkpoint(self, trainer: L.Trainer) -> None:
-        if self.previous is None:
-            return
-        if not trainer.strategy.reduce_boolean_decision(self.pending is not None, all=False):
-            return
+    def _save(self, trainer: L.Trainer) -> None:
         for callback in trainer.checkpoint_callbacks:
             if Path(getattr(callback, "dirpath", None) or "") == self.path.parent:
                 callback.last_model_path = str(self.path)  # it keeps writing this file
         trainer.save_checkpoint(self.path)
         log.warning("saved %s at global step %d", self.path, trainer.global_step)
-        handler = self._restore()
-        handler(*(self.pending or (self.signum, None)))
 
-    def _restore(self) -> Any:
-        """Put the previous handler back and return it (``None`` if none was taken over)."""
-        handler, self.previous = self.previous, None
-        if handler is not None:
-            signal.signal(self.signum, handler)
-        return handler
+    def _maybe_checkpoint(self, trainer: L.Trainer) -> None:
+        if not self.previous:
+            return
+        if not trainer.strategy.reduce_boolean_decision(self.pending is not None, all=False):
+            return
+        self._save(trainer)
+        handlers = self._restore()
+        signum, frame = self.pending or (next(iter(handlers)), None)  # a rank not signalled
+        self.pending = None
+        handlers[signum](signum, frame)
+
+    def _restore(self) -> dict[int, Any]:
+        """Put the previous handlers back and return them by signal number."""
+        handlers, self.previous = self.previous, {}
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        return handlers
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -118,8 +118,9 @@ def test_two_by_two_sweep(tmp_path: Path):
 
 
 def test_timeout_requeues_and_failure_is_isolated(tmp_path: Path):
-    """Job 0 (2 x 30 steps of >= 1 s) outlives its 2-minute limit: SIGUSR1 30 s before the end
-    makes it save last.ckpt mid-training and requeue; the rerun resumes and ends at exactly step
+    """Job 0 (2 x 30 steps of >= 1.5 s) outlives its 2-minute limit: SIGUSR1 30 s before the end
+    (up to 30 s earlier: slurmctld checks limits every 30 s) arrives mid-training, so it saves
+    last.ckpt at that step and requeues; the rerun resumes and ends at exactly step
     60. Job 1 raises at once (a crop the UNet rejects) without stopping job 0."""
     sweep_dir = tmp_path / "sweep"
     proc = slurm_sweep(
@@ -130,7 +131,7 @@ def test_timeout_requeues_and_failure_is_isolated(tmp_path: Path):
         "sampler.samples_per_epoch=120",
         "trainer.max_epochs=2",
         "+callbacks.sleep._target_=test_slurm.SleepPerStep",
-        "+callbacks.sleep.seconds=1.0",
+        "+callbacks.sleep.seconds=1.5",
         "data.crop=8,7",
         timeout=600,
     )
