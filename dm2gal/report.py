@@ -89,7 +89,8 @@ def _plot_pdf(names: list[str], pdf: dict[str, np.ndarray], edges: np.ndarray) -
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     for name in ["truth", *names]:
-        ax.stairs(pdf[name], edges, label=name, color="k" if name == "truth" else None)
+        style = {"color": "k"} if name == "truth" else {}
+        ax.stairs(pdf[name], edges, label=name, **style)
     ax.set_yscale("log")
     ax.set(xlabel=r"$\log_{10}(M\ /\ h^{-1}M_\odot)$ per voxel", ylabel="PDF (all voxels)")
     ax.legend()
