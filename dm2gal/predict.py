@@ -44,16 +44,18 @@ def read_block(field: np.ndarray, start: Sequence[int], size: int) -> np.ndarray
 
 def tile_size(net: FieldNet, tile: int) -> int:
     """The output tile side to use: the network's fixed output, else the largest valid size
-    not above ``tile`` that is a multiple of the network's period (the shift its output is
-    equivariant to), so that every tile sits on the same down-sampling grid."""
+    not above ``tile`` and not below the network's period (the shift its output is equivariant
+    to). Where valid sizes are multiples of the period (plain convolutions; a UNet with
+    ``levels=2, convs=2``) tiles sit side by side on the same down-sampling grid; where none is
+    (a UNet with ``levels=3, convs=2``: sides 4 modulo 8) tiles overlap so that they still do
+    (see :func:`predict_region`)."""
     if net.fixed_output is not None:
         return net.fixed_output
     for size in range(tile, net.period - 1, -1):
-        if net.valid_output(size) and size % net.period == 0:
+        if net.valid_output(size):
             return size
     raise ValueError(
-        f"tile: no multiple of {net.period} in {net.period}..{tile} is a valid output side of "
-        f"{type(net).__name__} "
+        f"tile: no output side in {net.period}..{tile} is valid for {type(net).__name__} "
         f"(period {net.period}, possible output sides: {net.output_rule()})"
     )
 

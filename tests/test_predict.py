@@ -49,7 +49,9 @@ REGIONS = {
 @pytest.mark.parametrize("where", REGIONS)
 @pytest.mark.parametrize(
     ("levels", "convs", "tiles"),
-    [(1, 1, (2, 6, 10)), (2, 2, (4, 12)), (2, 1, (6, 10, 14))],
+    # (2, 1) has sides 2 mod 4 and (3, 2) sides 4 mod 8: no tile side is a multiple of the
+    # period, so tiles overlap
+    [(1, 1, (2, 6, 10)), (2, 2, (4, 12)), (2, 1, (6, 10, 14)), (3, 2, (12, 20))],
 )
 def test_unet_prediction_does_not_depend_on_the_tile_size(fields, where, levels, convs, tiles):
     net = _net(UNet3d(in_channels=2, channels=3, levels=levels, convs=convs))
