@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 
 from dm2gal.predict import predict_region, read_block
-from dm2gal.report import _plot_slices, _save
+from dm2gal.report import plot_slices, save_png
 from dm2gal.stats import nyquist
 from dm2gal.stats_torch import cross_power_torch
 
@@ -164,7 +164,7 @@ class FieldStatsCallback(L.Callback):
             Path(trainer.default_root_dir) / "val_slices" / f"epoch_{trainer.current_epoch:03d}.png"
         )
         path.parent.mkdir(parents=True, exist_ok=True)
-        _save(_plot_slices({"truth": truth, "prediction": pred}, width, side), path)
+        save_png(plot_slices({"truth": truth, "prediction": pred}, width, side), path)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key="val/slices", images=[str(path)], step=trainer.global_step)

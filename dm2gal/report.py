@@ -35,7 +35,7 @@ def _write_csv(path: Path, header: Sequence[str], columns: Sequence[Sequence[Any
         writer.writerows(zip(*columns, strict=True))
 
 
-def _save(fig: Figure, path: Path) -> None:
+def save_png(fig: Figure, path: Path) -> None:
     """Save a figure as PNG, atomically."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
@@ -97,7 +97,7 @@ def _plot_pdf(names: list[str], pdf: dict[str, np.ndarray], edges: np.ndarray) -
     return fig
 
 
-def _plot_slices(fields: dict[str, np.ndarray], width: int, box: float) -> Figure:
+def plot_slices(fields: dict[str, np.ndarray], width: int, box: float) -> Figure:
     n = next(iter(fields.values())).shape[0]
     lo = (n - width) // 2
     slabs = {
@@ -225,10 +225,10 @@ def write_report(
         "rk": _plot_rk(names, rk, k),
         "bk": _plot_bk(names, bk),
         "pdf": _plot_pdf(names, pdf, edges),
-        "slices": _plot_slices(fields, int(slice_width), box),
+        "slices": plot_slices(fields, int(slice_width), box),
     }
     for stem, fig in figures.items():
-        _save(fig, out / f"{stem}.png")
+        save_png(fig, out / f"{stem}.png")
 
     if logger is not None:
         for name, scores in models.items():

@@ -132,7 +132,7 @@ def test_unknown_option_is_hydras_error(compose):
         ("data.crop=-4", "data.crop"),
         ("data.source.box=0", "data.source.box"),
         ("data.source.grid=-8", "data.source.grid"),
-        ("data.crop=64", "data.crop"),
+        ("data.crop=100", "data.crop"),
         ("data.batch_size=0", "data.batch_size"),
     ],
 )

@@ -185,7 +185,8 @@ def test_configs_instantiate(tmp_path):
         cfg, context=1, crop=2, sampler=instantiate(OmegaConf.load("conf/sampler/mass_bins.yaml"))
     )
     dm.setup("fit")
-    assert len(dm.train_dataloader().sampler) == 4096
+    sampler_cfg = OmegaConf.load("conf/sampler/mass_bins.yaml")
+    assert len(dm.train_dataloader().sampler) == sampler_cfg.samples_per_epoch
     assert isinstance(dm.source, FakeSource) and dm.inputs == ["dm", "subhalo"]
 
 

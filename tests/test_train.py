@@ -34,7 +34,9 @@ MODELS = {
 }
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "dm2gal" else n for n in MODELS]
+)
 def test_fast_dev_run(compose, name: str):
     cfg = compose([f"model={name}", "trainer.fast_dev_run=true", *MODELS[name]])
     datamodule, module, trainer = build(cfg)
