@@ -139,7 +139,7 @@ class FieldStatsCallback(L.Callback):
             device=pl_module.device,
             progress=False,
         )
-        truth = read_block(dm.store.read(dm.target), region.start, region.size[0])
+        truth = np.array(read_block(dm.store.read(dm.target), region.start, region.size[0]))
         side = region.size[0] * dm.box / dm.grid
         scores = field_scores(
             torch.from_numpy(truth).to(pl_module.device),

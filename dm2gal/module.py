@@ -138,5 +138,7 @@ class Dm2galModule(L.LightningModule):
                 "monitor": self.hparams.monitor,
                 "interval": "epoch",
                 "frequency": 1,
+                # epochs without the monitored statistic (e.g. no field_stats callback) skip it
+                "strict": False,
             },
         }
