@@ -177,7 +177,7 @@ def test_configs_instantiate(tmp_path):
     for name, cls in (("mass_bins", "MassBinSampler"), ("uniform", "UniformSampler")):
         partial = instantiate(OmegaConf.load(f"conf/sampler/{name}.yaml"))
         assert partial.func.__name__ == cls
-    cfg = OmegaConf.load("conf/data/mock.yaml")
+    cfg = OmegaConf.load("conf/data/loader/default.yaml")
     cfg.source = {"_target_": f"{FakeSource.__module__}.FakeSource", "root": str(tmp_path / "s")}
     cfg.seed = 3
     cfg.splits = {"preset": None, "test": [0, 4], "val": [8, 12]}

@@ -228,13 +228,13 @@ def _compose(overrides):
         return compose("train", overrides=overrides)
 
 
-@pytest.mark.parametrize("name", ["tng100", "camels", "fields"])
-def test_data_configs_share_mock_keys(name):
-    mock = OmegaConf.to_container(OmegaConf.load(CONF / "data" / "mock.yaml"))
-    cfg = OmegaConf.to_container(OmegaConf.load(CONF / "data" / f"{name}.yaml"))
-    for key in mock:
-        if key != "source":
-            assert cfg.get(key) == mock[key], f"data/{name}.yaml: '{key}' differs from mock.yaml"
+@pytest.mark.parametrize("name", ["mock", "tng100", "camels", "fields"])
+def test_data_configs_share_the_loader_keys(name):
+    loader = OmegaConf.load(CONF / "data" / "loader" / "default.yaml")
+    cfg = _compose([f"data={name}"]).data
+    for key in loader:
+        assert key in cfg, f"data={name} lacks the loader key '{key}'"
+    assert cfg.inputs == ["dm", "subhalo"] and "_target_" in cfg.source
 
 
 def test_tng100_config_builds(pair, tmp_path):
