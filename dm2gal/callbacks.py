@@ -1,18 +1,22 @@
-"""In-training validation statistics: predict the whole validation region every N epochs.
+"""Lightning callbacks: in-training validation statistics, and checkpoints before preemption.
 
-:class:`FieldStatsCallback` runs :func:`dm2gal.predict.predict_region` over the data module's
-validation region and scores the prediction against the true stellar-mass field with the torch
-statistics (:mod:`dm2gal.stats_torch`, on the module's device). Like the evaluation report, the
-(non-periodic) validation cube is treated as periodic with its own side as the box (see the
-:mod:`dm2gal.stats` docstring): truth and prediction are measured the same way, so the ratio
-and cross-correlation compare like with like.
+:class:`FieldStatsCallback` predicts the whole validation region every N epochs with
+:func:`dm2gal.predict.predict_region` and scores it against the true stellar-mass field with
+the torch statistics (:mod:`dm2gal.stats_torch`, on the module's device). Like the evaluation
+report, the (non-periodic) validation cube is treated as periodic with its own side as the box
+(see the :mod:`dm2gal.stats` docstring): truth and prediction are measured the same way, so the
+ratio and cross-correlation compare like with like. :class:`PreemptionCheckpoint` saves
+``last.ckpt`` when SLURM announces the end of a job, so the requeued job resumes exactly.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import signal
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -169,3 +173,75 @@ class FieldStatsCallback(L.Callback):
             if isinstance(logger, WandbLogger):
                 logger.log_image(key="val/slices", images=[str(path)], step=trainer.global_step)
         return path
+
+
+class PreemptionCheckpoint(L.Callback):
+    """Save ``last.ckpt`` at the current step when SLURM announces the end of the job.
+
+    SLURM sends a signal ``signal_delay_s`` seconds before a time limit or a preemption
+    (submitit asks for ``SIGUSR2``, Lightning's own SLURM requeue for ``SIGUSR1``); submitit's
+    handler requeues the job and exits at once. For each of ``signums`` that already has a
+    handler, this callback takes the signal first, lets the current optimiser step finish,
+    writes ``<dirpath>/last.ckpt`` (all ranks agree on the step), then calls that handler. The
+    requeued job resumes from the checkpoint, so no step is lost or repeated. Where no handler
+    is installed (no SLURM) it only writes ``last.ckpt`` once more when training ends.
+    """
+
+    def __init__(
+        self, dirpath: str | Path, signums: tuple[int, ...] = (signal.SIGUSR1, signal.SIGUSR2)
+    ):
+        self.path = Path(dirpath) / "last.ckpt"
+        self.signums = signums
+        self.previous: dict[int, Any] = {}
+        self.pending: tuple[int, FrameType | None] | None = None
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.warning("signal %d: checkpoint at the end of this step, then requeue", signum)
+        self.pending = (signum, frame)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for signum in self.signums:
+            previous = signal.getsignal(signum)
+            if callable(previous):
+                self.previous[signum] = previous
+                signal.signal(signum, self._on_signal)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self._maybe_checkpoint(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._maybe_checkpoint(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning >= 2.6 rewrites last.ckpt only with a new best: make it the final state, so
+        # a job requeued during test or evaluation does not train again
+        self._save(trainer)
+        handlers = self._restore()
+        if self.pending is not None and self.pending[0] in handlers:
+            handlers[self.pending[0]](*self.pending)
+
+    def _save(self, trainer: L.Trainer) -> None:
+        for callback in trainer.checkpoint_callbacks:
+            if Path(getattr(callback, "dirpath", None) or "") == self.path.parent:
+                callback.last_model_path = str(self.path)  # it keeps writing this file
+        trainer.save_checkpoint(self.path)
+        log.warning("saved %s at global step %d", self.path, trainer.global_step)
+
+    def _maybe_checkpoint(self, trainer: L.Trainer) -> None:
+        if not self.previous:
+            return
+        if not trainer.strategy.reduce_boolean_decision(self.pending is not None, all=False):
+            return
+        self._save(trainer)
+        handlers = self._restore()
+        signum, frame = self.pending or (next(iter(handlers)), None)  # a rank not signalled
+        self.pending = None
+        handlers[signum](signum, frame)
+
+    def _restore(self) -> dict[int, Any]:
+        """Put the previous handlers back and return them by signal number."""
+        handlers, self.previous = self.previous, {}
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        return handlers
