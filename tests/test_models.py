@@ -161,7 +161,7 @@ OVERFIT = {
     "resnet3d": (lambda: ResNet3d(channels=4, blocks=2), MSELoss(), 3, 4, 80),
     "twophase": (lambda: TwoPhaseNet(channels=4, levels=1, convs=1), TwoPhaseLoss(), 2, 4, 80),
     # 65^3 inputs make every step cost seconds on one CPU core
-    "paper": (lambda: PaperNet(channels=2), MSELoss(), 1, 2, 12),
+    "paper": (lambda: PaperNet(channels=2), MSELoss(), 1, 2, 40),
 }
 
 
