@@ -2,7 +2,7 @@
 
 Positions are comoving Mpc/h, masses Msun/h; the output is mass per voxel (float32) on an
 ``N^3`` grid of a periodic box of side ``L``. Pylians is the reference painter; this module
-validates inputs first because ``MAS_library.MA`` calls ``sys.exit()`` on bad arguments.
+validates inputs first because ``MAS_library.MA`` calls ``sys.exit`` on bad arguments.
 :func:`paint_field` paints chunk by chunk straight into a memory-mapped store field, so peak
 memory is the grid plus one chunk.
 

@@ -4,7 +4,7 @@ Every function takes mass-per-voxel fields (float32, Msun/h) on an ``N^3`` grid 
 ``box`` (Mpc/h), converts them to overdensity ``delta = field / mean - 1`` and lets Pylians
 deconvolve the mass-assignment window (``mas``: ``"CIC"`` for CIC-painted fields, ``"None"`` for a
 field with no window). Wavenumbers are in h/Mpc, P(k) in (Mpc/h)^3, B in (Mpc/h)^6, r in Mpc/h.
-Inputs are validated here first (Pylians calls ``sys.exit()`` on bad input); Pylians runs quietly.
+Inputs are validated here first (Pylians calls ``sys.exit`` on bad input); Pylians runs quietly.
 
 Non-periodic sub-volumes (the held-out test cube): every estimator here is an FFT estimator and
 treats its input as periodic, as the dm2gal paper did. A sub-cube cut out of a larger box is
@@ -133,7 +133,7 @@ def overdensity(field: np.ndarray) -> np.ndarray:
 
 @contextlib.contextmanager
 def _quiet_pylians(what: str) -> Iterator[None]:
-    """Silence Pylians' prints; turn its ``sys.exit()`` into a RuntimeError naming ``what``."""
+    """Silence Pylians' prints; turn its ``sys.exit`` into a RuntimeError naming ``what``."""
     buffer = io.StringIO()
     try:
         with contextlib.redirect_stdout(buffer):
