@@ -137,7 +137,7 @@ class FieldStatsCallback(L.Callback):
             [dm.store.read(name) for name in dm.inputs],
             region,
             dm.transform.forward_input,
-            dm.transform.inverse_target,
+            dm.transform.inverse_prediction,
             tile=self.tile,
             batch_size=self.batch_size,
             device=pl_module.device,

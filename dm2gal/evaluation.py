@@ -82,7 +82,7 @@ def evaluate_test_region(
         [store.read(name) for name in datamodule.inputs],
         region,
         transform.forward_input,
-        transform.inverse_target,
+        transform.inverse_prediction,
         tile=tile,
         batch_size=batch_size,
         device=device,

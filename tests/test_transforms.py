@@ -66,3 +66,19 @@ def test_state_dict_round_trip_and_bad_values():
         FieldTransform([0.0], [0.0])
     with pytest.raises(ValueError, match="one value per channel"):
         FieldTransform([0.0, 1.0], [1.0])
+
+
+def test_predictions_stay_below_the_training_maximum(tmp_path):
+    """fit_transform records the training region's largest target; inverse_prediction bounds
+    a network's output by it, while inverse_target stays the exact inverse."""
+    grid = 8
+    splits = make_splits(grid, preset=None, test=[0, 2], val=[4, 6])
+    target = np.zeros((grid,) * 3, dtype=np.float32)
+    target[7, 7, 7] = 1e10  # training region
+    target[0, 0, 0] = 1e13  # held out: must not raise the bound
+    t = fit_transform([target], target, splits)
+    assert t.target_max == pytest.approx(1e10)
+    y = t.forward_target(torch.tensor([0.0, 1e9, 1e12], dtype=torch.float64))
+    np.testing.assert_allclose(t.inverse_prediction(y).numpy(), [0.0, 1e9, 1e10], rtol=1e-9)
+    np.testing.assert_allclose(t.inverse_target(y).numpy(), [0.0, 1e9, 1e12], rtol=1e-9)
+    assert FieldTransform(**t.state_dict()).target_max == t.target_max

@@ -7,7 +7,7 @@ module's state (``state_dict``), never baked into stored fields.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,8 @@ class FieldTransform:
         input_mean, input_std: one value per input channel.
         target_mean, target_std: the target channel's values.
         log: apply ``log10(1 + x)`` first (x in Msun/h per voxel).
+        target_max: the largest target voxel of the training region (Msun/h), which bounds
+            predictions (:meth:`inverse_prediction`); None: unbounded.
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class FieldTransform:
         target_mean: float = 0.0,
         target_std: float = 1.0,
         log: bool = True,
+        target_max: float | None = None,
     ):
         self.input_mean = np.asarray(input_mean, dtype=np.float64).reshape(-1)
         self.input_std = np.asarray(input_std, dtype=np.float64).reshape(-1)
@@ -43,6 +46,7 @@ class FieldTransform:
         if (self.input_std <= 0).any() or not target_std > 0:
             raise ValueError(f"transform: std must be > 0, got {self.input_std}, {target_std}")
         self.target_mean, self.target_std, self.log = float(target_mean), float(target_std), log
+        self.target_max = None if target_max is None else float(target_max)
 
     @property
     def empty_value(self) -> float:
@@ -87,6 +91,16 @@ class FieldTransform:
         z = np.asarray(z)
         return np.expm1(z * z.dtype.type(LN10))
 
+    def inverse_prediction(self, y: torch.Tensor) -> torch.Tensor:
+        """A network's normalised prediction in Msun/h per voxel, at most ``target_max``.
+
+        A network regressing log mass has no bound above, and exponentiating an extrapolation
+        lets a single voxel carry more stellar mass than a whole held-out cube; predictions
+        therefore stay within the largest target the training region showed.
+        """
+        mass = self.inverse_target(y)
+        return mass if self.target_max is None else mass.clamp(max=self.target_max)
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "input_mean": self.input_mean.tolist(),
@@ -94,6 +108,7 @@ class FieldTransform:
             "target_mean": self.target_mean,
             "target_std": self.target_std,
             "log": self.log,
+            "target_max": self.target_max,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -103,17 +118,24 @@ class FieldTransform:
         return f"FieldTransform({self.state_dict()})"
 
 
+def _training_values(
+    field: np.ndarray, splits: Splits, chunk_voxels: int = 1 << 24
+) -> Iterator[np.ndarray]:
+    """The training-region values of ``field`` (float64), slab by slab of ~``chunk_voxels``."""
+    grid = field.shape[0]
+    step = max(1, chunk_voxels // (grid * grid))
+    for x0 in range(0, grid, step):
+        x1 = min(grid, x0 + step)
+        yield np.asarray(field[x0:x1], dtype=np.float64)[splits.train_mask_planes(x0, x1)]
+
+
 def region_moments(
     field: np.ndarray, splits: Splits, log: bool = True, chunk_voxels: int = 1 << 24
 ) -> tuple[float, float]:
     """Mean and standard deviation of ``log10(1 + field)`` (or ``field``) over the training
     region of ``splits``, read in slabs of about ``chunk_voxels`` voxels (float64 sums)."""
-    grid = field.shape[0]
-    step = max(1, chunk_voxels // (grid * grid))
     total = total2 = count = 0.0
-    for x0 in range(0, grid, step):
-        x1 = min(grid, x0 + step)
-        values = np.asarray(field[x0:x1], dtype=np.float64)[splits.train_mask_planes(x0, x1)]
+    for values in _training_values(field, splits, chunk_voxels):
         if log:
             values = np.log1p(values) / LN10
         total, total2, count = total + values.sum(), total2 + (values**2).sum(), count + len(values)
@@ -121,6 +143,11 @@ def region_moments(
         raise ValueError("transform: the training region is empty, no statistics to fit")
     mean = total / count
     return mean, math.sqrt(max(total2 / count - mean**2, 0.0))
+
+
+def region_max(field: np.ndarray, splits: Splits, chunk_voxels: int = 1 << 24) -> float:
+    """The largest value of ``field`` over the training region of ``splits``."""
+    return max(float(v.max(initial=0.0)) for v in _training_values(field, splits, chunk_voxels))
 
 
 def fit_transform(
@@ -142,4 +169,5 @@ def fit_transform(
         t_mean,
         t_std if t_std > 0 else 1.0,
         log,
+        region_max(target, splits),
     )
