@@ -40,7 +40,8 @@ class GalaxyCatalog:
     Attributes:
         pos: ``(n, 3)`` positions, Mpc/h.
         mstar: ``(n,)`` stellar masses, Msun/h.
-        host: ``(n,)`` index of the host in the matching ``HaloCatalog`` (-1 if none).
+        host: ``(n,)`` index of the host group in the galaxies' own run (-1 if none): the
+            gravity-only ``HaloCatalog`` for the mock, the hydro FoF groups for TNG and CAMELS.
         central: ``(n,)`` True for the central galaxy of its host.
         host_mass: ``(n,)`` mass of the host halo in the galaxies' own run, Msun/h.
     """
