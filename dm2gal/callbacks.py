@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
-from dm2gal.predict import predict_region, read_block
+from dm2gal.data.crops import read_crop
+from dm2gal.predict import predict_region
 from dm2gal.report import plot_slices, save_png
 from dm2gal.stats import nyquist
 from dm2gal.stats_torch import cross_power_torch
@@ -143,7 +144,7 @@ class FieldStatsCallback(L.Callback):
             device=pl_module.device,
             progress=False,
         )
-        truth = np.array(read_block(dm.store.read(dm.target), region.start, region.size[0]))
+        truth = read_crop(dm.store.read(dm.target), region.start, region.size[0])
         side = region.size[0] * dm.box / dm.grid
         scores = field_scores(
             torch.from_numpy(truth).to(pl_module.device),

@@ -18,16 +18,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from dm2gal import __version__
 from dm2gal.config import data_module_config
+from dm2gal.data.crops import read_crop
 from dm2gal.data.regions import Region
 from dm2gal.io.store import FieldStore
-from dm2gal.predict import predict_region, read_block
+from dm2gal.predict import predict_region
 
 log = logging.getLogger(__name__)
 
 
 def region_field(field: np.ndarray, region: Region) -> np.ndarray:
     """The cube of ``field`` covered by a cubic ``region`` (periodic)."""
-    return read_block(field, region.start, region.size[0])
+    return read_crop(field, region.start, region.size[0])
 
 
 def hod_fields(

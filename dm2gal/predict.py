@@ -20,26 +20,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dm2gal.data.crops import read_crop
 from dm2gal.data.regions import Region
 from dm2gal.models.base import FieldNet
-
-
-def read_block(field: np.ndarray, start: Sequence[int], size: int) -> np.ndarray:
-    """Return ``field[start : start + size]`` along each axis, wrapping periodically."""
-    grid = field.shape[0]
-    index = []
-    for a in start:
-        a %= grid
-        if a + size <= grid:
-            index.append(slice(a, a + size))
-        else:
-            index.append(np.arange(a, a + size) % grid)
-    if all(isinstance(i, slice) for i in index):
-        return np.asarray(field[tuple(index)])
-    block = field
-    for axis, i in enumerate(index):  # one axis at a time keeps memory-mapped reads cheap
-        block = block[(slice(None),) * axis + (i,)]
-    return np.asarray(block)
 
 
 def tile_size(net: FieldNet, tile: int) -> int:
@@ -113,7 +96,7 @@ def predict_region(
         blocks = []
         for offset in batch:
             start = [region.start[ax] + offset[ax] - c for ax in range(3)]
-            raw = np.stack([read_block(f, start, t + 2 * c) for f in inputs])
+            raw = np.stack([read_crop(f, start, t + 2 * c) for f in inputs])
             blocks.append(normalise_input(raw))
         x = torch.from_numpy(np.stack(blocks).astype(np.float32)).to(device)
         with autocast:

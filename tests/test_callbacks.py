@@ -12,7 +12,8 @@ import torch
 
 from dm2gal import stats
 from dm2gal.callbacks import METRICS, FieldStatsCallback, field_scores
-from dm2gal.predict import predict_region, read_block
+from dm2gal.data.crops import read_crop
+from dm2gal.predict import predict_region
 from dm2gal.training import build
 
 BOX = 20.0
@@ -88,7 +89,7 @@ def test_two_epoch_fit_logs_the_statistics_and_slices(compose, tmp_path: Path):
         tile=cfg.evaluation.tile,
         progress=False,
     )
-    truth = read_block(datamodule.store.read(datamodule.target), region.start, region.size[0])
+    truth = read_crop(datamodule.store.read(datamodule.target), region.start, region.size[0])
     ref = stats.summary(truth, pred, region.size[0] * datamodule.box / datamodule.grid)
     assert logged["val/total_mass_err"][-1] == pytest.approx(ref["total_mass_rel_err"], rel=1e-4)
     assert logged["val/pk_ratio_err"][-1] == pytest.approx(ref["pk_ratio_abs_err"], rel=1e-3)

@@ -9,7 +9,7 @@ import torch
 from dm2gal.data.regions import Region
 from dm2gal.models import PaperNet, ResNet3d, UNet3d
 from dm2gal.models.base import FieldNet
-from dm2gal.predict import predict_region, read_block, tile_size
+from dm2gal.predict import predict_region, tile_size
 
 GRID = 24
 
@@ -109,13 +109,6 @@ def test_paper_net_many_centres_per_batch_equal_one_pass_per_voxel(fields):
                 with torch.no_grad():
                     want[i, j, k] = torch.exp(net(x))[0, 0, 0, 0, 0]
     np.testing.assert_allclose(got, want, rtol=1e-5)
-
-
-def test_read_block_wraps_like_periodic_indexing(fields):
-    start = (20, -3, 23)
-    block = read_block(fields[0], start, 30)  # longer than the box: wraps more than once
-    ix, iy, iz = (np.arange(a, a + 30) % GRID for a in start)
-    np.testing.assert_array_equal(block, fields[0][np.ix_(ix, iy, iz)])
 
 
 def test_tile_size_is_a_valid_output_of_at_least_the_period():
