@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -42,6 +43,16 @@ def data_module_config(data: DictConfig) -> DictConfig:
     for key in DATA_SHORTCUTS:
         resolved.pop(key, None)
     return OmegaConf.create(resolved)
+
+
+def compose_train(overrides: list[str]) -> DictConfig:
+    """``conf/train.yaml`` composed with command-line style ``overrides``, for module CLIs
+    (``python -m dm2gal.fields``, ``python -m dm2gal.hod``) that run outside ``train.py``."""
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
 
 
 register_resolvers()

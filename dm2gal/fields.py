@@ -141,15 +141,11 @@ def paint_field(
 
 def main(overrides: list[str]) -> Path:
     """Compose ``conf/train.yaml`` with ``overrides``, build ``data.source``; return its dir."""
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    import dm2gal.config  # noqa: F401  (registers the config resolvers)
+    from dm2gal.config import compose_train, data_module_config
 
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(str(conf), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    store = instantiate(cfg.data.source).build()
+    store = instantiate(data_module_config(compose_train(overrides).data).source).build()
     return Path(store.root)
 
 

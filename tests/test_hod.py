@@ -289,22 +289,19 @@ def test_zheng07_without_training_satellites_warns_and_paints_centrals_only(cata
 def test_cli_builds_and_records_the_field_on_a_tiny_mock(tmp_path):
     from functools import partial
 
-    from hydra import compose, initialize_config_dir
+    from dm2gal.config import compose_train, data_module_config
+    from dm2gal.hod.__main__ import main
 
-    from dm2gal.hod.__main__ import CONF_DIR, main
-
-    small = ["data.source.particles=32", "data.source.grid=32", "data.source.box=50"]
-    overrides = [f"paths.data_dir={tmp_path}", "seed=5", *small]
+    overrides = [f"paths.data_dir={tmp_path}", "seed=5", "experiment=smoke"]
     assert main(["hod=binned", *overrides]) == "hod_binned"
     (store_dir,) = (tmp_path / "mock").iterdir()
     store = FieldStore(store_dir)
     meta = store.field_meta("hod_binned")
     assert meta["seed"] == 5 and meta["config"]["n_bins"] == 10
     assert len(meta["fitted_params"]["p_cen"]) == 10
-    # the stored field is the one build_hod_field gives with the data module's held-out split
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    dm = instantiate(cfg.data)
+    # the stored field is the one build_hod_field gives with the training run's held-out split
+    cfg = compose_train(overrides)
+    dm = instantiate(data_module_config(cfg.data), context=instantiate(cfg.model).context)
     dm.prepare_data()
     dm.setup("fit")
     expected = build_hod_field(
