@@ -45,14 +45,15 @@ def data_module_config(data: DictConfig) -> DictConfig:
     return OmegaConf.create(resolved)
 
 
-def compose_train(overrides: list[str]) -> DictConfig:
-    """``conf/train.yaml`` composed with command-line style ``overrides``, for module CLIs
-    (``python -m dm2gal.fields``, ``python -m dm2gal.hod``) that run outside ``train.py``."""
+def compose_train(overrides: list[str], hydra_node: bool = False) -> DictConfig:
+    """``conf/train.yaml`` composed with command-line style ``overrides``, for code that runs
+    outside ``train.py`` (``python -m dm2gal.fields``, ``python -m dm2gal.hod``, tests);
+    ``hydra_node`` keeps the ``hydra`` node."""
     from hydra import compose, initialize_config_dir
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+        return compose("train", overrides=overrides, return_hydra_config=hydra_node)
 
 
 register_resolvers()

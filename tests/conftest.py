@@ -27,18 +27,12 @@ TINY = [
 def compose_train(tmp_path: Path, overrides: list[str] = (), tiny: bool = True) -> DictConfig:
     """Compose ``conf/train.yaml`` (shrunk by ``TINY`` unless ``tiny`` is false) with outputs
     under ``tmp_path`` and the shared mock cache."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    import dm2gal.config  # noqa: F401
+    from dm2gal.config import compose_train as compose
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "train", overrides=[*(TINY if tiny else []), *overrides], return_hydra_config=True
-        )
+    cfg = compose([*(TINY if tiny else []), *overrides], hydra_node=True)
     HydraConfig().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path)
