@@ -17,7 +17,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dm2gal import __version__
-from dm2gal.config import data_module_config
 from dm2gal.data.crops import read_crop
 from dm2gal.data.regions import Region
 from dm2gal.io.store import FieldStore
@@ -208,7 +207,7 @@ def find_checkpoint(run_dir: Path) -> Path:
 def load_run(run_dir: Path, ckpt_path: Path | None = None) -> tuple[DictConfig, Any, Any, Path]:
     """Rebuild a run's config, Lightning module (weights from the checkpoint) and data module
     (normalisation from the checkpoint)."""
-    from dm2gal.module import Dm2galModule
+    from dm2gal.training import build_components
 
     run_dir = Path(run_dir)
     config_path = run_dir / ".hydra" / "config.yaml"
@@ -218,17 +217,10 @@ def load_run(run_dir: Path, ckpt_path: Path | None = None) -> tuple[DictConfig, 
     ckpt_path = Path(ckpt_path) if ckpt_path else find_checkpoint(run_dir)
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"{ckpt_path}: checkpoint not found")
-    net = instantiate(cfg.model)
-    datamodule = instantiate(data_module_config(cfg.data), context=net.context, sampler=None)
-    module = Dm2galModule.load_from_checkpoint(
-        ckpt_path,
-        net=net,
-        loss=instantiate(cfg.loss),
-        optimizer=instantiate(cfg.optim.optimizer),
-        map_location="cpu",
-        weights_only=False,
-    )
+    datamodule, module = build_components(cfg)
+    # our own checkpoints: trusted pickles (they hold the data module's normalisation)
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    module.load_state_dict(state["state_dict"])
     datamodule.prepare_data()
     datamodule.setup("test")
     if type(datamodule).__qualname__ in state:

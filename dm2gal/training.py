@@ -48,8 +48,8 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"config key 'data.crop' = {crop} is larger than the grid ({grid} voxels)")
 
 
-def build(cfg: DictConfig) -> tuple[Any, L.LightningModule, L.Trainer]:
-    """Build the data module, the Lightning module and the trainer from a composed config."""
+def build_components(cfg: DictConfig) -> tuple[Any, L.LightningModule]:
+    """Build the data module (with the network's context) and the Lightning module."""
     check_config(cfg)
     net = instantiate(cfg.model)
     if not net.valid_output(cfg.data.crop):
@@ -59,7 +59,12 @@ def build(cfg: DictConfig) -> tuple[Any, L.LightningModule, L.Trainer]:
         )
     sampler = instantiate(cfg.sampler) if cfg.get("sampler") else None
     datamodule = instantiate(data_module_config(cfg.data), context=net.context, sampler=sampler)
-    module = instantiate(cfg.module, net=net, loss=instantiate(cfg.loss))
+    return datamodule, instantiate(cfg.module, net=net, loss=instantiate(cfg.loss))
+
+
+def build(cfg: DictConfig) -> tuple[Any, L.LightningModule, L.Trainer]:
+    """Build the data module, the Lightning module and the trainer from a composed config."""
+    datamodule, module = build_components(cfg)
     checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
     trainer = instantiate(
         cfg.trainer,
