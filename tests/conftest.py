@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,21 @@ def compose_train(tmp_path: Path, overrides: list[str] = (), tiny: bool = True) 
         cfg.paths.data_dir = str(mock_cache_dir())
         del cfg.hydra
     return cfg
+
+
+def run_script(script: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run ``train.py`` / ``evaluate.py`` as a user would (W&B offline); fail with its stderr."""
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "2"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
 
 
 def mock_cache_dir() -> Path:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, mock_cache_dir
+from conftest import ROOT, mock_cache_dir, run_script
 
 NOTEBOOK = ROOT / "notebooks" / "analysis.ipynb"
 
@@ -17,24 +15,14 @@ NOTEBOOK = ROOT / "notebooks" / "analysis.ipynb"
 def test_analysis_notebook_runs_on_a_smoke_run(tmp_path: Path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "2"}
-    train = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "experiment=smoke",
-            "logger=csv",
-            f"paths.log_dir={tmp_path}",
-            f"paths.data_dir={mock_cache_dir()}",
-            "trainer.max_epochs=1",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
+    run_script(
+        "train.py",
+        "experiment=smoke",
+        "logger=csv",
+        f"paths.log_dir={tmp_path}",
+        f"paths.data_dir={mock_cache_dir()}",
+        "trainer.max_epochs=1",
     )
-    assert train.returncode == 0, train.stderr[-3000:]
     (metrics,) = tmp_path.glob("**/evaluation/metrics.json")
     run_dir = metrics.parent.parent
 

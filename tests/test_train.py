@@ -4,18 +4,14 @@ evaluate.py as a user runs them."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from conftest import mock_cache_dir, run_script
 
 from dm2gal.training import build
-
-ROOT = Path(__file__).resolve().parents[1]
 
 MODELS = {
     "unet3d": [],
@@ -37,7 +33,7 @@ MODELS = {
 @pytest.mark.parametrize(
     "name", [pytest.param(n, marks=pytest.mark.slow) if n == "dm2gal" else n for n in MODELS]
 )
-def test_fast_dev_run(compose, name: str):
+def test_fast_devrun_script(compose, name: str):
     cfg = compose([f"model={name}", "trainer.fast_dev_run=true", *MODELS[name]])
     datamodule, module, trainer = build(cfg)
     trainer.fit(module, datamodule=datamodule)
@@ -62,7 +58,7 @@ def _fit(compose, tmp_path: Path, epochs: int, ckpt_path: str | None = None) -> 
     return module
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(compose, tmp_path: Path):
+def test_resume_gives_the_same_weights_as_an_uninterruptedrun_script(compose, tmp_path: Path):
     straight = _fit(compose, tmp_path / "a", epochs=2)
     _fit(compose, tmp_path / "b", epochs=1)
     resumed = _fit(compose, tmp_path / "c", epochs=2, ckpt_path=str(tmp_path / "b/epochs1.ckpt"))
@@ -72,24 +68,10 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(compose, tmp_path
         assert torch.equal(a, b), name
 
 
-def _run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "2"}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / script), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
 @pytest.mark.slow
 def test_train_then_evaluate_as_a_user(tmp_path: Path):
-    data_dir = os.environ.get("DM2GAL_TEST_DATA", "/tmp/dm2gal-test-data")
-    _run(
+    data_dir = mock_cache_dir()
+    run_script(
         "train.py",
         "experiment=smoke",
         f"paths.log_dir={tmp_path}",
@@ -114,7 +96,9 @@ def test_train_then_evaluate_as_a_user(tmp_path: Path):
     assert png.startswith(b"\x89PNG") and len(png) > 5000
 
     out = tmp_path / "again"
-    _run("evaluate.py", f"run_dir={run}", f"out_dir={out}", "hods=[binned,zheng07]", cwd=tmp_path)
+    run_script(
+        "evaluate.py", f"run_dir={run}", f"out_dir={out}", "hods=[binned,zheng07]", cwd=tmp_path
+    )
     again = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert {"model", "hod_binned", "hod_zheng07"} <= set(again["models"])
     # the same checkpoint and data give the same prediction
