@@ -47,7 +47,7 @@ def hod_fields(
     for hod_cfg in hod_cfgs:
         hod = instantiate(hod_cfg)
         field = build_hod_field(hod, datamodule.store, is_heldout, seed)
-        out[f"hod_{hod_cfg.get('name', type(hod).__name__)}"] = region_field(field, region)
+        out[f"hod_{hod.name}"] = region_field(field, region)
     return out
 
 
