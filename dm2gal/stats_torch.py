@@ -2,26 +2,39 @@
 
 Inputs are mass-per-voxel tensors (float32 or float64, ``(N, N, N)``) of a periodic cube of side
 ``box`` (Mpc/h); they are turned into overdensity ``field / mean - 1`` and the mass-assignment
-window is deconvolved (``mas``) exactly as ``dm2gal.stats`` (Pylians) does. FFTs and bispectrum
-sums run in the input's precision, P(k) bin sums in float64. Outputs are float64 tensors on the
-input's device: k [h/Mpc], P [(Mpc/h)^3], B [(Mpc/h)^6]. A float32 FFT (here or in Pylians)
-resolves power only down to ~1e-7 of the largest mode's; for a P(k) spanning more than ~1e5
-pass float64 fields.
+window is deconvolved (``mas``) exactly as ``dm2gal.stats`` (Pylians) does. FFTs run in the
+input's precision, all sums over modes in float64. Outputs are float64 tensors on the input's
+device: k [h/Mpc], P [(Mpc/h)^3], B [(Mpc/h)^6]. A float32 FFT (here or in Pylians) resolves
+power only down to ~1e-7 of the largest mode's; for a P(k) spanning more than ~1e5 pass float64
+fields.
 
 Binning follows Pylians ``Pk``: a mode with integer wave vector n (units of kF = 2 pi / box)
 falls in bin ``floor(|n|)``; each independent mode counts once (on the n_z = 0 and Nyquist
 planes of the half-complex grid only one of each conjugate pair); the bin's k is the mean |k| of
-its modes and the DC bin is dropped. The bispectrum follows Pylians ``Bk``: each side is the shell
-``k - kF <= |k| < k + kF``; one shell-filtered field (and shell indicator) per distinct
-magnitude is transformed back to real space, and B is the sum of the triple product normalised
-by the triangle count. Non-periodic sub-volumes are treated as periodic (see ``dm2gal.stats``).
+its modes and the DC bin is dropped.
+
+The bispectrum follows Pylians ``Bk``: each side is the shell ``k - kF <= |k| < k + kF``, and
+``B = sum_x d1 d2 d3 / sum_x i1 i2 i3`` with d the shell-filtered overdensity and i the shell
+indicator in real space. Pylians needs one inverse FFT per shell; here, per (k1, k2) pair, d1
+and d2 are transformed back, their product once forward, and by Parseval
+``sum_x d12 d3 = sum_k Re(delta_k(k) conj(D12(k)))`` over the k3 shell of the full grid (on the
+half-complex grid: weight 2 for 0 < n_z < N/2, 1 on the n_z = 0 and Nyquist planes). So every
+triangle is a float64 sum over its shell's modes (a slice of the modes sorted by |n|), with no
+FFT of its own; the shell powers of Q are such sums too. As the shells are band-limited, each
+pair runs on the smallest fast M^3 grid (M <= N) on which its triples are alias-free exactly
+where they are on the N grid, so B is unchanged while the pair's FFTs shrink (see
+``_pair_grid``). The triangle and mode counts depend on the grid, box and triangle set but not
+on the field: they are cached, so the truth, model and HOD fields pay for them once.
+Non-periodic sub-volumes are treated as periodic (see ``dm2gal.stats``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +49,6 @@ _MAS_POWER = {"None": 0, "NGP": 1, "CIC": 2, "TSC": 3, "PCS": 4}
 class _Modes:
     """Field-independent half-complex mode tables of one grid, mas, device and precision."""
 
-    kabs: torch.Tensor  # |n| per half-complex mode, float64, shape (N, N, N//2 + 1)
     window: torch.Tensor  # mass-assignment deconvolution factor per mode (field precision)
     index: torch.Tensor  # flat bin index floor(|n|) per mode (int32)
     weight2: torch.Tensor  # counted-mode mask times window^2 (float64, flat)
@@ -87,7 +99,6 @@ def _modes(n: int, mas: str, device: torch.device, dtype: torch.dtype) -> _Modes
     nmodes = torch.zeros(nbins, **f64).index_add_(0, flat_index, w)
     ksum = torch.zeros(nbins, **f64).index_add_(0, flat_index, w * kabs.reshape(-1))
     return _Modes(
-        kabs=kabs,
         window=window.to(dtype),
         index=flat_index,
         weight2=w * window.reshape(-1) ** 2,
@@ -162,47 +173,218 @@ def _triangle_list(triangles: Triangles) -> list[tuple[float, float, float]]:
     return out
 
 
+@dataclass(frozen=True)
+class _Grid:
+    """Half-complex tables of an ``(M, M, M)`` grid with the modes sorted by |n|."""
+
+    kabs: torch.Tensor  # |n| per half-complex mode, float64, shape (M, M, M//2 + 1)
+    order: torch.Tensor  # flat mode indices in ascending |n| (int64)
+    kabs_sorted: torch.Tensor  # |n| in that order (float64)
+    weight: torch.Tensor  # full-grid multiplicity (1 or 2) of each mode in that order (float64)
+
+
+@functools.lru_cache(maxsize=4)
+def _grid(m: int, device: torch.device) -> _Grid:
+    """Build (once per size and device) the sorted half-complex mode table of an M^3 grid."""
+    f64 = {"dtype": torch.float64, "device": device}
+    full = torch.fft.fftfreq(m, d=1.0 / m, **f64)
+    half = torch.arange(m // 2 + 1, **f64)
+    kabs = torch.sqrt(
+        full[:, None, None] ** 2 + full[None, :, None] ** 2 + half[None, None, :] ** 2
+    )
+    # A mode with 0 < n_z < M/2 stands for itself and its conjugate on the full grid.
+    plane = (half == 0) | (half == m / 2)
+    weight = torch.where(plane, 1.0, 2.0).expand(m, m, -1).reshape(-1)
+    kabs_sorted, order = torch.sort(kabs.reshape(-1), stable=True)
+    return _Grid(kabs=kabs, order=order, kabs_sorted=kabs_sorted, weight=weight[order])
+
+
+def _shell_edges(k: float, kf: float) -> tuple[float, float]:
+    """Pylians' bispectrum shell ``k - kF <= |k| < k + kF`` as bounds on |n| (units of kF)."""
+    return (k - kf) / kf, (k + kf) / kf
+
+
+def _fft_size(need: int) -> int:
+    """Smallest size of the form 2^a or 3 * 2^a that is >= ``need`` (fast FFT sizes)."""
+    size = 1
+    while size < need:
+        size *= 2
+    return 3 * size // 4 if size >= 4 and 3 * size // 4 >= need else size
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """One (k1, k2) pair of a triangle set: its grid, shells and field-independent sums."""
+
+    k1: float  # h/Mpc, k1 <= k2
+    k2: float
+    members: torch.Tensor  # positions of the pair's triangles in the set (int64)
+    m: int  # side of the grid the pair is evaluated on
+    lo: torch.Tensor  # first sorted-mode index of each shell: k1, k2, then each k3 (int64)
+    hi: torch.Tensor  # one past the last sorted-mode index of each shell (int64)
+    length: int  # sorted modes up to the widest shell's edge: the only ones ever summed
+    count: torch.Tensor  # per triangle: sum_x i1 i2 i3 on the M grid (float64)
+    nmodes: torch.Tensor  # per shell (k1, k2, k3...): full-grid mode count (float64)
+
+
+def _pair_grid(edges: list[tuple[float, float]], n: int) -> int:
+    """Side M of the smallest fast grid on which the pair's shell triple sums equal the N grid's.
+
+    A shell of upper edge ``hi`` holds integer components ``|n_i| <= R = ceil(hi) - 1``. On any
+    grid with ``M > R1 + R2 + R3`` the only triples ``q1 + q2 + q3 = 0 (mod M)`` are the exact
+    ones, as on the N grid, and ``M > 2 max R`` keeps every shell mode distinct; the sums then
+    differ from the N grid's only by the common factor ``(M / N)^3``, which cancels in B. If no
+    such M is below N, the N grid itself is used (aliasing included, as Pylians does).
+    """
+    reach = [math.ceil(hi) - 1 for _, hi in edges]
+    r1, r2, r3 = reach[0], reach[1], max(reach[2:])
+    m = _fft_size(max(r1 + r2 + r3 + 1, 2 * max(reach) + 1))
+    return m if m < n else n
+
+
+def _set_sums(
+    pairs: Sequence[_Pair],
+    source: Callable[[int], torch.Tensor],
+    kf: float,
+    device: torch.device,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Shell sums of a half-complex field ``S = source(M)`` for every pair of a triangle set.
+
+    Returns, per pair, ``(triple, power)``: ``triple[j] = sum_x s1 s2 s3`` for each k3 shell
+    (``s = irfftn(S * shell)``, unnormalised) and ``power`` the full-grid ``sum |S|^2`` per
+    shell (k1, k2, k3...). By Parseval ``sum_x s12 s3`` is the full-grid sum of
+    ``Re(S conj(rfftn(s1 s2)))`` over the k3 shell: one forward FFT per pair, none per k3.
+    Real-space shell fields are shared between pairs evaluated on the same grid.
+    """
+    sources: dict[int, torch.Tensor] = {}
+    shells: dict[tuple[int, float], torch.Tensor] = {}
+    uses = Counter((p.m, k) for p in pairs for k in {p.k1, p.k2})
+    out = []
+    for p in pairs:
+        grid = _grid(p.m, device)
+        if p.m not in sources:
+            sources[p.m] = source(p.m)
+        s = sources[p.m]
+
+        def shell(k: float, p: _Pair = p, grid: _Grid = grid, s: torch.Tensor = s) -> torch.Tensor:
+            """Real-space field of the shell around ``k``, dropped after its last use."""
+            key = (p.m, k)
+            if key not in shells:
+                lo, hi = _shell_edges(k, kf)
+                inside = (grid.kabs >= lo) & (grid.kabs < hi)
+                shells[key] = torch.fft.irfftn(s * inside, s=(p.m,) * 3, norm="forward")
+            uses[key] -= 1
+            return shells[key] if uses[key] else shells.pop(key)
+
+        d1 = shell(p.k1)
+        product = torch.fft.rfftn(d1 * d1 if p.k2 == p.k1 else d1 * shell(p.k2))
+        del d1
+        idx, weight = grid.order[: p.length], grid.weight[: p.length]
+        s_k = s.reshape(-1)[idx].to(torch.complex128)
+        p_k = product.reshape(-1)[idx].to(torch.complex128)
+        triple = _cumsum(weight * (s_k * p_k.conj()).real)
+        power = _cumsum(weight * (s_k.real**2 + s_k.imag**2))
+        out.append((triple[p.hi[2:]] - triple[p.lo[2:]], power[p.hi] - power[p.lo]))
+    return out
+
+
+def _cumsum(values: torch.Tensor) -> torch.Tensor:
+    """Cumulative float64 sum with a leading zero, so that ``c[hi] - c[lo] = sum(v[lo:hi])``."""
+    return torch.cat([values.new_zeros(1), torch.cumsum(values, 0)])
+
+
+@functools.lru_cache(maxsize=8)
+def _plan(
+    n: int,
+    box: float,
+    triangles: tuple[tuple[float, float, float], ...],
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[_Pair, ...]:
+    """Group a triangle set into (k1, k2) pairs and compute their field-independent sums.
+
+    The triangle counts ``sum_x i1 i2 i3`` (shell indicators i) and the shell mode counts depend
+    only on the arguments, so they are computed once (by the field pipeline run on a field of
+    ones) and reused for every field measured with the same set.
+    """
+    kf = 2.0 * math.pi / box
+    groups: dict[tuple[float, float], list[int]] = {}
+    k3s = []
+    for j, (k1, k2, t) in enumerate(triangles):
+        k3s.append(float(check_triangle(k1, k2, np.array([t]), box, n)[0]))
+        groups.setdefault((min(k1, k2), max(k1, k2)), []).append(j)  # B is symmetric in k1, k2
+    pairs = []
+    for (k1, k2), members in groups.items():
+        edges = [_shell_edges(k, kf) for k in (k1, k2, *(k3s[j] for j in members))]
+        m = _pair_grid(edges, n)
+        table = _grid(m, device).kabs_sorted
+        lo, hi = (
+            torch.searchsorted(table, torch.tensor(e, dtype=torch.float64, device=device))
+            for e in zip(*edges, strict=True)
+        )
+        index = torch.tensor(members, device=device)
+        empty = torch.empty(0, dtype=torch.float64, device=device)
+        pairs.append(_Pair(k1, k2, index, m, lo, hi, int(hi.max()), count=empty, nmodes=empty))
+    ones = functools.partial(_ones, dtype=dtype, device=device)
+    sums = _set_sums(pairs, ones, kf, device)
+    return tuple(
+        dataclasses.replace(p, count=count, nmodes=nmodes)
+        for p, (count, nmodes) in zip(pairs, sums, strict=True)
+    )
+
+
+def _ones(m: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A half-complex field of ones on an M^3 grid: its shell fields are the shell indicators."""
+    return torch.ones((m, m, m // 2 + 1), dtype=dtype, device=device)
+
+
+def clear_caches() -> None:
+    """Forget every cached mode table and triangle-set count (e.g. to time a cold call)."""
+    _modes.cache_clear()
+    _grid.cache_clear()
+    _plan.cache_clear()
+
+
 def bispectrum_torch(
     field: torch.Tensor, box: float, triangles: Triangles, mas: str | None = "CIC"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """B(k1, k2, theta) [(Mpc/h)^6] and Q of a mass field's overdensity for every triangle.
 
-    Each distinct (k1, k2) pair's two shell fields are built once and multiplied; every k3
-    shell then costs two inverse FFTs and two reductions. Returns float64 ``(B, Q)`` tensors in
-    the order of ``triangles`` (see ``_triangle_list`` for the accepted forms).
+    One forward FFT of the field on its N^3 grid; then, per distinct (k1, k2) pair, two inverse
+    and one forward FFT on the pair's M^3 grid (M <= N, see ``_pair_grid``), and per triangle a
+    sum over sorted modes. Triangle counts are cached per (grid, box, set, device, dtype).
+    Returns float64 ``(B, Q)`` tensors in the order of ``triangles`` (see ``_triangle_list``).
     """
     box, mas = check_box(box), check_mas(mas)
     dk = _delta_k(field)
     n = field.shape[0]
-    tris = _triangle_list(triangles)
-    k3s = [float(check_triangle(k1, k2, np.array([t]), box, n)[0]) for k1, k2, t in tris]
-    modes = _modes(n, mas, field.device, field.dtype)
-    dk = dk * modes.window
-    kf = 2.0 * math.pi / box
-    shape = (n, n, n)
+    pairs = _plan(n, box, tuple(_triangle_list(triangles)), field.device, field.dtype)
+    window = _modes(n, mas, field.device, field.dtype).window
 
-    def shell(k: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Real-space shell-filtered field, shell indicator, and the shell's P(k) [(Mpc/h)^3]."""
-        inside = (modes.kabs >= (k - kf) / kf) & (modes.kabs < (k + kf) / kf)
-        d = torch.fft.irfftn(dk * inside, s=shape, norm="forward")
-        i = torch.fft.irfftn(inside.to(dk.dtype), s=shape, norm="forward")
-        pk = (d * d).sum().double() / (i * i).sum().double()
-        return d, i, pk * (box / n**2) ** 3
+    def source(m: int) -> torch.Tensor:
+        """Window-corrected delta_k on the M grid: the N grid's modes with |n_i| < M / 2."""
+        if m == n:
+            return dk * window
+        r = (m - 1) // 2
+        src = torch.cat([torch.arange(r + 1), torch.arange(n - r, n)]).to(dk.device)
+        dst = torch.cat([torch.arange(r + 1), torch.arange(m - r, m)]).to(dk.device)
+        out = dk.new_zeros((m, m, m // 2 + 1))
+        out[dst[:, None], dst[None, :], : r + 1] = (
+            dk.index_select(0, src).index_select(1, src)[:, :, : r + 1]
+            * window.index_select(0, src).index_select(1, src)[:, :, : r + 1]
+        )
+        return out
 
-    b_out = torch.empty(len(tris), dtype=torch.float64, device=field.device)
+    b_out = torch.empty(
+        sum(p.members.numel() for p in pairs), dtype=torch.float64, device=dk.device
+    )
     q_out = torch.empty_like(b_out)
-    pairs: dict[tuple[float, float], list[int]] = {}
-    for j, (k1, k2, _) in enumerate(tris):
-        pairs.setdefault((k1, k2), []).append(j)
-    for (k1, k2), members in pairs.items():
-        d1, i1, p1 = shell(k1)
-        d2, i2, p2 = shell(k2)
-        d12, i12 = d1 * d2, i1 * i2
-        del d1, d2, i1, i2
-        for j in members:
-            d3, i3, p3 = shell(k3s[j])
-            count = (i12 * i3).sum().double()
-            b = (d12 * d3).sum().double() / count * (box**2 / n**3) ** 3
-            b_out[j] = b
-            q_out[j] = b / (p1 * p2 + p1 * p3 + p2 * p3)
+    for p, (triple, power) in zip(
+        pairs, _set_sums(pairs, source, 2.0 * math.pi / box, dk.device), strict=True
+    ):
+        b = triple / p.count * (box**2 / n**3) ** 3
+        pk = power / p.nmodes * (box / n**2) ** 3
+        p1, p2, p3 = pk[0], pk[1], pk[2:]
+        b_out[p.members] = b
+        q_out[p.members] = b / (p1 * p2 + p1 * p3 + p2 * p3)
     return b_out, q_out

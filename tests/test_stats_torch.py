@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from dm2gal import stats
-from dm2gal.stats_torch import bispectrum_torch, cross_power_torch, power_spectrum_torch
+from dm2gal.stats_torch import (
+    _plan,
+    bispectrum_torch,
+    clear_caches,
+    cross_power_torch,
+    power_spectrum_torch,
+)
 
 BOX = 75.0  # Mpc/h
 
@@ -66,6 +72,48 @@ def test_bispectrum_matches_pylians_on_the_default_triangles():
     np.testing.assert_allclose(q.numpy(), want_q, rtol=1e-3)
     b2, q2 = bispectrum_torch(torch.from_numpy(field), BOX, (1.0, 1.2, thetas))
     np.testing.assert_allclose(b2.numpy(), b[4:].numpy(), rtol=1e-12)
+
+
+def test_bispectrum_matches_pylians_on_an_odd_grid_and_a_sub_grid():
+    # On 33^3 the (0.5, 0.6) pair runs on a 32^3 sub-grid (even M, odd N), (1.0, 1.2) on the
+    # full odd grid, whose half-complex grid has no Nyquist plane.
+    n, thetas = 33, np.array([0.2, 1.5, 2.9])
+    field = lognormal(7, n)
+    triangles = [(k1, k2, t) for k1, k2 in stats.DEFAULT_K_PAIRS for t in thetas]
+    b, q = bispectrum_torch(torch.from_numpy(field), BOX, triangles)
+    pairs = _plan(n, BOX, tuple(triangles), torch.device("cpu"), torch.float32)
+    assert [p.m for p in pairs] == [32, 33]
+    refs = [stats.bispectrum(field, BOX, k1, k2, thetas) for k1, k2 in stats.DEFAULT_K_PAIRS]
+    np.testing.assert_allclose(b.numpy(), np.concatenate([r.B for r in refs]), rtol=1e-3)
+    np.testing.assert_allclose(q.numpy(), np.concatenate([r.Q for r in refs]), rtol=1e-3)
+
+
+def test_bispectrum_cached_counts_do_not_depend_on_the_field_order():
+    a, b = torch.from_numpy(lognormal(8, 24)), torch.from_numpy(lognormal(9, 24))
+    triangles = (0.5, 0.6, np.linspace(0.0, np.pi, 5))
+    clear_caches()
+    first_a = bispectrum_torch(a, BOX, triangles)
+    warm_b = bispectrum_torch(b, BOX, triangles)
+    again_a = bispectrum_torch(a, BOX, triangles)
+    clear_caches()
+    cold_b = bispectrum_torch(b, BOX, triangles)
+    for got, want in ((again_a, first_a), (warm_b, cold_b)):
+        np.testing.assert_allclose(got[0].numpy(), want[0].numpy(), rtol=1e-12)
+        np.testing.assert_allclose(got[1].numpy(), want[1].numpy(), rtol=1e-12)
+
+
+def test_bispectrum_pairs_sharing_shells_equal_separate_calls():
+    field = torch.from_numpy(lognormal(10, 32))
+    thetas = np.array([0.3, 1.2, 2.5])
+    pairs = [(0.5, 0.6), (0.6, 0.5), (0.5, 0.5), (0.6, 0.9)]
+    b, q = bispectrum_torch(field, BOX, [(k1, k2, t) for k1, k2 in pairs for t in thetas])
+    apart = [bispectrum_torch(field, BOX, (k1, k2, thetas)) for k1, k2 in pairs]
+    np.testing.assert_allclose(b.numpy(), torch.cat([x[0] for x in apart]).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(q.numpy(), torch.cat([x[1] for x in apart]).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(b[:3].numpy(), b[3:6].numpy(), rtol=1e-12)  # B(k1,k2)=B(k2,k1)
+    ref = stats.bispectrum(field.numpy(), BOX, 0.5, 0.5, thetas)  # k1 = k2: one shell field
+    np.testing.assert_allclose(b[6:9].numpy(), ref.B, rtol=1e-3)
+    np.testing.assert_allclose(q[6:9].numpy(), ref.Q, rtol=1e-3)
 
 
 @pytest.mark.parametrize(
