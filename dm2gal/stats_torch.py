@@ -96,8 +96,8 @@ def _modes(n: int, mas: str, device: torch.device, dtype: torch.dtype) -> _Modes
     nbins = int(math.isqrt(3 * middle * middle)) + 1
     flat_index = index.reshape(-1)
     w = counted.to(torch.float64).reshape(-1)
-    nmodes = torch.zeros(nbins, **f64).index_add_(0, flat_index, w)
-    ksum = torch.zeros(nbins, **f64).index_add_(0, flat_index, w * kabs.reshape(-1))
+    nmodes = torch.bincount(flat_index, weights=w, minlength=nbins)
+    ksum = torch.bincount(flat_index, weights=w * kabs.reshape(-1), minlength=nbins)
     return _Modes(
         window=window.to(dtype),
         index=flat_index,
@@ -113,14 +113,21 @@ def _delta_k(field: torch.Tensor, name: str = "field") -> torch.Tensor:
     mean = field.mean(dtype=torch.float64)
     if not mean > 0:
         raise ValueError(f"{name} mean must be > 0 to form an overdensity, got {float(mean)}")
-    return torch.fft.rfftn(field / mean.to(field.dtype) - 1.0)
+    return torch.fft.rfftn(torch.div(field, mean.to(field.dtype)).sub_(1.0))
 
 
 def _bin(modes: _Modes, power: torch.Tensor, box: float, n: int) -> torch.Tensor:
-    """Bin-average a per-mode power (|delta_k|^2-like) and give it (Mpc/h)^3 units."""
-    values = power.reshape(-1).to(torch.float64) * modes.weight2
-    total = torch.zeros(modes.nmodes.numel() + 1, dtype=torch.float64, device=power.device)
-    total.index_add_(0, modes.index, values)
+    """Bin-average a per-mode power (|delta_k|^2-like) and give it (Mpc/h)^3 units.
+
+    The per-mode values are formed in the input's precision and summed in float64 (one
+    full-size float64 temporary). ``bincount`` rather than ``index_add_``: on a GPU,
+    ``index_add_`` of N^3/2 modes into ~N bins makes every thread atomically add to the same few
+    addresses, while CUDA ``bincount`` accumulates per-block histograms in shared memory when the
+    bins fit (PyTorch's SummaryOps.cu). The GPU gain was not measured (no GPU was available); on
+    a 2-core CPU bincount was 1.2-1.9x faster at 128^3-256^3 with bit-identical sums.
+    """
+    values = power.reshape(-1).double().mul_(modes.weight2)
+    total = torch.bincount(modes.index, weights=values, minlength=modes.nmodes.numel() + 1)
     return total[1:] / modes.nmodes * (box / n**2) ** 3
 
 
