@@ -15,16 +15,17 @@ its modes and the DC bin is dropped.
 
 The bispectrum follows Pylians ``Bk``: each side is the shell ``k - kF <= |k| < k + kF``, and
 ``B = sum_x d1 d2 d3 / sum_x i1 i2 i3`` with d the shell-filtered overdensity and i the shell
-indicator in real space. Pylians needs one inverse FFT per shell; here, per (k1, k2) pair, d1
-and d2 are transformed back, their product once forward, and by Parseval
-``sum_x d12 d3 = sum_k Re(delta_k(k) conj(D12(k)))`` over the k3 shell of the full grid (on the
-half-complex grid: weight 2 for 0 < n_z < N/2, 1 on the n_z = 0 and Nyquist planes). So every
-triangle is a float64 sum over its shell's modes (a slice of the modes sorted by |n|), with no
-FFT of its own; the shell powers of Q are such sums too. As the shells are band-limited, each
-pair runs on the smallest fast M^3 grid (M <= N) on which its triples are alias-free exactly
-where they are on the N grid, so B is unchanged while the pair's FFTs shrink (see
-``_pair_grid``). The triangle and mode counts depend on the grid, box and triangle set but not
-on the field: they are cached, so the truth, model and HOD fields pay for them once.
+indicator in real space. A direct evaluation transforms every shell (field and indicator) back
+to real space. Here, per (k1, k2) pair, only d1 and d2 are transformed back (unnormalised), their
+product goes forward once (D12), and by Parseval ``sum_x d12 d3`` is the full-grid sum of
+``Re(delta_k conj(D12))`` over the k3 shell (delta_k window-corrected; on the half-complex grid
+weight 2 for 0 < n_z < N/2, 1 on the n_z = 0 and Nyquist planes). So every triangle is a
+float64 sum over its shell's modes (a slice of the modes sorted by |n|), with no FFT of its
+own; the shell powers of Q are such sums too. As the shells are band-limited, each pair runs on
+the smallest fast M^3 grid (M <= N) on which its triples are alias-free exactly where they are
+on the N grid, so B is unchanged while the pair's FFTs shrink (see ``_pair_grid``). The
+triangle and mode counts depend on the grid, box and triangle set but not on the field: they
+are cached, so the truth, model and HOD fields pay for them once.
 Non-periodic sub-volumes are treated as periodic (see ``dm2gal.stats``).
 """
 
