@@ -3,10 +3,12 @@
 Two networks from their configs: the default ``conf/model/unet3d.yaml`` over a whole ``--grid``^3
 box at each of ``--tiles`` output tile sides, and the paper's centre-voxel network
 ``conf/model/dm2gal.yaml`` (one 65^3 input per voxel) over a ``--paper-region``^3 region at each
-of ``--paper-batches`` centres per forward pass. CPU in float32, CUDA (when present) in bf16
-autocast. Each configuration is warmed up on a small region, then timed once over the whole
-region, input reads and normalisation included. Weights are random (speed does not depend on
-them). Usage::
+of ``--paper-batches`` centres per forward pass. A third row, "pipeline only", predicts the box
+with a network that only cuts the centre of its input (the UNet's context): the cost of reading,
+moving, normalising, tiling and writing, i.e. the ceiling prediction cannot pass whatever the
+network. CPU in float32, CUDA (when present) in bf16 autocast and channels-last. Each
+configuration is warmed up on a small region, then timed once over the whole region, input
+reads and normalisation included. Weights are random (speed does not depend on them). Usage::
 
     python benchmarks/bench_predict.py --grid 64 --tiles 16 32 64 --threads 2
     python benchmarks/bench_predict.py --grid 512 --tiles 64 128 --unet channels=64 levels=2
@@ -26,7 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from dm2gal.data.regions import Region
-from dm2gal.models.base import FieldNet, count_parameters
+from dm2gal.models.base import FieldNet, center_crop, count_parameters
 from dm2gal.predict import predict_region, tile_size
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
@@ -38,8 +40,19 @@ def load_net(name: str, overrides: list[str]) -> FieldNet:
     return instantiate(cfg)
 
 
-def normalise(raw: np.ndarray) -> np.ndarray:
-    return np.log1p(raw) - 20.0
+class CentreCrop(FieldNet):
+    """No network: the first input channel's central voxels (``context`` cut on each side)."""
+
+    def __init__(self, context: int) -> None:
+        super().__init__()
+        self.context = context
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return center_crop(x[:, :1], x.shape[-1] - 2 * self.context)
+
+
+def normalise(raw: torch.Tensor) -> torch.Tensor:
+    return torch.log1p(raw) - 20.0
 
 
 def denormalise(y: torch.Tensor) -> torch.Tensor:
@@ -56,11 +69,14 @@ def time_prediction(
 ) -> float:
     """Seconds to predict ``region`` once, after a warm-up on one tile batch."""
     warm = Region(region.start, (min(tile_size(net, tile), region.size[0]),) * 3, region.grid)
-    predict_region(net, fields, warm, normalise, denormalise, tile, batch, device, progress=False)
+    options = {"progress": False, "channels_last": device == "cuda"}
+    if device == "cuda":
+        net.to(memory_format=torch.channels_last_3d)
+    predict_region(net, fields, warm, normalise, denormalise, tile, batch, device, **options)
     if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    predict_region(net, fields, region, normalise, denormalise, tile, batch, device, progress=False)
+    predict_region(net, fields, region, normalise, denormalise, tile, batch, device, **options)
     if device == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
@@ -86,13 +102,11 @@ def main() -> None:
     rng = np.random.default_rng(0)
     fields = [rng.lognormal(20.0, 1.0, (args.grid,) * 3).astype(np.float32) for _ in range(2)]
     unet, paper = load_net("unet3d", args.unet), load_net("dm2gal", args.paper)
+    box = Region((0, 0, 0), (args.grid,) * 3, args.grid)
+    unet_settings = [(tile, args.batch) for tile in args.tiles]
     runs = [
-        (
-            "unet3d",
-            unet,
-            Region((0, 0, 0), (args.grid,) * 3, args.grid),
-            [(tile, args.batch) for tile in args.tiles],
-        ),
+        ("pipeline only", CentreCrop(unet.context), box, unet_settings),
+        ("unet3d", unet, box, unet_settings),
         (
             "dm2gal (paper)",
             paper,

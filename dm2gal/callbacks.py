@@ -143,8 +143,9 @@ class FieldStatsCallback(L.Callback):
             batch_size=self.batch_size,
             device=pl_module.device,
             progress=False,
+            channels_last=pl_module.hparams.get("channels_last", False),
         )
-        truth = read_crop(dm.store.read(dm.target), region.start, region.size[0])
+        truth = read_crop(dm.store.read(dm.target), region.start, region.size)
         side = region.size[0] * dm.box / dm.grid
         scores = field_scores(
             torch.from_numpy(truth).to(pl_module.device),

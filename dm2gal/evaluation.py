@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def region_field(field: np.ndarray, region: Region) -> np.ndarray:
-    """The cube of ``field`` covered by a cubic ``region`` (periodic)."""
-    return read_crop(field, region.start, region.size[0])
+    """The voxels of ``field`` covered by ``region`` (periodic), as float32."""
+    return read_crop(field, region.start, region.size)
 
 
 def hod_fields(
@@ -88,6 +88,7 @@ def evaluate_test_region(
     *,
     tile: int = 32,
     batch_size: int = 4,
+    channels_last: bool = False,
     min_mass: float | None = None,
     hods: Sequence[DictConfig] = (),
     seed: int = 0,
@@ -117,6 +118,7 @@ def evaluate_test_region(
         tile=tile,
         batch_size=batch_size,
         device=device,
+        channels_last=channels_last,
     )
     truth = region_field(store.read(datamodule.target), region)
     fields = {"model": prediction, **hod_fields(hods, datamodule, region, seed)}
@@ -178,6 +180,7 @@ def evaluate_run(
         run_dir / "evaluation",
         tile=evaluation.get("tile", 32),
         batch_size=evaluation.get("batch_size", 4),
+        channels_last=module.hparams.get("channels_last", False),
         min_mass=evaluation.get("min_mass"),
         hods=hods,
         seed=cfg.seed,

@@ -1,20 +1,27 @@
 """Tiled, batched inference over a whole region of the box with periodic context.
 
 The region is cut into output tiles of ``tile^3`` voxels anchored at the region's start; each
-tile's input is the tile widened by the network's context on every side, read with wrap-around
-from the (memory-mapped) store, so box edges are handled exactly as in training. A network is
-equivariant only to shifts by its ``period`` (``2**levels`` for a UNet), so tiles are placed
-every ``step`` voxels, the largest multiple of the period not above the tile side; where the
-tile side is not such a multiple, neighbouring tiles overlap and each keeps its first ``step``
-voxels. Tiles past the region's end are predicted in full and cut. Every voxel is thus computed
-at the same phase: the result does not depend on the tile size. The paper's centre-voxel network
-is the case ``tile = 1`` with many centres per batch.
+tile's input is the tile widened by the network's context on every side, wrapped at the box
+edges exactly as in training. A network is equivariant only to shifts by its ``period``
+(``2**levels`` for a UNet), so tiles are placed every ``step`` voxels, the largest multiple of
+the period not above the tile side; where the tile side is not such a multiple, neighbouring
+tiles overlap and each keeps its first ``step`` voxels. Tiles past the region's end are predicted
+in full and cut. Every voxel is thus computed at the same phase: the result does not depend on
+the tile size. The paper's centre-voxel network is the case ``tile = 1``.
+
+The store is read in chunks of whole tiles (about ``chunk_voxels`` input voxels per channel): a
+chunk's input is read once, so the context that neighbouring tiles share is not read again
+(a chunk of ``m^3`` centre voxels of the paper's network reads ``(m + 64)^3`` voxels, not
+``m^3`` crops of ``65^3``), moved to the device, normalised and cut into tiles there, and
+predicted in batches of tiles while a background thread reads the next chunk.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -43,20 +50,57 @@ def tile_size(net: FieldNet, tile: int) -> int:
     )
 
 
-def tile_anchors(region: Region, step: int) -> list[tuple[int, int, int]]:
-    """Offsets (inside the region) of tiles placed every ``step`` voxels, covering it."""
-    counts = [math.ceil(s / step) for s in region.size]
-    return [
-        (i * step, j * step, k * step)
-        for i in range(counts[0])
-        for j in range(counts[1])
-        for k in range(counts[2])
-    ]
+def tiles_per_chunk(step: int, width: int, chunk_voxels: int) -> int:
+    """The most tiles per axis (at least 1) whose chunk input, ``(m - 1) * step + width`` voxels
+    per side, holds at most ``chunk_voxels`` voxels."""
+    m = 1
+    while (m * step + width) ** 3 <= chunk_voxels:
+        m += 1
+    return m
 
 
-def _batches(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+def chunk_grid(counts: Sequence[int], per_chunk: int) -> list[tuple[tuple[int, ...], ...]]:
+    """``(first tile, number of tiles)`` per axis of the chunks covering ``counts`` tiles."""
+    axes = [[(i, min(per_chunk, n - i)) for i in range(0, n, per_chunk)] for n in counts]
+    return [tuple(zip(*parts, strict=True)) for parts in itertools.product(*axes)]
+
+
+def read_block(
+    inputs: Sequence[np.ndarray], start: Sequence[int], shape: Sequence[int], pin: bool
+) -> torch.Tensor:
+    """The raw ``(C, *shape)`` float32 input block at ``start`` (periodic), in pinned memory for
+    an asynchronous copy to a GPU if ``pin``."""
+    block = torch.empty((len(inputs), *shape), dtype=torch.float32, pin_memory=pin)
+    for field, out in zip(inputs, block.numpy(), strict=True):
+        read_crop(field, start, shape, out)
+    return block
+
+
+def predict_chunk(
+    net: FieldNet,
+    x: torch.Tensor,
+    tiles: Sequence[int],
+    step: int,
+    denormalise_target: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
+    """Mass per voxel (Msun/h, clipped at 0) on the ``tiles * step`` voxels of one chunk of
+    ``tiles`` = (a, b, d) tiles, from its normalised input ``x`` of shape ``(C, ...)``."""
+    width = x.shape[1] - (tiles[0] - 1) * step
+    # (C, a, b, d, width, width, width): every tile's input as a view of the chunk
+    windows = x.unfold(1, width, step).unfold(2, width, step).unfold(3, width, step)
+    a, b, d = tiles
+    pred = torch.empty((a, b, d, step, step, step), device=x.device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.device.type == "cuda")
+    for batch in torch.arange(a * b * d, device=x.device).split(batch_size):
+        index = (batch // (b * d), batch // d % b, batch % d)
+        xb = windows[:, index[0], index[1], index[2]].transpose(0, 1)
+        with autocast:
+            y = net.infer(xb.contiguous(memory_format=memory_format))
+        # a network may undershoot the empty-voxel value; a mass per voxel is never negative
+        pred[index] = denormalise_target(y.float())[:, 0, :step, :step, :step].clamp(min=0)
+    return pred.permute(0, 3, 1, 4, 2, 5).reshape(a * step, b * step, d * step)
 
 
 @torch.no_grad()
@@ -64,12 +108,14 @@ def predict_region(
     net: FieldNet,
     inputs: Sequence[np.ndarray],
     region: Region,
-    normalise_input: Callable[[np.ndarray], np.ndarray],
+    normalise_input: Callable[[torch.Tensor], torch.Tensor],
     denormalise_target: Callable[[torch.Tensor], torch.Tensor],
     tile: int = 32,
     batch_size: int = 4,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    channels_last: bool = False,
+    chunk_voxels: int = 1 << 24,
 ) -> np.ndarray:
     """Predict the target (Msun/h per voxel, clipped at 0) on every voxel of ``region``.
 
@@ -77,33 +123,42 @@ def predict_region(
         net: a trained network (set to eval mode here).
         inputs: the input fields, each ``grid^3`` (memory-mapped arrays are fine).
         region: the voxels to predict.
-        normalise_input: maps a raw ``(C, n, n, n)`` input block to the network's input.
+        normalise_input: maps a raw ``(C, x, y, z)`` input tensor (on ``device``) to the
+            network's input.
         denormalise_target: maps the network's ``(B, 1, n, n, n)`` output back to mass per voxel.
         tile: requested output tile side (voxels); see :func:`tile_size`.
         batch_size: tiles per forward pass.
         device: where to run; bf16 autocast is used on CUDA.
+        progress: show a progress bar (tiles).
+        channels_last: feed the network channels-last 3D tensors (for a network stored so).
+        chunk_voxels: input voxels per channel read, moved and normalised at once.
     """
     device = torch.device(device)
     net = net.to(device).eval()
     t = tile_size(net, tile)
-    step = t - t % net.period
-    c = net.context
-    anchors = tile_anchors(region, step)
-    padded = [math.ceil(s / step) * step for s in region.size]
-    out = np.empty(padded, dtype=np.float32)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    for batch in tqdm(list(_batches(anchors, batch_size)), desc="predict", disable=not progress):
-        blocks = []
-        for offset in batch:
-            start = [region.start[ax] + offset[ax] - c for ax in range(3)]
-            raw = np.stack([read_crop(f, start, t + 2 * c) for f in inputs])
-            blocks.append(normalise_input(raw))
-        x = torch.from_numpy(np.stack(blocks).astype(np.float32)).to(device)
-        with autocast:
-            y = net.infer(x)
-        # a network may undershoot the empty-voxel value; a mass per voxel is never negative
-        y = denormalise_target(y.float()).clamp_(min=0).cpu().numpy()
-        for (i, j, k), block in zip(batch, y, strict=True):
-            out[i : i + step, j : j + step, k : k + step] = block[0, :step, :step, :step]
+    step, width = t - t % net.period, t + 2 * net.context
+    counts = [math.ceil(s / step) for s in region.size]
+    chunks = chunk_grid(counts, tiles_per_chunk(step, width, chunk_voxels))
+    memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
+    out = np.empty([n * step for n in counts], dtype=np.float32)
+
+    def read(first: Sequence[int], tiles: Sequence[int]) -> torch.Tensor:
+        start = [region.start[ax] + first[ax] * step - net.context for ax in range(3)]
+        shape = [(n - 1) * step + width for n in tiles]
+        return read_block(inputs, start, shape, pin=device.type == "cuda")
+
+    bar = tqdm(total=math.prod(counts), desc="predict", unit="tile", disable=not progress)
+    with ThreadPoolExecutor(max_workers=1) as reader, bar:
+        pending = reader.submit(read, *chunks[0])
+        for index, (first, tiles) in enumerate(chunks):
+            raw = pending.result()
+            if index + 1 < len(chunks):
+                pending = reader.submit(read, *chunks[index + 1])
+            x = normalise_input(raw.to(device, non_blocking=True))
+            pred = predict_chunk(net, x, tiles, step, denormalise_target, batch_size, memory_format)
+            i, j, k = (f * step for f in first)
+            a, b, d = pred.shape
+            out[i : i + a, j : j + b, k : k + d] = pred.cpu().numpy()
+            bar.update(math.prod(tiles))
     sx, sy, sz = region.size
     return np.ascontiguousarray(out[:sx, :sy, :sz])

@@ -29,6 +29,13 @@ def test_crop_wider_than_box_wraps_several_times(field):
     np.testing.assert_array_equal(read_crop(mapped, (-5, -5, -5), 40), array[np.ix_(idx, idx, idx)])
 
 
+def test_box_with_three_sides_wraps_per_axis(field):
+    array, mapped = field
+    start, size = (14, -2, 3), (5, 20, 1)
+    idx = [np.arange(s, s + n) % GRID for s, n in zip(start, size, strict=True)]
+    np.testing.assert_array_equal(read_crop(mapped, start, size), array[np.ix_(*idx)])
+
+
 def test_crop_stat_is_log_of_crop_total(field):
     array, _ = field
     axes = [lattice(GRID, 3), lattice(GRID, 5, 2), np.array([15, 0])]

@@ -9,7 +9,7 @@ import torch
 from dm2gal.data.regions import Region
 from dm2gal.models import PaperNet, ResNet3d, UNet3d
 from dm2gal.models.base import FieldNet
-from dm2gal.predict import predict_region, tile_size
+from dm2gal.predict import chunk_grid, predict_region, tile_size, tiles_per_chunk
 
 GRID = 24
 
@@ -26,18 +26,18 @@ def _net(net: FieldNet) -> FieldNet:
     return net.eval()
 
 
-def _normalise(raw: np.ndarray) -> np.ndarray:
-    return np.log1p(raw) - 20.0
+def _normalise(raw: torch.Tensor) -> torch.Tensor:
+    return torch.log1p(raw) - 20.0
 
 
 def _predict(net: FieldNet, fields, region: Region, tile: int, denorm=torch.exp, **kw):
     return predict_region(net, fields, region, _normalise, denorm, tile=tile, progress=False, **kw)
 
 
-def _padded(fields, region: Region, pad: int) -> np.ndarray:
+def _padded(fields, region: Region, pad: int) -> torch.Tensor:
     """The region widened by ``pad`` voxels per side, gathered with periodic fancy indexing."""
     ix, iy, iz = (region.indices(ax, pad) for ax in range(3))
-    return np.stack([f[np.ix_(ix, iy, iz)] for f in fields])
+    return torch.from_numpy(np.stack([f[np.ix_(ix, iy, iz)] for f in fields]))
 
 
 REGIONS = {
@@ -78,12 +78,12 @@ def test_prediction_equals_one_forward_pass_clamped_at_zero(fields, where, make)
     x = _normalise(_padded(fields, region, net.context))
     if len(set(region.size)) == 1:
         with torch.no_grad():
-            direct = net(torch.from_numpy(x[None]).float())[0, 0].numpy()
+            direct = net(x[None])[0, 0].numpy()
     else:  # ResNet3d takes cubes only: pass the bounding cube and cut it
         side = max(region.size)
         cube = Region(region.start, (side,) * 3, GRID)
         with torch.no_grad():
-            full = net(torch.from_numpy(_normalise(_padded(fields, cube, net.context))[None]))
+            full = net(_normalise(_padded(fields, cube, net.context))[None])
         direct = full[0, 0, : region.size[0], : region.size[1], : region.size[2]].numpy()
     offset = float(np.median(direct))  # half the voxels come out negative
     got = _predict(net, fields, region, tile=4, denorm=lambda y: y - offset, batch_size=2)
@@ -105,7 +105,7 @@ def test_paper_net_many_centres_per_batch_equal_one_pass_per_voxel(fields):
         for j in range(2):
             for k in range(2):
                 voxel = Region((22 + i, j, 5 + k), (1, 1, 1), GRID)
-                x = torch.from_numpy(_normalise(_padded(fields, voxel, net.context))[None])
+                x = _normalise(_padded(fields, voxel, net.context))[None]
                 with torch.no_grad():
                     want[i, j, k] = torch.exp(net(x))[0, 0, 0, 0, 0]
     np.testing.assert_allclose(got, want, rtol=1e-5)
@@ -116,3 +116,32 @@ def test_tile_size_is_a_valid_output_of_at_least_the_period():
     assert tile_size(net, 9) == 6
     with pytest.raises(ValueError, match="UNet3d"):
         tile_size(net, 3)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: UNet3d(in_channels=2, channels=3, levels=2, convs=1),
+        lambda: PaperNet(in_channels=2, channels=1),
+    ],
+    ids=["unet3d", "paper"],
+)
+def test_prediction_does_not_depend_on_the_chunking(fields, make):
+    """Reading the store one tile at a time (many ragged chunks) or all at once gives the same
+    field, on a region that wraps around the box."""
+    net = _net(make())
+    region = Region((19, 22, 1), (9, 5, 7) if net.fixed_output is None else (3, 2, 4), GRID)
+    one = _predict(net, fields, region, tile=6, chunk_voxels=1)
+    whole = _predict(net, fields, region, tile=6, chunk_voxels=1 << 30)
+    np.testing.assert_allclose(one, whole, rtol=1e-5, atol=0)
+
+
+def test_chunks_cover_every_tile_once():
+    counts, per_chunk = (5, 1, 7), 3
+    seen = np.zeros(counts, dtype=int)
+    for first, tiles in chunk_grid(counts, per_chunk):
+        assert all(1 <= n <= per_chunk for n in tiles)
+        seen[tuple(slice(f, f + n) for f, n in zip(first, tiles, strict=True))] += 1
+    assert (seen == 1).all()
+    # a chunk of m tiles of step 8 and width 24 reads (m - 1) * 8 + 24 voxels per side
+    assert tiles_per_chunk(8, 24, 40**3) == 3 and tiles_per_chunk(8, 24, 1) == 1

@@ -31,14 +31,18 @@ def _pieces(start: int, length: int, grid: int) -> list[tuple[slice, slice]]:
 
 
 def read_crop(
-    field: np.ndarray, start: Sequence[int], size: int, out: np.ndarray | None = None
+    field: np.ndarray,
+    start: Sequence[int],
+    size: int | Sequence[int],
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The cube ``[start, start + size)^3`` of a periodic ``grid^3`` field, as float32 (into
-    ``out`` if given); reads only the needed rows of a memory-mapped field (at most 8 slice
-    copies when it wraps once)."""
+    """The box ``[start, start + size)`` (``size``: one side or three) of a periodic ``grid^3``
+    field, as float32 (into ``out`` if given); reads only the needed rows of a memory-mapped
+    field (at most 8 slice copies when it wraps once)."""
     grid = field.shape[0]
-    out = np.empty((size, size, size), dtype=np.float32) if out is None else out
-    px, py, pz = (_pieces(int(s), size, grid) for s in start)
+    sizes = (size,) * 3 if isinstance(size, int) else tuple(int(s) for s in size)
+    out = np.empty(sizes, dtype=np.float32) if out is None else out
+    px, py, pz = (_pieces(int(s), n, grid) for s, n in zip(start, sizes, strict=True))
     for sx, dx in px:
         for sy, dy in py:
             for sz, dz in pz:
