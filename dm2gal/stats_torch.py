@@ -51,7 +51,6 @@ _MAS_POWER = {"None": 0, "NGP": 1, "CIC": 2, "TSC": 3, "PCS": 4}
 class _Modes:
     """Field-independent half-complex mode tables of one grid, mas, device and precision."""
 
-    window: torch.Tensor  # mass-assignment deconvolution factor per mode (field precision)
     index: torch.Tensor  # flat bin index floor(|n|) per mode (int32)
     weight2: torch.Tensor  # counted-mode mask times window^2 (float64, flat)
     kmean: torch.Tensor  # mean |n| per bin, DC bin dropped (float64)
@@ -71,9 +70,16 @@ def _check_field(field: torch.Tensor, name: str = "field") -> torch.Tensor:
     return field
 
 
+def _deconvolution(x: torch.Tensor, n: int, mas: str) -> torch.Tensor:
+    """Mass-assignment deconvolution factor along one axis at integer frequencies x of an N grid."""
+    arg = math.pi / n * x
+    safe = torch.where(arg == 0, 1.0, arg)
+    return torch.where(arg == 0, 1.0, safe / torch.sin(safe)) ** _MAS_POWER[mas]
+
+
 @functools.lru_cache(maxsize=8)
-def _modes(n: int, mas: str, device: torch.device, dtype: torch.dtype) -> _Modes:
-    """Build (once per grid, mas, device and dtype) the mode tables Pylians' loops use."""
+def _modes(n: int, mas: str, device: torch.device) -> _Modes:
+    """Build (once per grid, mas and device) the mode tables Pylians' loops use."""
     middle = n // 2
     f64 = {"dtype": torch.float64, "device": device}
     full = torch.fft.fftfreq(n, d=1.0 / n, **f64)  # integer frequencies, Nyquist negative
@@ -81,13 +87,7 @@ def _modes(n: int, mas: str, device: torch.device, dtype: torch.dtype) -> _Modes
     half = torch.arange(middle + 1, **f64)
     nx, ny, nz = full[:, None, None], full[None, :, None], half[None, None, :]
     kabs = torch.sqrt(nx**2 + ny**2 + nz**2)
-
-    def deconv(x: torch.Tensor) -> torch.Tensor:
-        arg = math.pi / n * x
-        safe = torch.where(arg == 0, 1.0, arg)
-        return torch.where(arg == 0, 1.0, safe / torch.sin(safe)) ** _MAS_POWER[mas]
-
-    window = deconv(nx) * deconv(ny) * deconv(nz)
+    window = _deconvolution(nx, n, mas) * _deconvolution(ny, n, mas) * _deconvolution(nz, n, mas)
     # On the nz = 0 and nz = Nyquist planes keep one mode of each conjugate pair (Pylians' rule).
     edge_z = (nz == 0) | ((nz == middle) & (n % 2 == 0))
     edge_x = (nx == 0) | ((nx == middle) & (n % 2 == 0))
@@ -99,7 +99,6 @@ def _modes(n: int, mas: str, device: torch.device, dtype: torch.dtype) -> _Modes
     nmodes = torch.bincount(flat_index, weights=w, minlength=nbins)
     ksum = torch.bincount(flat_index, weights=w * kabs.reshape(-1), minlength=nbins)
     return _Modes(
-        window=window.to(dtype),
         index=flat_index,
         weight2=w * window.reshape(-1) ** 2,
         kmean=ksum[1:] / nmodes[1:],
@@ -142,7 +141,7 @@ def power_spectrum_torch(
     box, mas = check_box(box), check_mas(mas)
     dk = _delta_k(field)
     n = field.shape[0]
-    modes = _modes(n, mas, field.device, field.dtype)
+    modes = _modes(n, mas, field.device)
     pk = _bin(modes, dk.real**2 + dk.imag**2, box, n)
     return modes.kmean * (2.0 * math.pi / box), pk, modes.nmodes
 
@@ -162,7 +161,7 @@ def cross_power_torch(
         )
     da, db = _delta_k(a, "a"), _delta_k(b, "b")
     n = a.shape[0]
-    modes = _modes(n, mas, a.device, a.dtype)
+    modes = _modes(n, mas, a.device)
     pk_a = _bin(modes, da.real**2 + da.imag**2, box, n)
     pk_b = _bin(modes, db.real**2 + db.imag**2, box, n)
     pk_ab = _bin(modes, da.real * db.real + da.imag * db.imag, box, n)
@@ -208,6 +207,15 @@ def _grid(m: int, device: torch.device) -> _Grid:
     weight = torch.where(plane, 1.0, 2.0).expand(m, m, -1).reshape(-1)
     kabs_sorted, order = torch.sort(kabs.reshape(-1), stable=True)
     return _Grid(kabs=kabs, order=order, kabs_sorted=kabs_sorted, weight=weight[order])
+
+
+@functools.lru_cache(maxsize=8)
+def _window(m: int, n: int, mas: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Deconvolution factor of an N-grid field at each half-complex mode of the M grid."""
+    full = torch.fft.fftfreq(m, d=1.0 / m, dtype=torch.float64, device=device)
+    half = torch.arange(m // 2 + 1, dtype=torch.float64, device=device)
+    wx, wz = _deconvolution(full, n, mas), _deconvolution(half, n, mas)
+    return (wx[:, None, None] * wx[None, :, None] * wz[None, None, :]).to(dtype)
 
 
 def _shell_edges(k: float, kf: float) -> tuple[float, float]:
@@ -353,6 +361,7 @@ def clear_caches() -> None:
     """Forget every cached mode table and triangle-set count (e.g. to time a cold call)."""
     _modes.cache_clear()
     _grid.cache_clear()
+    _window.cache_clear()
     _plan.cache_clear()
 
 
@@ -370,19 +379,18 @@ def bispectrum_torch(
     dk = _delta_k(field)
     n = field.shape[0]
     pairs = _plan(n, box, tuple(_triangle_list(triangles)), field.device, field.dtype)
-    window = _modes(n, mas, field.device, field.dtype).window
 
     def source(m: int) -> torch.Tensor:
         """Window-corrected delta_k on the M grid: the N grid's modes with |n_i| < M / 2."""
+        window = _window(m, n, mas, dk.device, field.dtype)
         if m == n:
             return dk * window
         r = (m - 1) // 2
         out = dk.new_zeros((m, m, m // 2 + 1))
         low, high = (slice(0, r + 1), slice(0, r + 1)), (slice(m - r, m), slice(n - r, n))
         for (x_m, x_n), (y_m, y_n) in itertools.product((low, high), repeat=2):
-            block = (x_n, y_n, slice(0, r + 1))
-            out[x_m, y_m, : r + 1] = dk[block] * window[block]
-        return out
+            out[x_m, y_m, : r + 1] = dk[x_n, y_n, : r + 1]
+        return out.mul_(window)
 
     b_out = torch.empty(
         sum(p.members.numel() for p in pairs), dtype=torch.float64, device=dk.device
