@@ -109,14 +109,16 @@ def _modes(n: int, mas: str, device: torch.device) -> _Modes:
 def _delta_k(field: torch.Tensor, name: str = "field") -> torch.Tensor:
     """Unnormalised half-complex FFT of a mass field's overdensity (no window correction)."""
     field = _check_field(field, name)
-    mean = field.mean(dtype=torch.float64)
-    # The float64 mean is non-finite exactly when a voxel is (or a float64 sum overflows past
-    # 1e308, which no mass field does): every voxel is checked without a pass of its own.
+    # The mean in the field's precision: torch's cascade sum keeps a float32 mean to ~1e-7
+    # (scaling P by ~2e-7), and a float64 mean of a float32 field costs a slow cast pass on the
+    # CPU. It is non-finite exactly when a voxel is (or the sum overflows, which no mass field
+    # nears), so every voxel is checked without a pass of its own.
+    mean = field.mean()
     if not torch.isfinite(mean):
         raise ValueError(f"{name} contains non-finite values")
     if not mean > 0:
         raise ValueError(f"{name} mean must be > 0 to form an overdensity, got {float(mean)}")
-    return torch.fft.rfftn(torch.div(field, mean.to(field.dtype)).sub_(1.0))
+    return torch.fft.rfftn(torch.div(field, mean).sub_(1.0))
 
 
 def _bin(modes: _Modes, power: torch.Tensor, box: float, n: int) -> torch.Tensor:
