@@ -3,12 +3,14 @@
 Two networks from their configs: the default ``conf/model/unet3d.yaml`` over a whole ``--grid``^3
 box at each of ``--tiles`` output tile sides, and the paper's centre-voxel network
 ``conf/model/dm2gal.yaml`` (one 65^3 input per voxel) over a ``--paper-region``^3 region at each
-of ``--paper-batches`` centres per forward pass. A third row, "pipeline only", predicts the box
-with a network that only cuts the centre of its input (the UNet's context): the cost of reading,
-moving, normalising, tiling and writing, i.e. the ceiling prediction cannot pass whatever the
-network. CPU in float32, CUDA (when present) in bf16 autocast and channels-last. Each
-configuration is warmed up on a small region, then timed once over the whole region, input
-reads and normalisation included. Weights are random (speed does not depend on them). Usage::
+of ``--paper-batches`` centres per forward pass. Two more rows bound the speed whatever the
+network: "host reads" times only the chunk reads from the (memory-mapped) store with 1 and 4
+reader threads, the host work a GPU cannot take over, and "pipeline only" predicts the box with
+a network that only cuts the centre of its input (the UNet's context): reading, moving,
+normalising, tiling and writing. CPU in float32, CUDA (when present) in bf16 autocast and
+channels-last. Each configuration is warmed up on a small region, then timed once over the whole
+region, input reads and normalisation included. Weights are random (speed does not depend on
+them). Usage::
 
     python benchmarks/bench_predict.py --grid 64 --tiles 16 32 64 --threads 2
     python benchmarks/bench_predict.py --grid 512 --tiles 64 128 --unet channels=64 levels=2
@@ -19,7 +21,10 @@ Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
+import itertools
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +34,7 @@ from omegaconf import OmegaConf
 
 from dm2gal.data.regions import Region
 from dm2gal.models.base import FieldNet, center_crop, count_parameters
-from dm2gal.predict import predict_region, tile_size
+from dm2gal.predict import chunk_grid, predict_region, read_block, tile_size, tiles_per_chunk
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 
@@ -82,6 +87,22 @@ def time_prediction(
     return time.perf_counter() - start
 
 
+def time_reads(
+    fields: list[np.ndarray], context: int, step: int, region: Region, threads: int
+) -> float:
+    """Seconds to read every chunk of ``region``'s tiles (side ``step``) as prediction does,
+    with ``threads`` reader threads."""
+    width = step + 2 * context
+    counts = [-(-s // step) for s in region.size]
+    with ThreadPoolExecutor(threads) as pool:
+        start = time.perf_counter()
+        for first, tiles in chunk_grid(counts, tiles_per_chunk(step, width, 1 << 24)):
+            corner = [region.start[ax] + first[ax] * step - context for ax in range(3)]
+            shape = [(n - 1) * step + width for n in tiles]
+            read_block(fields, corner, shape, pool=pool, slabs=threads)
+        return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--grid", type=int, default=64, help="box side in voxels (UNet)")
@@ -100,7 +121,15 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True
 
     rng = np.random.default_rng(0)
-    fields = [rng.lognormal(20.0, 1.0, (args.grid,) * 3).astype(np.float32) for _ in range(2)]
+    with tempfile.TemporaryDirectory() as tmp:  # memory-mapped, as the store serves them
+        for i in range(2):
+            np.save(f"{tmp}/{i}.npy", rng.lognormal(20.0, 1.0, (args.grid,) * 3).astype(np.float32))
+        fields = [np.load(f"{tmp}/{i}.npy", mmap_mode="r") for i in range(2)]
+        run_all(args, fields, devices)
+
+
+def run_all(args: argparse.Namespace, fields: list[np.ndarray], devices: list[str]) -> None:
+    """Print the table."""
     unet, paper = load_net("unet3d", args.unet), load_net("dm2gal", args.paper)
     box = Region((0, 0, 0), (args.grid,) * 3, args.grid)
     unet_settings = [(tile, args.batch) for tile in args.tiles]
@@ -117,6 +146,16 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} CPU threads")
     print("| model | params | context | device | dtype | region | tile | batch | s | voxels/s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    voxels = args.grid**3
+    time_reads(fields, unet.context, args.tiles[0], box, 1)  # page the fields in
+    for tile, threads in itertools.product(args.tiles, (1, 4)):
+        t = tile_size(unet, tile)
+        step = t - t % unet.period
+        seconds = time_reads(fields, unet.context, step, box, threads)
+        print(
+            f"| host reads, {threads} thread{'s' * (threads > 1)} | - | {unet.context} | cpu "
+            f"| fp32 | {args.grid}^3 | {step} | - | {seconds:.3f} | {voxels / seconds:.3g} |"
+        )
     for name, net, region, settings in runs:
         voxels = int(np.prod(region.size))
         for device in devices:

@@ -13,7 +13,7 @@ The store is read in chunks of whole tiles (about ``chunk_voxels`` input voxels 
 chunk's input is read once, so the context that neighbouring tiles share is not read again
 (a chunk of ``m^3`` centre voxels of the paper's network reads ``(m + 64)^3`` voxels, not
 ``m^3`` crops of ``65^3``), moved to the device, normalised and cut into tiles there, and
-predicted in batches of tiles while a background thread reads the next chunk.
+predicted in batches of tiles while background threads read the next chunk.
 """
 
 from __future__ import annotations
@@ -66,13 +66,28 @@ def chunk_grid(counts: Sequence[int], per_chunk: int) -> list[tuple[tuple[int, .
 
 
 def read_block(
-    inputs: Sequence[np.ndarray], start: Sequence[int], shape: Sequence[int], pin: bool
+    inputs: Sequence[np.ndarray],
+    start: Sequence[int],
+    shape: Sequence[int],
+    pin: bool = False,
+    pool: ThreadPoolExecutor | None = None,
+    slabs: int = 1,
 ) -> torch.Tensor:
     """The raw ``(C, *shape)`` float32 input block at ``start`` (periodic), in pinned memory for
-    an asynchronous copy to a GPU if ``pin``."""
+    an asynchronous copy to a GPU if ``pin``; read in ``slabs`` x-slabs per channel, on
+    ``pool``'s threads when given (numpy copies release the GIL)."""
     block = torch.empty((len(inputs), *shape), dtype=torch.float32, pin_memory=pin)
-    for field, out in zip(inputs, block.numpy(), strict=True):
-        read_crop(field, start, shape, out)
+    edges = np.linspace(0, shape[0], min(slabs, shape[0]) + 1).astype(int)
+    jobs = [
+        (field, (start[0] + x0, start[1], start[2]), (x1 - x0, *shape[1:]), out[x0:x1])
+        for field, out in zip(inputs, block.numpy(), strict=True)
+        for x0, x1 in zip(edges[:-1], edges[1:], strict=True)
+    ]
+    if pool is None:
+        for job in jobs:
+            read_crop(*job)
+    else:
+        list(pool.map(lambda job: read_crop(*job), jobs))
     return block
 
 
@@ -116,6 +131,7 @@ def predict_region(
     progress: bool = True,
     channels_last: bool = False,
     chunk_voxels: int = 1 << 24,
+    read_threads: int = 4,
 ) -> np.ndarray:
     """Predict the target (Msun/h per voxel, clipped at 0) on every voxel of ``region``.
 
@@ -132,6 +148,7 @@ def predict_region(
         progress: show a progress bar (tiles).
         channels_last: feed the network channels-last 3D tensors (for a network stored so).
         chunk_voxels: input voxels per channel read, moved and normalised at once.
+        read_threads: threads reading a chunk (in x-slabs) while the previous one is predicted.
     """
     device = torch.device(device)
     net = net.to(device).eval()
@@ -145,15 +162,16 @@ def predict_region(
     def read(first: Sequence[int], tiles: Sequence[int]) -> torch.Tensor:
         start = [region.start[ax] + first[ax] * step - net.context for ax in range(3)]
         shape = [(n - 1) * step + width for n in tiles]
-        return read_block(inputs, start, shape, pin=device.type == "cuda")
+        return read_block(inputs, start, shape, device.type == "cuda", readers, read_threads)
 
     bar = tqdm(total=math.prod(counts), desc="predict", unit="tile", disable=not progress)
-    with ThreadPoolExecutor(max_workers=1) as reader, bar:
-        pending = reader.submit(read, *chunks[0])
+    prefetch, readers = ThreadPoolExecutor(max_workers=1), ThreadPoolExecutor(read_threads)
+    with prefetch, readers, bar:
+        pending = prefetch.submit(read, *chunks[0])
         for index, (first, tiles) in enumerate(chunks):
             raw = pending.result()
             if index + 1 < len(chunks):
-                pending = reader.submit(read, *chunks[index + 1])
+                pending = prefetch.submit(read, *chunks[index + 1])
             x = normalise_input(raw.to(device, non_blocking=True))
             pred = predict_chunk(net, x, tiles, step, denormalise_target, batch_size, memory_format)
             i, j, k = (f * step for f in first)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,13 @@ import torch
 from dm2gal.data.regions import Region
 from dm2gal.models import PaperNet, ResNet3d, UNet3d
 from dm2gal.models.base import FieldNet
-from dm2gal.predict import chunk_grid, predict_region, tile_size, tiles_per_chunk
+from dm2gal.predict import (
+    chunk_grid,
+    predict_region,
+    read_block,
+    tile_size,
+    tiles_per_chunk,
+)
 
 GRID = 24
 
@@ -145,3 +153,13 @@ def test_chunks_cover_every_tile_once():
     assert (seen == 1).all()
     # a chunk of m tiles of step 8 and width 24 reads (m - 1) * 8 + 24 voxels per side
     assert tiles_per_chunk(8, 24, 40**3) == 3 and tiles_per_chunk(8, 24, 1) == 1
+
+
+def test_block_read_in_slabs_by_threads_equals_one_read(fields):
+    start, shape = (-3, 20, 5), (7, 30, 4)  # y wraps more than once
+    idx = [np.arange(s, s + n) % GRID for s, n in zip(start, shape, strict=True)]
+    want = np.stack([f[np.ix_(*idx)] for f in fields])
+    with ThreadPoolExecutor(3) as pool:
+        for slabs in (1, 3, 50):
+            got = read_block(fields, start, shape, pool=pool, slabs=slabs)
+            np.testing.assert_array_equal(got.numpy(), want)
