@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dm2gal import __version__
+from dm2gal.calibration import fit_calibration
 from dm2gal.data.crops import read_crop
 from dm2gal.data.regions import Region
 from dm2gal.io.store import FieldStore
@@ -89,6 +90,7 @@ def evaluate_test_region(
     tile: int = 32,
     batch_size: int = 4,
     channels_last: bool = False,
+    calibration_voxels: int = 0,
     min_mass: float | None = None,
     hods: Sequence[DictConfig] = (),
     seed: int = 0,
@@ -98,7 +100,10 @@ def evaluate_test_region(
 ) -> dict[str, float]:
     """Predict the test region with ``net``, compare truth / model / HODs, write every artefact
     (with ``min_mass``: also the paper's scoring, on voxels whose true M* exceeds it, into
-    ``above_<min_mass>/``)."""
+    ``above_<min_mass>/``). With ``calibration_voxels`` > 0, about that many voxels of the box are
+    also predicted to fit a quantile calibration on their training-region voxels
+    (:mod:`dm2gal.calibration`), and the calibrated prediction is reported as
+    ``model_calibrated`` beside the raw one."""
     from dm2gal.report import write_report
 
     out_dir = Path(out_dir)
@@ -109,19 +114,30 @@ def evaluate_test_region(
             f"the test region must be a cube for P(k) and B(k), got size {region.size}"
         )
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    prediction = predict_region(
-        net,
-        [store.read(name) for name in datamodule.inputs],
-        region,
-        transform.forward_input,
-        transform.inverse_prediction,
-        tile=tile,
-        batch_size=batch_size,
-        device=device,
-        channels_last=channels_last,
-    )
+    inputs = [store.read(name) for name in datamodule.inputs]
+
+    def predict(where: Region) -> np.ndarray:
+        return predict_region(
+            net,
+            inputs,
+            where,
+            transform.forward_input,
+            transform.inverse_prediction,
+            tile=tile,
+            batch_size=batch_size,
+            device=device,
+            channels_last=channels_last,
+        )
+
+    prediction = predict(region)
     truth = region_field(store.read(datamodule.target), region)
-    fields = {"model": prediction, **hod_fields(hods, datamodule, region, seed)}
+    fields = {"model": prediction}
+    if calibration_voxels:
+        calibrate = fit_calibration(
+            predict, store.read(datamodule.target), datamodule.splits, tile, calibration_voxels
+        )
+        fields["model_calibrated"] = calibrate(prediction)
+    fields.update(hod_fields(hods, datamodule, region, seed))
 
     side = region.size[0] * store.box / store.grid
     results = FieldStore(out_dir / "fields")
@@ -181,6 +197,7 @@ def evaluate_run(
         tile=evaluation.get("tile", 32),
         batch_size=evaluation.get("batch_size", 4),
         channels_last=module.hparams.get("channels_last", False),
+        calibration_voxels=evaluation.get("calibration_voxels", 0),
         min_mass=evaluation.get("min_mass"),
         hods=hods,
         seed=cfg.seed,
@@ -250,7 +267,8 @@ def run_dirs(path: Path) -> list[Path]:
 
 def evaluate_paths(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """``evaluate.py``: evaluate every run under ``cfg.run_dir`` (or the run of ``cfg.ckpt_path``)
-    with the HOD benchmarks named in ``cfg.hods``; return metrics per run directory."""
+    with the HOD benchmarks named in ``cfg.hods`` and the run's ``evaluation`` settings updated
+    by the non-null ones of ``cfg.evaluation``; return metrics per run directory."""
     from dm2gal.loggers import wandb_logger
 
     conf_dir = Path(__file__).resolve().parent.parent / "conf"
@@ -267,6 +285,8 @@ def evaluate_paths(cfg: DictConfig) -> dict[str, dict[str, float]]:
     results = {}
     for run in runs:
         run_cfg, module, datamodule, ckpt = load_run(run, cfg.ckpt_path if len(runs) == 1 else None)
+        given = {k: v for k, v in (cfg.get("evaluation") or {}).items() if v is not None}
+        run_cfg.evaluation = OmegaConf.merge(run_cfg.get("evaluation") or {}, given)
         loggers = []
         if cfg.wandb:
             loggers = [

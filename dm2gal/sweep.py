@@ -31,6 +31,7 @@ PLOT_METRICS = (
     "test/loss",
     "eval/model/log_rmse",
     "eval/model/pk_ratio_abs_err",
+    "eval/model_calibrated/pk_ratio_abs_err",
     "eval/model/rk_mean",
 )
 

@@ -89,7 +89,7 @@ def test_train_then_evaluate_as_a_user(tmp_path: Path):
     assert list((run / "wandb").glob("offline-run-*")), "no offline W&B run"
     assert (run / "csv" / "metrics.csv").is_file()
     metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
-    assert {"model", "hod_binned"} <= set(metrics["models"])
+    assert {"model", "model_calibrated", "hod_binned"} <= set(metrics["models"])
     above = json.loads((run / "evaluation" / "above_1e+08" / "metrics.json").read_text())
     assert {"model", "hod_binned"} <= set(above["models"])
     png = (run / "evaluation" / "pk.png").read_bytes()
