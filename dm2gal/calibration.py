@@ -33,7 +33,10 @@ class QuantileMap:
         """Match ``knots`` evenly spaced quantiles of the two samples (any sizes, flattened)."""
         predicted, true = np.ravel(predicted), np.ravel(true)
         if predicted.size == 0 or true.size == 0:
-            raise ValueError("calibration: no training-region voxels to fit on")
+            raise ValueError(
+                "calibration: no training-region voxels to fit on (predict more slabs: a larger "
+                "evaluation.calibration_voxels, or 0 to turn the calibration off)"
+            )
         if not (np.isfinite(predicted).all() and np.isfinite(true).all()):
             raise ValueError("calibration: predicted and true masses must be finite")
         levels = np.linspace(0.0, 1.0, knots)
