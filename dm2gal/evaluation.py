@@ -224,9 +224,11 @@ def find_checkpoint(run_dir: Path) -> Path:
     raise FileNotFoundError(f"{ckpt_dir}: no checkpoint (*.ckpt) in this run directory")
 
 
-def load_run(run_dir: Path, ckpt_path: Path | None = None) -> tuple[DictConfig, Any, Any, Path]:
+def load_run(
+    run_dir: Path, ckpt_path: Path | None = None, setup_data: bool = True
+) -> tuple[DictConfig, Any, Any, Path]:
     """Rebuild a run's config, Lightning module (weights from the checkpoint) and data module
-    (normalisation from the checkpoint)."""
+    (normalisation from the checkpoint; with ``setup_data`` also its field store and splits)."""
     from dm2gal.training import build_components
 
     run_dir = Path(run_dir)
@@ -241,8 +243,9 @@ def load_run(run_dir: Path, ckpt_path: Path | None = None) -> tuple[DictConfig, 
     # our own checkpoints: trusted pickles (they hold the data module's normalisation)
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     module.load_state_dict(state["state_dict"])
-    datamodule.prepare_data()
-    datamodule.setup("test")
+    if setup_data:
+        datamodule.prepare_data()
+        datamodule.setup("test")
     if type(datamodule).__qualname__ in state:
         datamodule.load_state_dict(state[type(datamodule).__qualname__])
     return cfg, module, datamodule, ckpt_path

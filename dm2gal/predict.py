@@ -18,10 +18,13 @@ predicted in batches of tiles while background threads read the next chunk.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +32,8 @@ from tqdm.auto import tqdm
 
 from dm2gal.data.crops import read_crop
 from dm2gal.data.regions import Region
+from dm2gal.data.transforms import FieldTransform
+from dm2gal.io.store import FieldStore, StoreError
 from dm2gal.models.base import FieldNet
 
 
@@ -132,6 +137,7 @@ def predict_region(
     channels_last: bool = False,
     chunk_voxels: int = 1 << 24,
     read_threads: int = 4,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Predict the target (Msun/h per voxel, clipped at 0) on every voxel of ``region``.
 
@@ -149,7 +155,12 @@ def predict_region(
         channels_last: feed the network channels-last 3D tensors (for a network stored so).
         chunk_voxels: input voxels per channel read, moved and normalised at once.
         read_threads: threads reading a chunk (in x-slabs) while the previous one is predicted.
+        out: where to write the prediction (shape ``region.size``, e.g. a memory map); None: a
+            new array.
     """
+    if out is not None and tuple(out.shape) != tuple(region.size):
+        raise ValueError(f"out: shape {tuple(out.shape)}, expected the region's {region.size}")
+    result = np.empty(region.size, dtype=np.float32) if out is None else out
     device = torch.device(device)
     net = net.to(device).eval()
     t = tile_size(net, tile)
@@ -157,7 +168,6 @@ def predict_region(
     counts = [math.ceil(s / step) for s in region.size]
     chunks = chunk_grid(counts, tiles_per_chunk(step, width, chunk_voxels))
     memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
-    out = np.empty([n * step for n in counts], dtype=np.float32)
 
     def read(first: Sequence[int], tiles: Sequence[int]) -> torch.Tensor:
         start = [region.start[ax] + first[ax] * step - net.context for ax in range(3)]
@@ -175,8 +185,105 @@ def predict_region(
             x = normalise_input(raw.to(device, non_blocking=True))
             pred = predict_chunk(net, x, tiles, step, denormalise_target, batch_size, memory_format)
             i, j, k = (f * step for f in first)
-            a, b, d = pred.shape
-            out[i : i + a, j : j + b, k : k + d] = pred.cpu().numpy()
+            sx, sy, sz = region.size  # tiles past the region's end are cut
+            piece = pred[: sx - i, : sy - j, : sz - k].cpu().numpy()
+            a, b, d = piece.shape
+            result[i : i + a, j : j + b, k : k + d] = piece
             bar.update(math.prod(tiles))
-    sx, sy, sz = region.size
-    return np.ascontiguousarray(out[:sx, :sy, :sz])
+    return result
+
+
+def predict_store(
+    net: FieldNet,
+    transform: FieldTransform,
+    source: FieldStore,
+    inputs: Sequence[str],
+    out_dir: str | Path,
+    name: str,
+    attrs: dict[str, Any] | None = None,
+    **options: Any,
+) -> FieldStore:
+    """Predict the whole box of ``source`` (a field store holding the ``inputs`` fields) into
+    field ``name`` (Msun/h per voxel) of the field store at ``out_dir``, written through a memory
+    map chunk by chunk (never whole in memory) and recorded with its provenance only when
+    complete, with ``attrs`` (e.g. the checkpoint). ``out_dir`` is created, or must hold a
+    store of the same box and grid. ``options`` go to :func:`predict_region` (tile, ...)."""
+    fields = [source.read(field) for field in inputs]
+    grid, box = source.grid, source.box
+    store = FieldStore(out_dir)
+    if not store.exists():
+        store.init(box, grid, source=str(source.root))
+    elif (store.grid, store.box) != (grid, box):
+        raise StoreError(
+            f"{store.root}: holds a {store.grid}^3 box of {store.box} Mpc/h, not the input "
+            f"store's {grid}^3 box of {box} Mpc/h ({source.root})"
+        )
+    provenance = {
+        "units": "Msun/h per voxel",
+        "source": str(source.root),
+        "input_hashes": {field: source.field_meta(field)["hash"] for field in inputs},
+        "transform": transform.state_dict(),
+        "tile": options.get("tile", 32),
+        **(attrs or {}),
+    }
+    with store.create(name, **provenance) as array:
+        predict_region(
+            net,
+            fields,
+            Region((0, 0, 0), (grid,) * 3, grid),
+            transform.forward_input,
+            transform.inverse_prediction,
+            out=array,
+            **options,
+        )
+    return store
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """``python -m dm2gal.predict <run_dir>``: a trained run's prediction of a whole box."""
+    parser = argparse.ArgumentParser(
+        prog="python -m dm2gal.predict",
+        description="Predict the stellar-mass field of a whole box with a trained run: the run's "
+        "own box, or any field store holding its input fields (e.g. from python -m dm2gal.fields).",
+    )
+    parser.add_argument("run_dir", type=Path, help="a train run directory")
+    parser.add_argument("--ckpt", type=Path, help="checkpoint (default: the run's best, else last)")
+    parser.add_argument(
+        "--store", type=Path, help="field store with the inputs (default: the run's)"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="output field store (default: <run_dir>/prediction)"
+    )
+    parser.add_argument("--name", default="stellar", help="output field name")
+    parser.add_argument(
+        "--tile", type=int, help="output tile side (default: the run's evaluation.tile)"
+    )
+    parser.add_argument("--batch-size", type=int, help="tiles per pass (default: the run's)")
+    args = parser.parse_args(argv)
+    from dm2gal.evaluation import load_run
+
+    cfg, module, datamodule, ckpt = load_run(args.run_dir, args.ckpt, setup_data=args.store is None)
+    if datamodule.transform is None:
+        raise ValueError(f"{ckpt}: the checkpoint holds no input normalisation (data module state)")
+    source = FieldStore(args.store) if args.store else datamodule.store
+    evaluation = cfg.get("evaluation") or {}
+    out = args.out or args.run_dir / "prediction"
+    store = predict_store(
+        module.net,
+        datamodule.transform,
+        source,
+        datamodule.inputs,
+        out,
+        args.name,
+        {"run_dir": str(args.run_dir.resolve()), "checkpoint": str(Path(ckpt).resolve())},
+        tile=args.tile or evaluation.get("tile", 32),
+        batch_size=args.batch_size or evaluation.get("batch_size", 4),
+        device="cuda" if torch.cuda.is_available() else "cpu",
+        channels_last=module.hparams.get("channels_last", False),
+    )
+    print(f"wrote {store.path(args.name)} (checkpoint {ckpt})")
+    return store.path(args.name)
+
+
+if __name__ == "__main__":
+    main()

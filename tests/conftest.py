@@ -45,10 +45,12 @@ def compose_train(tmp_path: Path, overrides: list[str] = (), tiny: bool = True) 
 
 
 def run_script(script: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """Run ``train.py`` / ``evaluate.py`` as a user would (W&B offline); fail with its stderr."""
+    """Run ``train.py`` / ``evaluate.py`` (or a module, ``dm2gal.predict``) as a user would (W&B
+    offline); fail with its stderr."""
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "2"}
+    command = [str(ROOT / script)] if script.endswith(".py") else ["-m", script]
     result = subprocess.run(
-        [sys.executable, str(ROOT / script), *args],
+        [sys.executable, *command, *args],
         cwd=cwd,
         env=env,
         capture_output=True,

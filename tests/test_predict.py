@@ -9,11 +9,14 @@ import pytest
 import torch
 
 from dm2gal.data.regions import Region
+from dm2gal.data.transforms import FieldTransform
+from dm2gal.io.store import FieldStore, StoreError
 from dm2gal.models import PaperNet, ResNet3d, UNet3d
 from dm2gal.models.base import FieldNet
 from dm2gal.predict import (
     chunk_grid,
     predict_region,
+    predict_store,
     read_block,
     tile_size,
     tiles_per_chunk,
@@ -163,3 +166,52 @@ def test_block_read_in_slabs_by_threads_equals_one_read(fields):
         for slabs in (1, 3, 50):
             got = read_block(fields, start, shape, pool=pool, slabs=slabs)
             np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_whole_box_prediction_into_a_store(fields, tmp_path):
+    """predict_store writes the whole box through a memory map with its provenance; the field
+    equals the in-memory prediction, and a store of another box is refused, nothing written."""
+    source = FieldStore(tmp_path / "sim")
+    source.init(30.0, GRID)
+    source.write("dm", fields[0])
+    source.write("subhalo", fields[1])
+    transform = FieldTransform([20.0 / np.log(10), 20.0 / np.log(10)], [1.0, 1.0], 9.0, 0.5)
+    net = _net(UNet3d(in_channels=2, channels=3, levels=1, convs=1))
+    box = Region((0, 0, 0), (GRID,) * 3, GRID)
+    want = predict_region(
+        net,
+        fields,
+        box,
+        transform.forward_input,
+        transform.inverse_prediction,
+        tile=8,
+        progress=False,
+    )
+    out = predict_store(
+        net,
+        transform,
+        source,
+        ["dm", "subhalo"],
+        tmp_path / "out",
+        "stellar",
+        {"run_dir": "r"},
+        tile=8,
+        progress=False,
+    )
+    np.testing.assert_array_equal(out.read("stellar"), want)
+    meta = out.field_meta("stellar")
+    assert meta["run_dir"] == "r" and meta["input_hashes"]["dm"] == source.field_meta("dm")["hash"]
+    assert out.verify() == [] and (out.box, out.grid) == (30.0, GRID)
+
+    other = FieldStore(tmp_path / "other")
+    other.init(30.0, GRID // 2)
+    with pytest.raises(StoreError, match="not the input store's"):
+        predict_store(net, transform, source, ["dm", "subhalo"], other.root, "stellar", tile=8)
+    assert other.fields() == [] and not other.path("stellar").exists()
+
+
+def test_out_array_of_the_wrong_shape_is_refused(fields):
+    net = _net(UNet3d(in_channels=2, channels=3, levels=1, convs=1))
+    region = Region((0, 0, 0), (4, 4, 4), GRID)
+    with pytest.raises(ValueError, match="out: shape"):
+        _predict(net, fields, region, tile=4, out=np.empty((4, 4, 5), np.float32))

@@ -1,5 +1,5 @@
-"""The training pipeline end to end: fast_dev_run per model, exact resume, train.py and
-evaluate.py as a user runs them."""
+"""The training pipeline end to end: fast_dev_run per model, exact resume, train.py,
+evaluate.py and python -m dm2gal.predict as a user runs them."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import json
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from conftest import mock_cache_dir, run_script
 
+from dm2gal.data.crops import read_crop
+from dm2gal.io.store import FieldStore
 from dm2gal.training import build
 
 MODELS = {
@@ -105,6 +108,15 @@ def test_train_then_evaluate_as_a_user(tmp_path: Path):
     assert again["models"]["model"]["total_mass_rel_err"] == pytest.approx(
         metrics["models"]["model"]["total_mass_rel_err"], rel=1e-5
     )
+
+    # the whole box, predicted into a field store, holds the evaluation's test-region prediction
+    run_script("dm2gal.predict", str(run), "--out", str(tmp_path / "box"), "--tile", "16")
+    box = FieldStore(tmp_path / "box")
+    evaluated = FieldStore(run / "evaluation" / "fields")
+    start, side = evaluated.meta()["attrs"]["region_start"], evaluated.grid
+    cut = read_crop(box.read("stellar"), start, side)
+    np.testing.assert_allclose(cut, evaluated.read("model"), rtol=1e-5, atol=1e-3)
+    assert box.field_meta("stellar")["checkpoint"].endswith(".ckpt")
 
 
 def test_fast_dev_run_on_tng_layout_files(compose, tmp_path: Path):

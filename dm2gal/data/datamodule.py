@@ -297,5 +297,4 @@ class FieldDataModule(L.LightningDataModule):
         if "transform" not in state_dict:
             return
         self._loaded = dict(state_dict["transform"])
-        if self.transform is not None:
-            self.transform.load_state_dict(self._loaded)
+        self.transform = FieldTransform(**self._loaded)
