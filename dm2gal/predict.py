@@ -201,15 +201,22 @@ def predict_store(
     out_dir: str | Path,
     name: str,
     attrs: dict[str, Any] | None = None,
+    voxel_size: float | None = None,
     **options: Any,
 ) -> FieldStore:
     """Predict the whole box of ``source`` (a field store holding the ``inputs`` fields) into
     field ``name`` (Msun/h per voxel) of the field store at ``out_dir``, written through a memory
     map chunk by chunk (never whole in memory) and recorded with its provenance only when
     complete, with ``attrs`` (e.g. the checkpoint). ``out_dir`` is created, or must hold a
-    store of the same box and grid. ``options`` go to :func:`predict_region` (tile, ...)."""
+    store of the same box and grid. ``voxel_size`` (Mpc/h), the one the network was trained on,
+    must match the source's. ``options`` go to :func:`predict_region` (tile, ...)."""
     fields = [source.read(field) for field in inputs]
     grid, box = source.grid, source.box
+    if voxel_size is not None and not math.isclose(box / grid, voxel_size, rel_tol=1e-6):
+        raise ValueError(
+            f"{source.root}: voxels of {box / grid:.6g} Mpc/h ({grid}^3 in {box} Mpc/h); the "
+            f"network was trained on voxels of {voxel_size:.6g} Mpc/h"
+        )
     store = FieldStore(out_dir)
     if not store.exists():
         store.init(box, grid, source=str(source.root))
@@ -276,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         out,
         args.name,
         {"run_dir": str(args.run_dir.resolve()), "checkpoint": str(Path(ckpt).resolve())},
+        voxel_size=datamodule.trained_voxel_size,
         tile=args.tile or evaluation.get("tile", 32),
         batch_size=args.batch_size or evaluation.get("batch_size", 4),
         device="cuda" if torch.cuda.is_available() else "cpu",

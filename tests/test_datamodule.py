@@ -119,6 +119,7 @@ def test_state_dict_restores_the_normalisation(tmp_path):
     other.load_state_dict(state)
     other.setup("fit")
     assert other.transform.state_dict() == state["transform"]
+    assert other.trained_voxel_size == pytest.approx(dm.box / dm.grid)
     dm.load_state_dict(state)  # after setup: the datasets see it too
     assert dm._datasets["train"].transform.target_mean == state["transform"]["target_mean"]
 

@@ -208,6 +208,8 @@ def test_whole_box_prediction_into_a_store(fields, tmp_path):
     with pytest.raises(StoreError, match="not the input store's"):
         predict_store(net, transform, source, ["dm", "subhalo"], other.root, "stellar", tile=8)
     assert other.fields() == [] and not other.path("stellar").exists()
+    with pytest.raises(ValueError, match="trained on voxels of 2.5 Mpc/h"):
+        predict_store(net, transform, source, ["dm", "subhalo"], other.root, "x", voxel_size=2.5)
 
 
 def test_out_array_of_the_wrong_shape_is_refused(fields):

@@ -123,6 +123,7 @@ class FieldDataModule(L.LightningDataModule):
         self.transform: FieldTransform | None = None
         self.stat: np.ndarray | None = None
         self._loaded: dict[str, Any] | None = None
+        self.trained_voxel_size: float | None = None  # Mpc/h, from a checkpoint
         self._datasets: dict[str, FieldCrops] = {}
 
     # -- building -----------------------------------------------------------------------------
@@ -289,12 +290,21 @@ class FieldDataModule(L.LightningDataModule):
 
     # -- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Normalisation statistics (Lightning stores them in checkpoints)."""
-        return {"transform": self.transform.state_dict()} if self.transform is not None else {}
+        """Normalisation statistics and the voxel side in Mpc/h (Lightning stores them in
+        checkpoints)."""
+        state = {"transform": self.transform.state_dict()} if self.transform is not None else {}
+        if self.store is not None:
+            state["voxel_size"] = self.box / self.grid
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore normalisation statistics, before or after :meth:`setup`."""
+        """Restore normalisation statistics (and the trained voxel side), before or after
+        :meth:`setup`."""
+        self.trained_voxel_size = state_dict.get("voxel_size")
         if "transform" not in state_dict:
             return
         self._loaded = dict(state_dict["transform"])
-        self.transform = FieldTransform(**self._loaded)
+        if self.transform is None:
+            self.transform = FieldTransform(**self._loaded)
+        else:  # in place: the datasets hold this transform
+            self.transform.load_state_dict(self._loaded)
