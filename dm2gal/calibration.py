@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from dm2gal.data.regions import Region
 from dm2gal.data.splits import Splits
+from dm2gal.io.store import FieldStore, atomic_path
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,24 @@ class QuantileMap:
         # equal predicted quantiles (a run of identical values): keep the first, the lowest mass
         first = np.r_[True, np.diff(x) > 0]
         return cls(x[first], y[first])
+
+    def save(self, path: str | Path) -> None:
+        """Write the knots as a CSV table ``predicted,true`` (Msun/h), atomically."""
+        with atomic_path(path) as tmp:
+            np.savetxt(
+                tmp, np.c_[self.predicted, self.true], delimiter=",", header="predicted,true"
+            )
+
+    @classmethod
+    def load(cls, path: str | Path) -> QuantileMap:
+        """Read knots written by :meth:`save`."""
+        try:
+            knots = np.loadtxt(path, delimiter=",", ndmin=2)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: not a calibration table (predicted,true): {err}") from err
+        if knots.shape[1] != 2 or not (np.diff(knots[:, 0]) > 0).all():
+            raise ValueError(f"{path}: expected two columns with increasing 'predicted' knots")
+        return cls(knots[:, 0], knots[:, 1])
 
     def __call__(self, field: np.ndarray) -> np.ndarray:
         """The calibrated field (float32, Msun/h per voxel); clamped to the fitted range."""
@@ -90,3 +110,15 @@ def fit_calibration(
 
     predicted, true = zip(*pairs(), strict=True)
     return QuantileMap.fit(np.concatenate(predicted), np.concatenate(true))
+
+
+def calibrate_store_field(
+    store: FieldStore, name: str, calibrate: QuantileMap, out_name: str, **attrs: object
+) -> None:
+    """Write field ``out_name`` = ``calibrate(name)`` into ``store``, slab by slab through a
+    memory map (recorded, with ``attrs``, only when complete)."""
+    source = store.read(name)
+    step = max(1, (1 << 24) // store.grid**2)
+    with store.create(out_name, **attrs) as out:
+        for x0 in range(0, store.grid, step):
+            out[x0 : x0 + step] = calibrate(source[x0 : x0 + step])

@@ -102,8 +102,8 @@ def evaluate_test_region(
     (with ``min_mass``: also the paper's scoring, on voxels whose true M* exceeds it, into
     ``above_<min_mass>/``). With ``calibration_voxels`` > 0, about that many voxels of the box are
     also predicted to fit a quantile calibration on their training-region voxels
-    (:mod:`dm2gal.calibration`), and the calibrated prediction is reported as
-    ``model_calibrated`` beside the raw one."""
+    (:mod:`dm2gal.calibration`, saved as ``calibration.csv``), and the calibrated prediction is
+    reported as ``model_calibrated`` beside the raw one."""
     from dm2gal.report import write_report
 
     out_dir = Path(out_dir)
@@ -136,6 +136,7 @@ def evaluate_test_region(
         calibrate = fit_calibration(
             predict, store.read(datamodule.target), datamodule.splits, tile, calibration_voxels
         )
+        calibrate.save(out_dir / "calibration.csv")
         fields["model_calibrated"] = calibrate(prediction)
     fields.update(hod_fields(hods, datamodule, region, seed))
 

@@ -266,6 +266,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
         "--tile", type=int, help="output tile side (default: the run's evaluation.tile)"
     )
     parser.add_argument("--batch-size", type=int, help="tiles per pass (default: the run's)")
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        help="quantile calibration table to also write <name>_calibrated (default: the run's "
+        "evaluation/calibration.csv when present)",
+    )
     args = parser.parse_args(argv)
     from dm2gal.evaluation import load_run
 
@@ -290,6 +296,15 @@ def main(argv: Sequence[str] | None = None) -> Path:
         channels_last=module.hparams.get("channels_last", False),
     )
     print(f"wrote {store.path(args.name)} (checkpoint {ckpt})")
+    table = args.calibration or args.run_dir / "evaluation" / "calibration.csv"
+    if args.calibration or table.is_file():
+        from dm2gal.calibration import QuantileMap, calibrate_store_field
+
+        calibrated = f"{args.name}_calibrated"
+        calibrate_store_field(
+            store, args.name, QuantileMap.load(table), calibrated, calibration=str(table.resolve())
+        )
+        print(f"wrote {store.path(calibrated)} (calibration {table})")
     return store.path(args.name)
 
 

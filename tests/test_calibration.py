@@ -6,9 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dm2gal.calibration import QuantileMap, fit_calibration, training_slabs
+from dm2gal.calibration import (
+    QuantileMap,
+    calibrate_store_field,
+    fit_calibration,
+    training_slabs,
+)
 from dm2gal.data.regions import Region
 from dm2gal.data.splits import make_splits
+from dm2gal.io.store import FieldStore
 
 
 def test_recovers_a_monotone_map():
@@ -93,3 +99,24 @@ def test_fitted_on_training_voxels_only():
     again = fit(disturbed)
     np.testing.assert_array_equal(again.predicted, clean.predicted)
     np.testing.assert_array_equal(again.true, clean.true)
+
+
+def test_saved_table_round_trips_and_calibrates_a_stored_field(tmp_path):
+    rng = np.random.default_rng(4)
+    calibrate = QuantileMap.fit(rng.lognormal(9.0, 0.5, 10_000), rng.lognormal(9.5, 1.0, 10_000))
+    calibrate.save(tmp_path / "calibration.csv")
+    loaded = QuantileMap.load(tmp_path / "calibration.csv")
+    np.testing.assert_array_equal(loaded.predicted, calibrate.predicted)
+    np.testing.assert_array_equal(loaded.true, calibrate.true)
+
+    store = FieldStore(tmp_path / "store")
+    store.init(10.0, 8)
+    field = rng.lognormal(9.0, 0.5, (8, 8, 8)).astype(np.float32)
+    store.write("stellar", field)
+    calibrate_store_field(store, "stellar", loaded, "stellar_calibrated", calibration="c.csv")
+    np.testing.assert_array_equal(store.read("stellar_calibrated"), calibrate(field))
+    assert store.field_meta("stellar_calibrated")["calibration"] == "c.csv"
+
+    (tmp_path / "bad.csv").write_text("1,2\n1,3\n")
+    with pytest.raises(ValueError, match="bad.csv: expected two columns with increasing"):
+        QuantileMap.load(tmp_path / "bad.csv")

@@ -114,8 +114,9 @@ def test_train_then_evaluate_as_a_user(tmp_path: Path):
     box = FieldStore(tmp_path / "box")
     evaluated = FieldStore(run / "evaluation" / "fields")
     start, side = evaluated.meta()["attrs"]["region_start"], evaluated.grid
-    cut = read_crop(box.read("stellar"), start, side)
-    np.testing.assert_allclose(cut, evaluated.read("model"), rtol=1e-5, atol=1e-3)
+    for name, model in (("stellar", "model"), ("stellar_calibrated", "model_calibrated")):
+        cut = read_crop(box.read(name), start, side)
+        np.testing.assert_allclose(cut, evaluated.read(model), rtol=1e-5, atol=1e-3)
     assert box.field_meta("stellar")["checkpoint"].endswith(".ckpt")
 
 
