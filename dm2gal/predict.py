@@ -218,6 +218,8 @@ def predict_store(
             f"network was trained on voxels of {voxel_size:.6g} Mpc/h"
         )
     store = FieldStore(out_dir)
+    if store.root.resolve() == source.root.resolve() and name in source.fields():
+        raise StoreError(f"{store.root}: the prediction would overwrite its field '{name}'")
     if not store.exists():
         store.init(box, grid, source=str(source.root))
     elif (store.grid, store.box) != (grid, box):

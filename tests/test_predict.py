@@ -208,6 +208,8 @@ def test_whole_box_prediction_into_a_store(fields, tmp_path):
     with pytest.raises(StoreError, match="not the input store's"):
         predict_store(net, transform, source, ["dm", "subhalo"], other.root, "stellar", tile=8)
     assert other.fields() == [] and not other.path("stellar").exists()
+    with pytest.raises(StoreError, match="would overwrite its field 'dm'"):
+        predict_store(net, transform, source, ["dm", "subhalo"], source.root, "dm", tile=8)
     with pytest.raises(ValueError, match="trained on voxels of 2.5 Mpc/h"):
         predict_store(net, transform, source, ["dm", "subhalo"], other.root, "x", voxel_size=2.5)
 
