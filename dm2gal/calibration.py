@@ -77,6 +77,16 @@ def training_slabs(splits: Splits, thickness: int, max_voxels: int) -> list[Regi
     """Whole-box x-slabs of ``thickness`` planes, evenly spaced, holding about ``max_voxels``
     voxels in all (at least one slab; every slab when the box fits): where to predict the
     training region for :func:`fit_calibration`."""
+    if (
+        int(max_voxels) != max_voxels
+        or max_voxels < 1
+        or int(thickness) != thickness
+        or thickness < 1
+    ):
+        raise ValueError(
+            "calibration: slab thickness and evaluation.calibration_voxels must be integers >= 1, "
+            f"got {thickness!r} and {max_voxels!r}"
+        )
     grid = splits.grid
     thickness = min(thickness, grid)
     total = grid // thickness

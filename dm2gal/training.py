@@ -42,6 +42,11 @@ def check_config(cfg: DictConfig) -> None:
         "trainer.max_epochs",
         "evaluation.tile",
     )
+    voxels = OmegaConf.select(cfg, "evaluation.calibration_voxels")
+    if voxels is not None and not (isinstance(voxels, int) and voxels >= 0):
+        raise ValueError(
+            f"config key 'evaluation.calibration_voxels' must be an integer >= 0, got {voxels!r}"
+        )
     grid = OmegaConf.select(cfg, "data.source.grid")
     crop = OmegaConf.select(cfg, "data.crop")
     if grid is not None and crop is not None and crop > grid:

@@ -74,6 +74,8 @@ def test_slabs_are_evenly_spaced_and_bounded():
     assert [s.start[0] for s in training_slabs(splits, 4, 10**9)] == [0, 4, 8, 12]
     (one,) = training_slabs(splits, 4, 1)
     assert one.size == (4, 16, 16)
+    with pytest.raises(ValueError, match="evaluation.calibration_voxels must be integers >= 1"):
+        training_slabs(splits, 4, -5)
 
 
 def test_fitted_on_training_voxels_only():

@@ -134,6 +134,8 @@ def test_unknown_option_is_hydras_error(compose):
         ("data.source.grid=-8", "data.source.grid"),
         ("data.crop=100", "data.crop"),
         ("data.batch_size=0", "data.batch_size"),
+        ("evaluation.calibration_voxels=-1", "evaluation.calibration_voxels"),
+        ("evaluation.calibration_voxels=1.5", "evaluation.calibration_voxels"),
     ],
 )
 def test_bad_values_name_the_key(compose, override: str, key: str):
