@@ -225,9 +225,11 @@ def test_out_array_of_the_wrong_shape_is_refused(fields):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_bf16_prediction_matches_cpu(fields):
     """Pinned reads, device-side normalisation and tiling, bf16 autocast and channels-last on a
-    GPU give the CPU float32 field within bf16 precision (log mass within 1e-2 relative)."""
+    GPU give the CPU float32 field within bf16 precision (network output within 1e-2 of its
+    largest magnitude)."""
     net = _net(UNet3d(in_channels=2, channels=3, levels=2, convs=1))
     region = REGIONS["wrapping"]
     cpu = _predict(net, fields, region, tile=6)
     gpu = _predict(net, fields, region, tile=10, device="cuda", channels_last=True)
-    np.testing.assert_allclose(np.log(gpu), np.log(cpu), rtol=1e-2)
+    y_gpu, y_cpu = np.log(gpu), np.log(cpu)  # the network's output (denormalised by exp)
+    np.testing.assert_allclose(y_gpu, y_cpu, rtol=0, atol=1e-2 * np.abs(y_cpu).max())
