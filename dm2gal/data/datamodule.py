@@ -122,7 +122,6 @@ class FieldDataModule(L.LightningDataModule):
         self.splits: Splits | None = None
         self.transform: FieldTransform | None = None
         self.stat: np.ndarray | None = None
-        self._loaded: dict[str, Any] | None = None
         self.trained_voxel_size: float | None = None  # Mpc/h, from a checkpoint
         self._datasets: dict[str, FieldCrops] = {}
 
@@ -163,9 +162,7 @@ class FieldDataModule(L.LightningDataModule):
             )
         self.splits = make_splits(grid, **{"context": self.context, **self.splits_config})
         fields = [store.read(name) for name in [*self.inputs, self.target]]
-        if self._loaded is not None:
-            self.transform = FieldTransform(**self._loaded)
-        else:
+        if self.transform is None:  # else restored from a checkpoint (load_state_dict)
             self.transform = fit_transform(
                 fields[:-1], fields[-1], self.splits, **self.transform_config
             )
@@ -303,8 +300,7 @@ class FieldDataModule(L.LightningDataModule):
         self.trained_voxel_size = state_dict.get("voxel_size")
         if "transform" not in state_dict:
             return
-        self._loaded = dict(state_dict["transform"])
         if self.transform is None:
-            self.transform = FieldTransform(**self._loaded)
+            self.transform = FieldTransform(**state_dict["transform"])
         else:  # in place: the datasets hold this transform
-            self.transform.load_state_dict(self._loaded)
+            self.transform.load_state_dict(state_dict["transform"])
