@@ -34,7 +34,7 @@ from omegaconf import OmegaConf
 
 from dm2gal.data.regions import Region
 from dm2gal.models.base import FieldNet, center_crop, count_parameters
-from dm2gal.predict import chunk_grid, predict_region, read_block, tile_size, tiles_per_chunk
+from dm2gal.predict import plan_chunks, predict_region, read_block, tile_size
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 
@@ -88,17 +88,14 @@ def time_prediction(
 
 
 def time_reads(
-    fields: list[np.ndarray], context: int, step: int, region: Region, threads: int
+    fields: list[np.ndarray], context: int, tile: int, step: int, region: Region, threads: int
 ) -> float:
-    """Seconds to read every chunk of ``region``'s tiles (side ``step``) as prediction does,
-    with ``threads`` reader threads."""
-    width = step + 2 * context
-    counts = [-(-s // step) for s in region.size]
+    """Seconds to read every chunk of ``region``'s tiles (side ``tile``, every ``step``) as
+    prediction does, with ``threads`` reader threads."""
+    chunks = plan_chunks(region, step, tile + 2 * context, context, 1 << 24)
     with ThreadPoolExecutor(threads) as pool:
         start = time.perf_counter()
-        for first, tiles in chunk_grid(counts, tiles_per_chunk(step, width, 1 << 24)):
-            corner = [region.start[ax] + first[ax] * step - context for ax in range(3)]
-            shape = [(n - 1) * step + width for n in tiles]
+        for _, _, corner, shape in chunks:
             read_block(fields, corner, shape, pool=pool, slabs=threads)
         return time.perf_counter() - start
 
@@ -147,11 +144,12 @@ def run_all(args: argparse.Namespace, fields: list[np.ndarray], devices: list[st
     print("| model | params | context | device | dtype | region | tile | batch | s | voxels/s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     voxels = args.grid**3
-    time_reads(fields, unet.context, args.tiles[0], box, 1)  # page the fields in
+    for field in fields:  # page the memory-mapped fields in
+        field.sum()
     for tile, threads in itertools.product(args.tiles, (1, 4)):
         t = tile_size(unet, tile)
         step = t - t % unet.period
-        seconds = time_reads(fields, unet.context, step, box, threads)
+        seconds = time_reads(fields, unet.context, t, step, box, threads)
         print(
             f"| host reads, {threads} thread{'s' * (threads > 1)} | - | {unet.context} | cpu "
             f"| fp32 | {args.grid}^3 | {step} | - | {seconds:.3f} | {voxels / seconds:.3g} |"

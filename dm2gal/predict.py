@@ -70,6 +70,24 @@ def chunk_grid(counts: Sequence[int], per_chunk: int) -> list[tuple[tuple[int, .
     return [tuple(zip(*parts, strict=True)) for parts in itertools.product(*axes)]
 
 
+def plan_chunks(
+    region: Region, step: int, width: int, context: int, chunk_voxels: int
+) -> list[tuple[tuple[int, ...], tuple[int, ...], list[int], list[int]]]:
+    """``(first tile, tiles, input start, input shape)`` per axis of each chunk covering
+    ``region`` with tiles every ``step`` voxels whose inputs are ``width`` voxels wide (the
+    output tile plus ``context`` on each side); a chunk reads about ``chunk_voxels`` voxels."""
+    counts = [math.ceil(s / step) for s in region.size]
+    return [
+        (
+            first,
+            tiles,
+            [region.start[ax] + first[ax] * step - context for ax in range(3)],
+            [(n - 1) * step + width for n in tiles],
+        )
+        for first, tiles in chunk_grid(counts, tiles_per_chunk(step, width, chunk_voxels))
+    ]
+
+
 def read_block(
     inputs: Sequence[np.ndarray],
     start: Sequence[int],
@@ -164,24 +182,23 @@ def predict_region(
     device = torch.device(device)
     net = net.to(device).eval()
     t = tile_size(net, tile)
-    step, width = t - t % net.period, t + 2 * net.context
-    counts = [math.ceil(s / step) for s in region.size]
-    chunks = chunk_grid(counts, tiles_per_chunk(step, width, chunk_voxels))
+    step = t - t % net.period
+    chunks = plan_chunks(region, step, t + 2 * net.context, net.context, chunk_voxels)
     memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
 
-    def read(first: Sequence[int], tiles: Sequence[int]) -> torch.Tensor:
-        start = [region.start[ax] + first[ax] * step - net.context for ax in range(3)]
-        shape = [(n - 1) * step + width for n in tiles]
+    def read(chunk: tuple) -> torch.Tensor:
+        _, _, start, shape = chunk
         return read_block(inputs, start, shape, device.type == "cuda", readers, read_threads)
 
-    bar = tqdm(total=math.prod(counts), desc="predict", unit="tile", disable=not progress)
+    total = sum(math.prod(tiles) for _, tiles, _, _ in chunks)
+    bar = tqdm(total=total, desc="predict", unit="tile", disable=not progress)
     prefetch, readers = ThreadPoolExecutor(max_workers=1), ThreadPoolExecutor(read_threads)
     with prefetch, readers, bar:
-        pending = prefetch.submit(read, *chunks[0])
-        for index, (first, tiles) in enumerate(chunks):
+        pending = prefetch.submit(read, chunks[0])
+        for index, (first, tiles, _, _) in enumerate(chunks):
             raw = pending.result()
             if index + 1 < len(chunks):
-                pending = prefetch.submit(read, *chunks[index + 1])
+                pending = prefetch.submit(read, chunks[index + 1])
             x = normalise_input(raw.to(device, non_blocking=True))
             pred = predict_chunk(net, x, tiles, step, denormalise_target, batch_size, memory_format)
             i, j, k = (f * step for f in first)
