@@ -19,7 +19,7 @@ import numpy as np
 
 from dm2gal.data.regions import Region
 from dm2gal.data.splits import Splits
-from dm2gal.io.store import FieldStore, atomic_path
+from dm2gal.io.store import FieldStore, atomic_path, slabs
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,6 @@ def calibrate_store_field(
     """Write field ``out_name`` = ``calibrate(name)`` into ``store``, slab by slab through a
     memory map (recorded, with ``attrs``, only when complete)."""
     source = store.read(name)
-    step = max(1, (1 << 24) // store.grid**2)
     with store.create(out_name, **attrs) as out:
-        for x0 in range(0, store.grid, step):
-            out[x0 : x0 + step] = calibrate(source[x0 : x0 + step])
+        for slab in slabs(store.grid):
+            out[slab] = calibrate(source[slab])

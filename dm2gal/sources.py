@@ -23,7 +23,7 @@ from dm2gal import __version__
 from dm2gal.catalog import GalaxyCatalog, HaloCatalog, save_catalogs
 from dm2gal.fields import MAS_NAMES, paint_field
 from dm2gal.io.gadget import CHUNK_ROWS, GroupCatalog, Snapshot
-from dm2gal.io.store import FieldStore, StoreError, config_hash
+from dm2gal.io.store import FieldStore, StoreError, config_hash, slabs
 
 FIELDS = ("dm", "subhalo", "stellar")
 CATALOGS = "catalogs.h5"
@@ -377,13 +377,13 @@ class ArraySource(CachedSource):
             units=UNITS,
             fingerprint=config_hash(fingerprint),
         )
-        slab = max(1, (1 << 24) // (grid * grid))  # ~64 MiB of float32 per copy
         for name, array in self._arrays.items():
             with store.create(name, origin=str(self.paths[name])) as out:
-                for i in range(0, grid, slab):
-                    block = np.asarray(array[i : i + slab], dtype=np.float32)
+                for slab in slabs(grid):  # ~64 MiB of float32 per copy
+                    block = np.asarray(array[slab], dtype=np.float32)
                     if not np.isfinite(block).all() or (block < 0).any():
                         raise SourceError(
-                            f"{self.paths[name]}: non-finite or negative masses in slab {i}"
+                            f"{self.paths[name]}: non-finite or negative masses in slab "
+                            f"{slab.start}"
                         )
-                    out[i : i + slab] = block
+                    out[slab] = block

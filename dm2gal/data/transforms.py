@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from dm2gal.data.splits import Splits
+from dm2gal.io.store import slabs
 
 LN10 = math.log(10.0)
 Array = np.ndarray | torch.Tensor
@@ -122,11 +123,9 @@ def _training_values(
     field: np.ndarray, splits: Splits, chunk_voxels: int = 1 << 24
 ) -> Iterator[np.ndarray]:
     """The training-region values of ``field`` (float64), slab by slab of ~``chunk_voxels``."""
-    grid = field.shape[0]
-    step = max(1, chunk_voxels // (grid * grid))
-    for x0 in range(0, grid, step):
-        x1 = min(grid, x0 + step)
-        yield np.asarray(field[x0:x1], dtype=np.float64)[splits.train_mask_planes(x0, x1)]
+    for slab in slabs(field.shape[0], chunk_voxels):
+        keep = splits.train_mask_planes(slab.start, slab.stop)
+        yield np.asarray(field[slab], dtype=np.float64)[keep]
 
 
 def region_moments(

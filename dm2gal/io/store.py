@@ -44,6 +44,14 @@ def config_hash(config: Any) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
+def slabs(grid: int, chunk_voxels: int = 1 << 24) -> Iterator[slice]:
+    """Slices along the first axis of a ``grid^3`` field, each of about ``chunk_voxels`` voxels
+    (at least one plane): how fields larger than memory are read and written in pieces."""
+    step = max(1, chunk_voxels // (grid * grid))
+    for x0 in range(0, grid, step):
+        yield slice(x0, min(grid, x0 + step))
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
