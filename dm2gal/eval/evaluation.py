@@ -222,7 +222,7 @@ def evaluate_run(
     def log_artefact(name: str, value: Any) -> None:
         if run is None:
             return
-        import wandb
+        import wandb  # lazy: optional on GPU machines, slow to import
 
         is_image = isinstance(value, str | Path) and str(value).endswith(".png")
         run.log({f"eval/{name}": wandb.Image(str(value)) if is_image else value})

@@ -68,6 +68,7 @@ class Zheng07HOD(HOD):
         fit_bin_width: float = 0.1,
         name: str = "zheng07",
     ):
+        # lazy: halotools is heavy and absent on GPU machines
         from halotools.empirical_models import Moster13SmHm, NFWProfile, Zheng07Cens, Zheng07Sats
 
         if not sigma_logM > 0:

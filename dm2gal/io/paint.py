@@ -39,7 +39,7 @@ def paint(
         mas: mass-assignment scheme, one of ``PAINT_SCHEMES``.
         out: float32 ``grid^3`` mesh to add into (a new zero mesh when ``None``).
     """
-    import MAS_library as masl
+    import MAS_library as masl  # lazy: GPU machines run without Pylians
 
     if mas not in PAINT_SCHEMES:
         raise ValueError(f"mas must be one of {PAINT_SCHEMES}, got {mas!r}")

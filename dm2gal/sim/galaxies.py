@@ -60,7 +60,7 @@ def smoothed_log_density(
     field: np.ndarray, box: float, radius: float, pos: np.ndarray
 ) -> np.ndarray:
     """``log10(1 + delta)`` of a mass grid, Gaussian-smoothed on ``radius`` Mpc/h, at ``pos``."""
-    import MAS_library as masl
+    import MAS_library as masl  # lazy: GPU machines run without Pylians
 
     n = field.shape[0]
     delta_k = fft.rfftn(field / field.mean(), workers=-1)

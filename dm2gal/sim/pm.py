@@ -47,7 +47,7 @@ class ParticleMesh:
 
     def accelerations(self, pos: np.ndarray) -> np.ndarray:
         """Return ``F = -grad phi`` at ``(n, 3)`` positions (Mpc/h), in units of H0^2 Mpc/h."""
-        import MAS_library as masl
+        import MAS_library as masl  # lazy: GPU machines run without Pylians
 
         n = len(pos)
         counts = paint(pos, 1.0, self.mesh, self.box)

@@ -53,7 +53,7 @@ def power_spectrum(
     field: np.ndarray, box: float, mas: str | None = "CIC", threads: int = 1
 ) -> PowerSpectrum:
     """Monopole P(k) of the overdensity of a mass field (Pylians ``Pk``), window-corrected."""
-    import Pk_library as pkl
+    import Pk_library as pkl  # lazy: GPU machines run the torch path without Pylians
 
     box, mas = check_box(box), check_mas(mas)
     delta = overdensity(field)
@@ -66,7 +66,7 @@ def cross_power(
     a: np.ndarray, b: np.ndarray, box: float, mas: str | None = "CIC", threads: int = 1
 ) -> CrossPower:
     """Auto and cross P(k) of two mass fields and r(k) (Pylians ``XPk``), window-corrected."""
-    import Pk_library as pkl
+    import Pk_library as pkl  # lazy: GPU machines run the torch path without Pylians
 
     box, mas = check_box(box), check_mas(mas)
     a, b = check_field(a, "a"), check_field(b, "b")
@@ -97,7 +97,7 @@ def bispectrum(
     ``theta`` [rad] is the angle between the k1 and k2 vectors; each side is a shell of
     half-width kF around its magnitude.
     """
-    import Pk_library as pkl
+    import Pk_library as pkl  # lazy: GPU machines run the torch path without Pylians
 
     box, mas = check_box(box), check_mas(mas)
     delta = overdensity(field)
@@ -112,7 +112,7 @@ def correlation_function(
     field: np.ndarray, box: float, mas: str | None = "CIC", threads: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """Monopole xi(r) of a mass field's overdensity (Pylians ``Xi``): (r [Mpc/h], xi)."""
-    import Pk_library as pkl
+    import Pk_library as pkl  # lazy: GPU machines run the torch path without Pylians
 
     box, mas = check_box(box), check_mas(mas)
     delta = overdensity(field)

@@ -155,7 +155,7 @@ def run(cfg: DictConfig, evaluate: Evaluate | None = None) -> dict[str, float]:
 
 def finish_loggers() -> None:
     """Close the W&B run even when training failed, so a sweep's next job starts clean."""
-    import wandb
+    import wandb  # lazy: optional on GPU machines, slow to import
 
     if wandb.run is not None:
         wandb.finish()
