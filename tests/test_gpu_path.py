@@ -25,6 +25,7 @@ SCRIPTS = (
     "benchmarks/bench_stats.py",
     "benchmarks/bench_predict.py",
     "benchmarks/bench_loader.py",
+    "benchmarks/gpu_report.py",
     "tests/test_predict.py",
     "tests/test_stats_torch.py",
 )
