@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -55,8 +56,6 @@ def compose_train(overrides: list[str], hydra_node: bool = False) -> DictConfig:
     """``conf/train.yaml`` composed with command-line style ``overrides``, for code that runs
     outside ``train.py`` (``python -m dm2gal.fields``, ``python -m dm2gal.hod``, tests);
     ``hydra_node`` keeps the ``hydra`` node."""
-    from hydra import compose, initialize_config_dir
-
     conf = Path(__file__).resolve().parents[2] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         return compose("train", overrides=overrides, return_hydra_config=hydra_node)

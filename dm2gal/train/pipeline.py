@@ -10,6 +10,8 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dm2gal.io.store import atomic_write_text
@@ -67,9 +69,6 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
 def with_sweep_info(cfg: DictConfig) -> DictConfig:
     """In a Hydra multirun, group the W&B runs by the sweep's id (the sweep directory's name)
     and tag each with its overrides. Other runs are returned unchanged."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     wandb_cfg = OmegaConf.select(cfg, "logger.wandb")
     if wandb_cfg is None or not HydraConfig.initialized():
         return cfg
