@@ -209,3 +209,15 @@ def test_oracle_mean_has_the_highest_r_in_every_band(small):
         noise = (1 - best**2) / np.sqrt(nmodes[band.name])
         for other in ("oracle_draw", "hod_binned"):
             assert best > scores[other][key] - 2 * noise, (band, other, scores)
+
+
+def test_realisation_changes_only_the_seed(small):
+    src, _, _, _ = small
+    other = src.realisation(6)
+    assert other.seed == 6 and src.seed == 5 and other.cache_dir == src.cache_dir
+    assert {k: v for k, v in other.config.items() if k != "seed"} == {
+        k: v for k, v in src.config.items() if k != "seed"
+    }
+    assert other.hash != src.hash
+    with pytest.raises(ValueError, match="seed"):
+        src.realisation(-1)

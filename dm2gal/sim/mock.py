@@ -15,6 +15,7 @@ renamed when complete.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
@@ -152,6 +153,12 @@ class MockUniverse:
     @property
     def store_dir(self) -> Path:
         return self.cache_dir / self.hash
+
+    def realisation(self, seed: int) -> MockUniverse:
+        """This universe's settings with another ``seed``: another realisation, same cache dir."""
+        other = copy.copy(self)
+        other.seed = _int_at_least("seed", seed, 0)
+        return other
 
     @property
     def particle_mass(self) -> float:
