@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from dm2gal.bands import Band, band_scores, decorrelation_ratios, default_bands, parse_bands
+from dm2gal.stats.bands import (
+    Band,
+    band_edges,
+    band_scores,
+    decorrelation_ratios,
+    default_bands,
+    parse_bands,
+)
 
 
 def test_default_bands_of_the_default_mock_grid():
@@ -63,3 +70,12 @@ def test_bad_bands_name_the_problem():
         decorrelation_ratios({"x": {}}, default_bands(75.0, 128), "oracle_mean")
     with pytest.raises(ValueError, match="one length"):
         band_scores(np.ones(3), np.ones(2), np.ones(3), default_bands(75.0, 128))
+
+
+def test_band_edges_for_plots():
+    assert band_edges(parse_bands({"a": [0, 1], "b": [1, 2], "c": [5, 5.5]}, 1.0, 2)) == [
+        1.0,
+        2.0,
+        5.0,
+        5.5,
+    ]

@@ -13,9 +13,9 @@ from scipy import integrate
 from scipy import stats as sps
 
 import dm2gal.sim.mock as mock_module
-from dm2gal import stats
-from dm2gal.bands import band_scores, default_bands
-from dm2gal.fields import paint
+from dm2gal.stats import pylians as stats
+from dm2gal.stats.bands import band_scores, default_bands
+from dm2gal.io.paint import paint
 from dm2gal.hod import BinnedHOD
 from dm2gal.sim import MockUniverse
 from dm2gal.sim.galaxies import (

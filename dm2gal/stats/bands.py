@@ -11,7 +11,7 @@ mean k falls in it. The defaults follow the grid of the measured cube (side ``bo
 
 When ``kN / 2 <= 1 h/Mpc`` the large band ends at ``kN / 2`` and intermediate and small are
 empty. A band without a bin is left out of the scores. Each band's score is the plain mean over
-its bins (as the all-k means of :func:`dm2gal.stats.summary`).
+its bins (as the all-k means of :func:`dm2gal.stats.base.scores`).
 """
 
 from __future__ import annotations
@@ -69,6 +69,11 @@ def parse_bands(
     if not bands:
         raise ValueError("bands is empty: give {name: [lo, hi]} entries or null for the defaults")
     return tuple(bands)
+
+
+def band_edges(bands: Sequence[Band]) -> list[float]:
+    """The bands' edges above k = 0, sorted (h/Mpc): where a plot marks them."""
+    return sorted({b.hi for b in bands} | {b.lo for b in bands if b.lo > 0})
 
 
 def band_scores(
