@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from dm2gal.eval.aggregate import compare, markdown, summarise
+from dm2gal.eval.evaluation import EvaluationSettings
 from dm2gal.eval.realisations import evaluate_realisations, mock_realisations
 from dm2gal.eval.report import ReportOptions
 from dm2gal.hod import BinnedHOD
@@ -160,3 +161,13 @@ def test_realisations_refuse_mismatched_boxes(universes, tmp_path):
         mock_realisations(MockUniverse(**SMALL, cache_dir=tmp_path), 2, 4)
     with pytest.raises(ValueError, match="evaluation.stores"):
         mock_realisations(store, 1, 100)
+
+
+def test_realisation_settings_are_checked():
+    settings = EvaluationSettings.from_config({"realisations": 3, "stores": ["/a", "/b"]})
+    assert (settings.realisations, settings.stores, settings.hod_draws) == (3, ("/a", "/b"), 3)
+    for key, value in [("realisations", -1), ("hod_draws", 0), ("realisation_seed", 1.5)]:
+        with pytest.raises(ValueError, match=f"evaluation.{key}"):
+            EvaluationSettings.from_config({key: value})
+    with pytest.raises(ValueError, match="evaluation.stores"):
+        EvaluationSettings.from_config({"stores": "/a"})
