@@ -13,10 +13,8 @@ from scipy import integrate
 from scipy import stats as sps
 
 import dm2gal.sim.mock as mock_module
-from dm2gal.stats import pylians as stats
-from dm2gal.stats.bands import band_scores, default_bands
-from dm2gal.io.paint import paint
 from dm2gal.hod import BinnedHOD
+from dm2gal.io.paint import paint
 from dm2gal.sim import MockUniverse
 from dm2gal.sim.galaxies import (
     GalaxyModel,
@@ -26,6 +24,8 @@ from dm2gal.sim.galaxies import (
     oracle_mean,
     populate,
 )
+from dm2gal.stats import pylians as stats
+from dm2gal.stats.bands import band_scores, default_bands
 
 H = 0.6774
 
