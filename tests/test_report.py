@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import struct
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -78,6 +79,40 @@ def test_perfect_prediction_scores_perfectly(tmp_path):
     scores = metrics["models"]["copy"]
     assert scores["rk_mean"] == pytest.approx(1.0, abs=1e-9)
     assert scores["total_mass_rel_err"] == scores["log_rmse"] == scores["bk_ratio_abs_err"] == 0.0
+
+
+def test_band_scores_and_oracle_ratios(tmp_path):
+    """Band keys per field, the band edges in metrics.json, ratios to oracle_mean's 1 - r^2."""
+    truth, preds = fields()
+    bands = {"low": [0.0, 0.2], "high": [0.2, 0.6]}
+    options = ReportOptions(k_pairs=K_PAIRS, thetas=THETAS, slice_width=3, bands=bands)
+    with_oracle = {**preds, "oracle_mean": preds["model"]}
+    metrics = write_report(tmp_path, BOX, truth, with_oracle, options)
+    assert metrics["bands"] == bands
+    pk = read_csv(tmp_path / "pk.csv")
+    rk = read_csv(tmp_path / "rk.csv")
+    k = np.array([float(row["k"]) for row in pk])
+    for name, scores in metrics["models"].items():
+        ratio = np.array([float(row[f"ratio_{name}"]) for row in pk])
+        r = np.array([float(row[f"r_{name}"]) for row in rk])
+        for band, (lo, hi) in bands.items():
+            sel = (k > lo) & (k <= hi)
+            assert scores[f"rk_mean_{band}"] == pytest.approx(r[sel].mean(), rel=1e-6)
+            err = np.abs(ratio[sel] - 1).mean()
+            assert scores[f"pk_ratio_abs_err_{band}"] == pytest.approx(err, rel=1e-6)
+            decor = scores[f"decorrelation_{band}"]
+            assert decor == pytest.approx(np.mean(1 - r[sel] ** 2), rel=1e-6)
+            oracle = metrics["models"]["oracle_mean"][f"decorrelation_{band}"]
+            assert scores[f"decorrelation_ratio_{band}"] == pytest.approx(decor / oracle)
+    assert metrics["models"]["oracle_mean"]["decorrelation_ratio_low"] == 1.0
+    assert metrics["models"]["hod"]["decorrelation_ratio_high"] > 5  # an unrelated field
+    # without an oracle: band scores, no ratios; default bands of the 16^3 / 75 Mpc/h grid
+    plain = write_report(tmp_path / "plain", BOX, truth, preds, replace(options, bands=None))
+    assert list(plain["bands"]) == ["large", "rest"]  # k_Nyq / 2 = 0.335 h/Mpc < 1 h/Mpc
+    assert "rk_mean_large" in plain["models"]["model"]
+    assert not any(key.startswith("decorrelation_ratio") for key in plain["models"]["model"])
+    with pytest.raises(ValueError, match="evaluation.report.bands"):
+        ReportOptions(bands={"x": [2.0, 1.0]})
 
 
 @pytest.mark.parametrize(

@@ -197,7 +197,7 @@ def test_cache_is_reused(tiny, monkeypatch):
     monkeypatch.setattr(MockUniverse, "_generate", fail)
     store = MockUniverse(**TINY, cache_dir=src.cache_dir).build()
     assert store.root == src.store_dir
-    assert store.fields() == ["dm", "stellar", "subhalo"]
+    assert store.fields() == ["dm", "oracle_draw", "oracle_mean", "stellar", "subhalo"]
 
 
 @pytest.mark.parametrize("damage", ["flip_byte", "drop_catalogs", "drop_field", "wrong_hash"])

@@ -93,15 +93,45 @@ def test_train_then_evaluate_as_a_user(tmp_path: Path):
     assert (run / "csv" / "metrics.csv").is_file()
     metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
     assert {"model", "model_calibrated", "hod_binned"} <= set(metrics["models"])
+    # the mock's physical limit beside them, and scores per k band
+    assert {"oracle_mean", "oracle_draw"} <= set(metrics["models"])
+    assert list(metrics["bands"]) == ["large", "intermediate", "small", "rest"]
+    assert metrics["models"]["oracle_mean"]["decorrelation_ratio_large"] == 1.0
+    assert "pk_ratio_abs_err_large" in metrics["models"]["model"]
     above = json.loads((run / "evaluation" / "above_1e+08" / "metrics.json").read_text())
     assert {"model", "hod_binned"} <= set(above["models"])
     png = (run / "evaluation" / "pk.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
 
     out = tmp_path / "again"
-    run_script("evaluate.py", f"run_dir={run}", f"out_dir={out}", cwd=tmp_path)
+    run_script(
+        "evaluate.py",
+        f"run_dir={run}",
+        f"out_dir={out}",
+        "evaluation.realisations=2",
+        "evaluation.hod_draws=2",
+        cwd=tmp_path,
+    )
     again = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert {"model", "hod_binned", "hod_zheng07"} <= set(again["models"])
+    # two further whole-box universes of the run's mock (seeds 1000, 1001), cached beside it
+    real = json.loads((out / "evaluation" / "realisations.json").read_text())
+    fields = {
+        "model",
+        "model_calibrated",
+        "hod_binned",
+        "hod_zheng07",
+        "oracle_mean",
+        "oracle_draw",
+    }
+    assert set(real) == fields
+    for field in fields:
+        assert {"pk_ratio_abs_err", "rk_mean_large", "bk_ratio_abs_err"} <= set(real[field])
+        for entry in real[field].values():
+            assert len(entry["values"]) == 2 and entry["std"] >= 0
+    assert len(real["hod_binned"]["rk_mean"]["draws"][0]) == 2
+    assert len(list(data_dir.glob("mock/*"))) >= 3
+    assert "| model | hod_binned |" in (out / "evaluation" / "realisations.md").read_text()
     # the same checkpoint and data give the same prediction
     assert again["models"]["model"]["total_mass_rel_err"] == pytest.approx(
         metrics["models"]["model"]["total_mass_rel_err"], rel=1e-5

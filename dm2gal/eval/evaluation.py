@@ -1,7 +1,10 @@
 """Held-out evaluation: predict the test region, paint the HOD benchmarks, write the report.
 
 Artefacts go to ``<out_dir>/evaluation/``: a field store with the truth, the prediction and each
-HOD field on the test region (with metadata), ``metrics.json``, CSV tables and PNG plots. The
+HOD field on the test region (with metadata), ``metrics.json``, CSV tables and PNG plots. A mock
+source adds its oracle fields (``oracle_mean``, ``oracle_draw``) as rows beside them. With
+``realisations`` > 0 (or ``stores``) the run is also scored on whole boxes it never saw
+(:mod:`dm2gal.eval.realisations`: ``realisations.json`` / ``.md``, mean +- std plots). The
 settings are one object, :class:`EvaluationSettings` (the ``evaluation`` config group).
 """
 
@@ -21,12 +24,14 @@ from omegaconf import DictConfig, OmegaConf
 from dm2gal import __version__
 from dm2gal.data.crops import read_crop
 from dm2gal.data.regions import Region
+from dm2gal.eval.realisations import evaluate_realisations, mock_realisations, whole_box
 from dm2gal.eval.report import ReportOptions, write_report
-from dm2gal.hod import build_hod_field
-from dm2gal.infer.calibration import fit_calibration
+from dm2gal.hod import HOD
+from dm2gal.infer.calibration import QuantileMap, fit_calibration
 from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, default_device, predict_fields
-from dm2gal.io.catalog import CATALOGS_FILE
+from dm2gal.io.catalog import CATALOGS_FILE, load_catalogs
 from dm2gal.io.store import FieldStore
+from dm2gal.sim.mock import ORACLE_FIELDS
 from dm2gal.train.loggers import find_wandb, wandb_logger
 from dm2gal.train.runs import find_runs, load_run
 
@@ -41,7 +46,9 @@ class EvaluationSettings:
     ``min_mass``: also score only voxels whose true M* exceeds it (Msun/h; None: whole field
     only); ``calibration_voxels``: about this many voxels of whole-box slabs are predicted to fit
     a quantile calibration on their training-region voxels (0: off); ``report``: how the report
-    measures (:class:`ReportOptions`).
+    measures (:class:`ReportOptions`); ``realisations``: further mock universes (seeds
+    ``realisation_seed + i``) on which the run is scored whole-box, and ``stores``: field stores
+    scored the same way (paths); ``hod_draws``: HOD draws painted per realisation.
     """
 
     tile: int = DEFAULT_TILE
@@ -49,11 +56,23 @@ class EvaluationSettings:
     min_mass: float | None = None
     calibration_voxels: int = 0
     report: ReportOptions = dataclasses.field(default_factory=ReportOptions)
+    realisations: int = 0
+    realisation_seed: int = 1000
+    hod_draws: int = 3
+    stores: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        v = self.calibration_voxels
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"evaluation.calibration_voxels must be an integer >= 0, got {v!r}")
+        for key, minimum in (
+            ("calibration_voxels", 0),
+            ("realisations", 0),
+            ("realisation_seed", 0),
+            ("hod_draws", 1),
+        ):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                raise ValueError(f"evaluation.{key} must be an integer >= {minimum}, got {v!r}")
+        if isinstance(self.stores, str) or not all(isinstance(x, str) for x in self.stores):
+            raise ValueError(f"evaluation.stores must be a list of paths, got {self.stores!r}")
         if self.min_mass is not None and not self.min_mass > 0:
             raise ValueError(f"evaluation.min_mass must be > 0 Msun/h or null, got {self.min_mass}")
 
@@ -68,6 +87,8 @@ class EvaluationSettings:
         report = values.pop("report", None) or {}
         if "k_pairs" in report:
             report["k_pairs"] = tuple(tuple(pair) for pair in report["k_pairs"])
+        if isinstance(values.get("stores"), list):
+            values["stores"] = tuple(values["stores"])
         try:
             return cls(**values, report=ReportOptions(**report))
         except TypeError as err:
@@ -82,24 +103,40 @@ def region_field(field: np.ndarray, region: Region) -> np.ndarray:
     return read_crop(field, region.start, region.size)
 
 
-def hod_fields(
-    hod_cfgs: Sequence[DictConfig], datamodule: Any, region: Region, seed: int
-) -> dict[str, np.ndarray]:
-    """Fit each HOD on the training region, paint it on the whole box, cut the test region."""
+def fit_hods(hod_cfgs: Sequence[DictConfig], datamodule: Any) -> dict[str, HOD]:
+    """Each HOD (by name) fitted on the catalogues' galaxies outside the held-out regions."""
     catalogs = datamodule.store.root / CATALOGS_FILE
+    if not hod_cfgs:
+        return {}
     if not catalogs.is_file():
         log.warning("%s not found: no HOD benchmark for this data source", catalogs)
         return {}
+    halos, galaxies = load_catalogs(catalogs)
 
     def is_heldout(pos: np.ndarray) -> np.ndarray:
         return datamodule.splits.is_heldout(pos, datamodule.box)
 
-    out = {}
-    for hod_cfg in hod_cfgs:
-        hod = instantiate(hod_cfg)
-        field = build_hod_field(hod, datamodule.store, is_heldout, seed)
-        out[f"hod_{hod.name}"] = region_field(field, region)
-    return out
+    hods = [instantiate(cfg) for cfg in hod_cfgs]
+    return {hod.name: hod.fit(halos, galaxies, is_heldout, datamodule.box) for hod in hods}
+
+
+def hod_fields(
+    hods: Mapping[str, HOD], store: FieldStore, region: Region, seed: int
+) -> dict[str, np.ndarray]:
+    """Each fitted HOD painted on the whole box of ``store`` (its halos), cut to ``region``."""
+    if not hods:
+        return {}
+    halos, _ = load_catalogs(store.root / CATALOGS_FILE)
+    return {
+        f"hod_{name}": region_field(hod.paint(halos, store.grid, store.box, seed), region)
+        for name, hod in hods.items()
+    }
+
+
+def oracle_fields(store: FieldStore, region: Region) -> dict[str, np.ndarray]:
+    """The mock's oracle fields on ``region``; none for a source without them."""
+    held = store.fields()
+    return {name: region_field(store.read(name), region) for name in ORACLE_FIELDS if name in held}
 
 
 def score_above(
@@ -137,12 +174,13 @@ def evaluate_test_region(
     settings: EvaluationSettings,
     *,
     channels_last: bool = False,
-    hods: Sequence[DictConfig] = (),
+    hods: Mapping[str, HOD] | None = None,
     seed: int = 0,
     config: dict | None = None,
     logger: Any = None,
 ) -> dict[str, float]:
-    """Predict the test region with ``net``, compare truth / model / HODs, write every artefact
+    """Predict the test region with ``net``, compare truth / model / the fitted ``hods`` / the
+    oracles (mock sources), write every artefact
     (with ``settings.min_mass``: also the paper's scoring, on voxels whose true M* exceeds it,
     into ``above_<min_mass>/``). With ``settings.calibration_voxels`` > 0, about that many voxels
     of the box are also predicted to fit a quantile calibration on their training-region voxels
@@ -174,7 +212,8 @@ def evaluate_test_region(
         )
         calibrate.save(out_dir / "calibration.csv")
         fields["model_calibrated"] = calibrate(prediction)
-    fields.update(hod_fields(hods, datamodule, region, seed))
+    fields.update(hod_fields(hods or {}, store, region, seed))
+    fields.update(oracle_fields(store, region))
 
     side = region.size[0] * store.box / store.grid
     results = FieldStore(out_dir / "fields")
@@ -232,20 +271,85 @@ def evaluate_run(
     settings = EvaluationSettings.from_config(cfg.get("evaluation"))
     if settings.report.backend == "torch":
         settings = _on_device(settings)
+    fitted = fit_hods(hods, datamodule)
+    channels_last = module.hparams.get("channels_last", False)
     metrics = evaluate_test_region(
         module.net,
         datamodule,
         run_dir / "evaluation",
         settings,
-        channels_last=module.hparams.get("channels_last", False),
-        hods=hods,
+        channels_last=channels_last,
+        hods=fitted,
         seed=cfg.seed,
         config={"config": OmegaConf.to_container(cfg, resolve=False), "checkpoint": checkpoint},
         logger=log_artefact,
     )
+    if settings.realisations or settings.stores:
+        summary = score_realisations(
+            module.net, datamodule, run_dir / "evaluation", settings, fitted, cfg.seed,
+            channels_last,
+        )  # fmt: skip
+        metrics.update(realisation_metrics(summary))
     for lg in loggers:
         lg.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
     return metrics
+
+
+def score_realisations(
+    net: Any,
+    datamodule: Any,
+    out_dir: Path,
+    settings: EvaluationSettings,
+    hods: Mapping[str, HOD],
+    seed: int,
+    channels_last: bool = False,
+) -> dict[str, dict[str, dict]]:
+    """Score the run on ``settings.realisations`` further universes of its mock source and on
+    ``settings.stores``, whole-box, into ``out_dir`` (:mod:`dm2gal.eval.realisations`), with the
+    calibration the test-region evaluation saved there and the HODs fitted on the training
+    region."""
+    stores = mock_realisations(datamodule.source, settings.realisations, settings.realisation_seed)
+    stores += [FieldStore(path) for path in settings.stores]
+    voxel = datamodule.store.box / datamodule.store.grid
+    for store in stores:
+        missing = [name for name in datamodule.inputs if name not in store.fields()]
+        if missing:
+            raise ValueError(f"{store.root}: lacks the network's input fields {missing}")
+        if not np.isclose(store.box / store.grid, voxel, rtol=1e-6):
+            raise ValueError(
+                f"{store.root}: voxels of {store.box / store.grid:.6g} Mpc/h; the network was "
+                f"trained on voxels of {voxel:.6g} Mpc/h"
+            )
+    options = settings.predict_options(channels_last, progress=False)
+
+    def predict(store: FieldStore) -> np.ndarray:
+        inputs = [store.read(name) for name in datamodule.inputs]
+        return predict_fields(net, datamodule.transform, inputs, whole_box(store), options)
+
+    calibration = out_dir / "calibration.csv"
+    calibrate = QuantileMap.load(calibration) if settings.calibration_voxels else None
+    return evaluate_realisations(
+        stores,
+        predict,
+        datamodule.target,
+        out_dir,
+        settings.report,
+        calibrate=calibrate,
+        hods=hods,
+        hod_draws=settings.hod_draws,
+        seed=seed,
+    )
+
+
+def realisation_metrics(summary: Mapping[str, Mapping[str, Mapping]]) -> dict[str, float]:
+    """Flat ``realisations/<field>/<metric>`` means and ``.../std`` spreads for loggers."""
+    out = {}
+    for field, metrics in summary.items():
+        for metric, entry in metrics.items():
+            out[f"realisations/{field}/{metric}"] = entry["mean"]
+            if entry["std"] is not None:
+                out[f"realisations/{field}/{metric}/std"] = entry["std"]
+    return out
 
 
 def _on_device(settings: EvaluationSettings) -> EvaluationSettings:

@@ -8,6 +8,11 @@ Pylians reference, ``ReportOptions.backend = "pylians"``); :func:`write_tables` 
 (k1, k2) pair), ``pdf.png`` and ``slices.png`` (projected slabs, truth | each prediction) with
 matplotlib's Agg canvas. :func:`write_report` checks the inputs and runs the three. Every file is
 written atomically. Units: k [h/Mpc], P [(Mpc/h)^3], B [(Mpc/h)^6], masses Msun/h.
+
+Beside the all-k means, every field is scored per k band (:mod:`dm2gal.stats.bands`:
+``rk_mean_<band>``, ``pk_ratio_abs_err_<band>``, ``decorrelation_<band>``) and, when the
+fields include the mock's ``oracle_mean`` (the physical limit of r(k)), by its decorrelation
+relative to the oracle's (``decorrelation_ratio_<band>``).
 """
 
 from __future__ import annotations
@@ -25,11 +30,14 @@ from matplotlib.ticker import NullFormatter
 
 from dm2gal.io.store import atomic_path
 from dm2gal.stats import base, fast, pylians
+from dm2gal.stats.bands import Band, band_edges, band_scores, decorrelation_ratios, parse_bands
 from dm2gal.stats.base import Bispectrum
 
 Logger = Callable[[str, Any], None]
 PLOTS = ("pk", "rk", "bk", "pdf", "slices")
 BACKENDS = ("torch", "pylians")
+#: the field whose decorrelation 1 - r^2 per band is the physical limit (mock sources only)
+ORACLE_REFERENCE = "oracle_mean"
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,8 @@ class ReportOptions:
     [rad]; ``k_max`` [h/Mpc] bounds the scalar P(k) / r(k) scores (default: Nyquist);
     ``slice_width`` is the slab thickness (voxels) of ``slices.png``; ``pdf_bins`` the voxel PDF's
     bins; ``mas`` the window deconvolved; ``backend`` ``"torch"`` (on ``device``) or
-    ``"pylians"`` (on ``threads`` threads).
+    ``"pylians"`` (on ``threads`` threads); ``bands`` the k bands scored, ``{name: [lo, hi]}``
+    in h/Mpc (None: :func:`dm2gal.stats.bands.default_bands` of the measured grid).
     """
 
     k_pairs: Sequence[tuple[float, float]] = base.DEFAULT_K_PAIRS
@@ -52,6 +61,7 @@ class ReportOptions:
     backend: str = "torch"
     device: str = "cpu"
     threads: int = 1
+    bands: Mapping[str, Sequence[float]] | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -62,6 +72,11 @@ class ReportOptions:
             raise ValueError(
                 f"evaluation.report.slice_width must be an integer >= 1, got {self.slice_width!r}"
             )
+        if self.bands is not None:
+            try:
+                parse_bands(self.bands, 1.0, 2)
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"evaluation.report.bands: {err}") from err
 
     def cross_power(self, a: np.ndarray, b: np.ndarray, box: float) -> base.CrossPower:
         if self.backend == "torch":
@@ -88,6 +103,7 @@ class Measurements:
     pdf_edges: np.ndarray
     pdf: dict[str, np.ndarray]
     scores: dict[str, dict[str, float]]
+    bands: tuple[Band, ...]
 
     @property
     def names(self) -> list[str]:
@@ -124,11 +140,15 @@ def _plot_pk(names: list[str], pk: dict[str, np.ndarray], k: np.ndarray) -> Figu
     return fig
 
 
-def _plot_rk(names: list[str], rk: dict[str, np.ndarray], k: np.ndarray) -> Figure:
+def _plot_rk(
+    names: list[str], rk: dict[str, np.ndarray], k: np.ndarray, bands: Sequence[Band]
+) -> Figure:
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     for name in names:
         ax.semilogx(k, rk[name], label=name)
+    for edge in band_edges(bands):
+        ax.axvline(edge, color="grey", lw=0.6, ls=":")
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set(xlabel=r"$k\ [h\,\mathrm{Mpc}^{-1}]$", ylabel=r"$r(k)$ with truth")
     ax.legend()
@@ -199,9 +219,15 @@ def check_fields(truth: np.ndarray, predictions: Mapping[str, np.ndarray]) -> di
     return fields
 
 
-def measure(box: float, fields: Mapping[str, np.ndarray], options: ReportOptions) -> Measurements:
+def measure(
+    box: float,
+    fields: Mapping[str, np.ndarray],
+    options: ReportOptions,
+    pdf_edges: np.ndarray | None = None,
+) -> Measurements:
     """Measure ``fields`` (``truth`` plus predictions, see :func:`check_fields`) of a periodic
-    cube of side ``box`` Mpc/h."""
+    cube of side ``box`` Mpc/h; the voxel PDF on ``pdf_edges`` (log10 Msun/h; None: the
+    fields' non-empty range in ``options.pdf_bins`` bins)."""
     truth, n = fields["truth"], fields["truth"].shape[0]
     names = [name for name in fields if name != "truth"]
     thetas = np.asarray(options.thetas, dtype=np.float64)
@@ -213,16 +239,19 @@ def measure(box: float, fields: Mapping[str, np.ndarray], options: ReportOptions
         )
     cross = {name: options.cross_power(truth, fields[name], box) for name in names}
     bk = {name: options.bispectra(f, box) for name, f in fields.items()}
-    positive = [np.log10(f[f > 0]) for f in fields.values() if (f > 0).any()]
-    lo = min(p.min() for p in positive) if positive else 0.0
-    hi = max(p.max() for p in positive) if positive else 1.0
-    edges = np.linspace(lo, max(hi, lo + 1e-3), options.pdf_bins + 1)
+    edges = _pdf_edges(fields.values(), options.pdf_bins) if pdf_edges is None else pdf_edges
+    bands = parse_bands(options.bands, box, n)
     scores = {}
     for name in names:
         s = base.scores(truth, fields[name], box, k_max=options.k_max, cross=cross[name])
         ratios = [np.abs(b.B / ref.B - 1.0) for b, ref in zip(bk[name], bk["truth"], strict=True)]
         s["bk_ratio_abs_err"] = float(np.mean(np.concatenate(ratios)))
+        xp = cross[name]
+        s |= band_scores(xp.k, xp.pk_b / xp.pk_a, xp.r, bands)
         scores[name] = s
+    if ORACLE_REFERENCE in scores:
+        for name, ratios in decorrelation_ratios(scores, bands, ORACLE_REFERENCE).items():
+            scores[name] |= ratios
     first = cross[names[0]]
     return Measurements(
         box=float(box),
@@ -235,18 +264,29 @@ def measure(box: float, fields: Mapping[str, np.ndarray], options: ReportOptions
         pdf_edges=edges,
         pdf={name: base.voxel_pdf(f, edges)[1] for name, f in fields.items()},
         scores=scores,
+        bands=bands,
     )
+
+
+def _pdf_edges(fields: Any, bins: int) -> np.ndarray:
+    """``bins`` equal log10 bins spanning the non-empty voxels of ``fields``."""
+    positive = [np.log10(f[f > 0]) for f in fields if (f > 0).any()]
+    lo = min(p.min() for p in positive) if positive else 0.0
+    hi = max(p.max() for p in positive) if positive else 1.0
+    return np.linspace(lo, max(hi, lo + 1e-3), bins + 1)
 
 
 def write_tables(out: Path, m: Measurements, options: ReportOptions) -> dict[str, Any]:
     """Write ``metrics.json`` and the CSV tables of ``m`` into ``out``; return the metrics:
-    ``{"box", "grid", "k_max", "k_pairs", "models": {name: {metric: value}}}``."""
+    ``{"box", "grid", "k_max", "k_pairs", "bands": {band: [lo, hi]}, "models": {name: {metric:
+    value}}}``."""
     names, fields = m.names, ["truth", *m.names]
     metrics = {
         "box": m.box,
         "grid": m.grid,
         "k_max": m.scores[names[0]]["k_max"],
         "k_pairs": [[float(k1), float(k2)] for k1, k2 in options.k_pairs],
+        "bands": {b.name: [b.lo, b.hi] for b in m.bands},
         "models": m.scores,
     }
     with atomic_path(out / "metrics.json") as tmp:
@@ -287,7 +327,7 @@ def write_plots(
     """Draw the report's PNG plots of ``m`` (and slices of ``fields``) into ``out``."""
     figures = {
         "pk": _plot_pk(m.names, m.pk, m.k),
-        "rk": _plot_rk(m.names, m.rk, m.k),
+        "rk": _plot_rk(m.names, m.rk, m.k, m.bands),
         "bk": _plot_bk(m.names, m.bk),
         "pdf": _plot_pdf(m.names, m.pdf, m.pdf_edges),
         "slices": plot_slices(dict(fields), int(slice_width), m.box),

@@ -3,13 +3,19 @@
 Pipeline: Gaussian ICs (colossus linear P(k)) -> 2LPT to ``z_init`` -> FastPM particle-mesh
 steps to z=0 on a force mesh ``pm_factor`` times finer than the particle lattice -> periodic FoF
 halos (``linking_b`` times the mean spacing) -> galaxies (Moster+13 SHMR with an environment
-term, satellites on member particles) -> three CIC fields with Pylians: ``dm``, ``subhalo``
-(each halo's mass at its centre) and ``stellar``, plus ``catalogs.h5``. Everything lands in
-``cache_dir / <config hash>`` through a temporary directory renamed when complete.
+term, satellites on member particles) -> CIC fields with Pylians: ``dm``, ``subhalo`` (each
+halo's mass at its centre) and ``stellar``, plus ``catalogs.h5``. Beside them, the oracle of the
+galaxy model on the same halos: ``oracle_mean`` (the expected stellar field given the
+gravity-only run, :func:`dm2gal.sim.galaxies.oracle_mean`; no deterministic map from the DM
+run has a higher expected r(k) with ``stellar``) and ``oracle_draw`` (an independent draw of
+the scatter and the satellites from a third seed stream: what a perfect stochastic model
+scores). Everything lands in ``cache_dir / <config hash>`` through a temporary directory
+renamed when complete.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 import warnings
@@ -25,15 +31,22 @@ from dm2gal.io.paint import paint
 from dm2gal.io.store import FieldStore, StoreError, config_hash, file_hash, staged_dir
 from dm2gal.sim.cosmology import Cosmology
 from dm2gal.sim.fof import friends_of_friends
-from dm2gal.sim.galaxies import GalaxyModel, environment_residual, populate, smoothed_log_density
+from dm2gal.sim.galaxies import (
+    GalaxyModel,
+    environment_residual,
+    oracle_mean,
+    populate,
+    smoothed_log_density,
+)
 from dm2gal.sim.ics import linear_delta_k
 from dm2gal.sim.lpt import lattice, lpt_displacements
 from dm2gal.sim.pm import ParticleMesh, evolve
 
 log = logging.getLogger(__name__)
 
-MOCK_VERSION = 1  # bump when the generated data change for the same configuration
+MOCK_VERSION = 2  # bump when the generated data change for the same configuration
 FIELDS = ("dm", "subhalo", "stellar")
+ORACLE_FIELDS = ("oracle_mean", "oracle_draw")
 CATALOGS = "catalogs.h5"
 
 
@@ -138,14 +151,21 @@ class MockUniverse:
     def store_dir(self) -> Path:
         return self.cache_dir / self.hash
 
+    def realisation(self, seed: int) -> MockUniverse:
+        """This universe's settings with another ``seed``: another realisation, same cache dir."""
+        other = copy.copy(self)
+        other.seed = _int_at_least("seed", seed, 0)
+        return other
+
     @property
     def particle_mass(self) -> float:
         """Mass of one DM particle, Msun/h."""
         return self.cosmo.rho_m * (self.box / self.particles) ** 3
 
-    def _seeds(self) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
-        ics, galaxies = np.random.SeedSequence(self.seed).spawn(2)
-        return ics, galaxies
+    def _seeds(self) -> tuple[np.random.SeedSequence, ...]:
+        """Seed streams: initial conditions, the galaxies, the oracle's independent draw."""
+        ics, galaxies, oracle = np.random.SeedSequence(self.seed).spawn(3)
+        return ics, galaxies, oracle
 
     # -- physics ------------------------------------------------------------------------------
     def linear_density(self) -> np.ndarray:
@@ -187,18 +207,16 @@ class MockUniverse:
         model = self.galaxy_model
         log_env = smoothed_log_density(dm, self.box, model.env_radius, groups.centre)
         env = environment_residual(np.log10(halo_mass), log_env)
-        halos, galaxies = populate(
-            groups.centre,
-            halo_mass,
-            groups.members(),
-            pos,
-            env,
-            min_sub_mass=self.min_halo_particles * self.particle_mass,
-            h=self.cosmo.h,
-            model=model,
-            rng=np.random.default_rng(self._seeds()[1]),
-        )
+        hosts = (groups.centre, halo_mass, groups.members(), pos, env)
+        physics = {
+            "min_sub_mass": self.min_halo_particles * self.particle_mass,
+            "h": self.cosmo.h,
+            "model": model,
+        }
+        halos, galaxies = populate(*hosts, **physics, rng=np.random.default_rng(self._seeds()[1]))
         log.info("galaxies: %d (%d centrals)", len(galaxies), int(galaxies.central.sum()))
+        _, draw = populate(*hosts, **physics, rng=np.random.default_rng(self._seeds()[2]))
+        mean_pos, mean_mass = oracle_mean(*hosts, **physics)
 
         save_catalogs(root / CATALOGS, halos, galaxies)
         store = FieldStore(root)
@@ -217,6 +235,12 @@ class MockUniverse:
         store.write("subhalo", subhalo, units="Msun/h per voxel", mas="CIC")
         stellar = paint(galaxies.pos, galaxies.mstar, self.grid, self.box)
         store.write("stellar", stellar, units="Msun/h per voxel", mas="CIC")
+        oracles = {
+            "oracle_mean": paint(mean_pos, mean_mass, self.grid, self.box),
+            "oracle_draw": paint(draw.pos, draw.mstar, self.grid, self.box),
+        }
+        for name, field in oracles.items():
+            store.write(name, field, units="Msun/h per voxel", mas="CIC")
         log.info("mock universe generated in %.1f s", time.perf_counter() - t0)
 
     # -- cache --------------------------------------------------------------------------------
@@ -231,10 +255,10 @@ class MockUniverse:
         stored = meta.get("attrs", {}).get("config_hash")
         if stored != self.hash:
             return f"config hash {stored!r} in {store.meta_path} != expected {self.hash!r}"
-        missing = [name for name in FIELDS if name not in meta["fields"]]
+        missing = [name for name in FIELDS + ORACLE_FIELDS if name not in meta["fields"]]
         if missing:
             return f"fields {missing} missing"
-        bad = store.verify(list(FIELDS))
+        bad = store.verify(list(FIELDS + ORACLE_FIELDS))
         if bad:
             return f"fields {bad} missing on disk or failing their content hash"
         catalogs = root / CATALOGS
