@@ -302,16 +302,6 @@ def test_halo_mass_function_matches_watson13(mock64):
         assert found == pytest.approx(expected, rel=0.2), (n_min, found, expected)
 
 
-def test_install_keeps_a_store_finished_meanwhile(tiny, tmp_path):
-    src, _ = tiny
-    other = tmp_path / "other"
-    other.mkdir()
-    before = (src.store_dir / "meta.json").read_text()
-    src._install(other)  # as if a concurrent build finished first: theirs is kept
-    assert (src.store_dir / "meta.json").read_text() == before
-    assert src.cache_problem() is None
-
-
 @pytest.mark.slow
 def test_central_stellar_mass_depends_on_environment_beyond_halo_mass(mock64):
     src, store = mock64

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dm2gal.io.store import FieldStore, StoreError, atomic_write_text, config_hash
+from dm2gal.io.store import FieldStore, StoreError, atomic_write_text, config_hash, staged_dir
 
 
 @pytest.fixture
@@ -75,3 +75,27 @@ def test_atomic_text_has_normal_permissions(tmp_path: Path):
 def test_config_hash_is_stable_and_order_free():
     assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_staged_dir_replaces_the_target_only_when_complete(tmp_path):
+    target = tmp_path / "store"
+    target.mkdir()
+    (target / "a").write_text("old")
+    with pytest.raises(RuntimeError), staged_dir(target) as tmp:
+        (tmp / "a").write_text("half")
+        raise RuntimeError("crash")
+    assert (target / "a").read_text() == "old"
+    with staged_dir(target) as tmp:
+        (tmp / "a").write_text("new")
+    assert (target / "a").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]  # no staging or old dir left
+
+
+def test_staged_dir_keeps_a_target_another_process_finished(tmp_path):
+    target = tmp_path / "store"
+    with staged_dir(target, keep=lambda root: (root / "a").is_file()) as tmp:
+        (tmp / "a").write_text("mine")
+        target.mkdir()
+        (target / "a").write_text("theirs")
+    assert (target / "a").read_text() == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
