@@ -61,6 +61,8 @@ class Dm2galModule(L.LightningModule):
         transform = getattr(datamodule, "transform", None)
         if transform is not None and hasattr(self.net, "empty_value"):
             self.net.empty_value = float(transform.empty_value)
+        if transform is not None and hasattr(self.net, "set_target_transform"):
+            self.net.set_target_transform(transform)
         if self.hparams.channels_last:
             self.net.to(memory_format=torch.channels_last_3d)
         if self.hparams.compile and stage == "fit":

@@ -1,0 +1,80 @@
+"""Probabilistic network: per voxel, the distribution of stellar mass given the inputs."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from dm2gal.models.mixture import LN10, OccupancyMixture
+from dm2gal.models.occupancy import OccupancyNet
+
+
+class ProbabilisticNet(OccupancyNet):
+    """An :class:`OccupancyNet` whose ``3 * components`` value channels parametrise a Gaussian
+    mixture of an occupied voxel's normalised target: the :class:`OccupancyMixture` that
+    :meth:`distribution` builds and :class:`dm2gal.losses.OccupancyNLL` trains by likelihood.
+
+    ``infer`` (what prediction, the validation callback and the evaluation call) returns the
+    normalised *mean* ``E[M]``, and :meth:`draw` a normalised random draw, both such that the
+    data transform's inverse gives them in Msun/h per voxel. Both need the target transform
+    (:meth:`set_target_transform`, which the Lightning module calls at set-up); it is kept in
+    a buffer, so a checkpoint carries it.
+
+    Args:
+        components: Gaussians in the mixture (``K >= 1``).
+        others: as :class:`dm2gal.models.UNet3d`; ``out_channels`` must be 1.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 2,
+        out_channels: int = 1,
+        channels: int = 16,
+        levels: int = 2,
+        convs: int = 2,
+        components: int = 2,
+    ) -> None:
+        if int(components) != components or components < 1:
+            raise ValueError(f"ProbabilisticNet: components must be >= 1, got {components!r}")
+        super().__init__(in_channels, out_channels, 3 * int(components), channels, levels, convs)
+        self.components = int(components)
+        # mean and std of log10(1 + M), largest mass per voxel (Msun/h): the target transform
+        self.register_buffer(
+            "target_scale", torch.tensor([0.0, 1.0, math.inf], dtype=torch.float64)
+        )
+
+    def set_target_transform(self, transform: Any) -> None:
+        """Take the target's ``log10(1 + M)`` mean and std and its ``target_max`` from a
+        :class:`dm2gal.data.transforms.FieldTransform`; the distribution lives in log mass."""
+        if not transform.log:
+            raise ValueError(
+                "ProbabilisticNet: the data transform must take log10(1 + M) of the target "
+                "(data config log: true); its mixture is over log stellar mass"
+            )
+        top = math.inf if transform.target_max is None else transform.target_max
+        self.target_scale.copy_(
+            torch.tensor([transform.target_mean, transform.target_std, top], dtype=torch.float64)
+        )
+
+    def distribution(self, output: torch.Tensor) -> OccupancyMixture:
+        """The per-voxel distribution described by a raw output of :meth:`forward`."""
+        mean, std, top = self.target_scale.tolist()
+        return OccupancyMixture(output, mean, std, top)
+
+    def _normalised(self, mass: torch.Tensor) -> torch.Tensor:
+        mean, std, _ = self.target_scale.tolist()
+        return ((torch.log1p(mass) / LN10 - mean) / std).float()
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        """The normalised ``log10(1 + E[M])``: the mean field, exact after the inverse
+        transform."""
+        return self._normalised(self.distribution(self(x)).mean())
+
+    def draw(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A normalised random draw (independent per voxel) from ``generator``."""
+        return self._normalised(self.distribution(self(x)).sample(generator))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, components={self.components}"
