@@ -149,11 +149,11 @@ def test_trained_head_recovers_known_distribution() -> None:
     target = transform.forward_target(mass).float()
     shape = (1, 1, 1, 1, n)
     batch = {"target": target.reshape(shape), "occupied": occupied.reshape(shape)}
-    head = torch.nn.Conv3d(1, 4, 1)
     torch.manual_seed(0)
+    head = torch.nn.Conv3d(1, 4, 1)
     opt = torch.optim.Adam(head.parameters(), lr=0.05)
     loss_fn = OccupancyNLL()
-    for _ in range(300):
+    for _ in range(500):
         opt.zero_grad()
         loss_fn(head(x.reshape(shape)), batch).backward()
         opt.step()
@@ -190,3 +190,17 @@ def test_net_mean_and_draws_through_the_transform() -> None:
     assert copy.target_scale.tolist() == [2.5, 3.0, 1e11]
     with pytest.raises(ValueError, match="must take log10"):
         net.set_target_transform(FieldTransform([0.0], [1.0], log=False))
+
+
+def test_draw_from_noise_by_hand() -> None:
+    """Occupancy p = 0.5, weights (0.25, 0.75): noise (0.3, 0.6, Phi(1)) picks an occupied
+    voxel of component 2, one scale above its location; noise 0.7 in channel 0 an empty one."""
+    locs, sigmas, t_mean, t_std = [1.0, 0.5], [0.2, 0.3], 8.0, 2.0
+    dist = OccupancyMixture(_output(0.0, [0.0, math.log(3.0)], locs, sigmas, 2), t_mean, t_std)
+    phi1 = stats.norm.cdf(1.0)
+    noise = torch.tensor([[0.3, 0.7], [0.6, 0.6], [phi1, phi1]], dtype=torch.float64)
+    mass = dist.from_noise(noise.reshape(1, 3, 1, 1, 2)).flatten().tolist()
+    expected = 10 ** (t_std * (0.5 + 0.3) + t_mean) - 1
+    assert mass == pytest.approx([expected, 0.0], rel=1e-6)  # float32 parameters
+    with pytest.raises(ValueError, match="noise must have shape"):
+        dist.from_noise(torch.rand(1, 2, 1, 1, 2))

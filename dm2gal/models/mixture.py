@@ -34,6 +34,8 @@ LN10 = math.log(10.0)
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 # smallest scale of a component (normalised units), so a density never collapses onto a voxel
 SCALE_MIN = 1e-3
+# uniform numbers per voxel that one draw uses (occupancy, component, log mass)
+NOISE_CHANNELS = 3
 
 
 def _log1mexp(x: Tensor) -> Tensor:
@@ -132,14 +134,27 @@ class OccupancyMixture:
     def sample(self, generator: torch.Generator) -> Tensor:
         """One draw of ``M`` per voxel (Msun/h, float64), from ``generator`` (on the output's
         device): the same generator state gives the same draw."""
-        shape = self.logit.shape
-        device = self.logit.device
-        occupied = torch.rand(shape, generator=generator, device=device) < self.occupancy()
-        u = torch.rand(shape, generator=generator, device=device)
-        cumulative = self.log_weights.exp().cumsum(dim=1)
-        k = (u > cumulative).sum(dim=1, keepdim=True).clamp(max=self.components - 1)
-        normal = torch.randn(shape, generator=generator, device=device, dtype=torch.float64)
+        shape = (self.logit.shape[0], NOISE_CHANNELS, *self.logit.shape[2:])
+        noise = torch.rand(
+            shape, generator=generator, device=self.logit.device, dtype=torch.float64
+        )
+        return self.from_noise(noise)
+
+    def from_noise(self, noise: Tensor) -> Tensor:
+        """The draw of ``M`` per voxel (Msun/h, float64) that uniform noise ``(B, 3, ...)`` in
+        ``(0, 1)`` selects: channel 0 decides occupancy (``u < p``), channel 1 the component
+        (inverse CDF of the weights), channel 2 the log mass (the component's normal quantile).
+        Noise fields fixed per voxel make draws independent of how a volume is tiled."""
+        if noise.shape[1] != NOISE_CHANNELS or noise.shape[2:] != self.logit.shape[2:]:
+            raise ValueError(
+                f"OccupancyMixture: noise must have shape (B, {NOISE_CHANNELS}, "
+                f"{', '.join(map(str, self.logit.shape[2:]))}), got {tuple(noise.shape)}"
+            )
+        u_occupied, u_component, u_mass = noise.double().split(1, dim=1)
+        occupied = u_occupied < self.occupancy().double()
+        cumulative = self.log_weights.double().exp().cumsum(dim=1)
+        k = (u_component > cumulative).sum(dim=1, keepdim=True).clamp(max=self.components - 1)
         m, s = self._log10_params()
-        y = m.gather(1, k) + s.gather(1, k) * normal
+        y = m.gather(1, k) + s.gather(1, k) * torch.special.ndtri(u_mass)
         mass = torch.expm1(LN10 * y).clamp(min=0.0, max=self.target_max)
         return torch.where(occupied, mass, torch.zeros_like(mass))
