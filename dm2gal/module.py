@@ -118,6 +118,11 @@ class Dm2galModule(L.LightningModule):
         )
         return loss
 
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        # a network with a data-dependent start (ProbabilisticNet) takes the first batch
+        if self.global_step == 0 and hasattr(self.net, "initialise"):
+            self.net.initialise(batch)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
 

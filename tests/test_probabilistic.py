@@ -204,3 +204,27 @@ def test_draw_from_noise_by_hand() -> None:
     assert mass == pytest.approx([expected, 0.0], rel=1e-6)  # float32 parameters
     with pytest.raises(ValueError, match="noise must have shape"):
         dist.from_noise(torch.rand(1, 2, 1, 1, 2))
+
+
+def test_initialise_starts_the_head_at_batch_statistics() -> None:
+    """With the head's weights and bias zeroed, an initialised net predicts the batch's occupied
+    fraction and its occupied voxels' mean and standard deviation, whatever the input; a second
+    batch changes nothing."""
+    net = ProbabilisticNet(channels=2, levels=1, convs=1, components=2).eval()
+    target = torch.full((1, 1, 4, 4, 4), -1.0)
+    target[0, 0, 0, 0, :2], target[0, 0, 1, 1, 1] = torch.tensor([7.0, 9.0]), 8.0
+    batch = {"target": target, "occupied": target > 0}
+    net.initialise(batch)
+    net.initialise({"target": -target, "occupied": -target > 0})
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.zero_()
+        side = 2 + 2 * net.context
+        dist = net.distribution(net(torch.randn(1, 2, side, side, side)))
+    assert torch.allclose(dist.occupancy(), torch.tensor(3 / 64))
+    assert torch.allclose(dist.loc, torch.tensor(8.0))
+    assert torch.allclose(dist.scale, torch.tensor(1.0), rtol=1e-5)  # std of (7, 8, 9)
+    assert torch.allclose(dist.log_weights.exp(), torch.tensor(0.5))
+    copy = ProbabilisticNet(channels=2, levels=1, convs=1, components=2)
+    copy.load_state_dict(net.state_dict())
+    assert bool(copy.initialised) and torch.equal(copy.offset, net.offset)

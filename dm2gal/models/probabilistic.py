@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from dm2gal.models.mixture import LN10, OccupancyMixture
+from dm2gal.models.mixture import LN10, SCALE_MIN, OccupancyMixture
 from dm2gal.models.occupancy import OccupancyNet
 
 
@@ -15,12 +15,13 @@ class ProbabilisticNet(OccupancyNet):
     """An :class:`OccupancyNet` whose ``3 * components`` value channels parametrise a Gaussian
     mixture of an occupied voxel's normalised target: the :class:`OccupancyMixture` that
     :meth:`distribution` builds and :class:`dm2gal.losses.OccupancyNLL` trains by likelihood.
+    Output channels: occupancy logit, ``K`` weight logits, ``K`` locations, ``K`` raw scales.
 
     ``infer`` (what prediction, the validation callback and the evaluation call) returns the
     normalised *mean* ``E[M]``, and :meth:`draw` a normalised random draw, both such that the
     data transform's inverse gives them in Msun/h per voxel. Both need the target transform
     (:meth:`set_target_transform`, which the Lightning module calls at set-up); it is kept in
-    a buffer, so a checkpoint carries it.
+    a buffer, so a checkpoint carries it, as it carries the head's offsets (:meth:`initialise`).
 
     Args:
         components: Gaussians in the mixture (``K >= 1``).
@@ -41,9 +42,11 @@ class ProbabilisticNet(OccupancyNet):
         super().__init__(in_channels, out_channels, 3 * int(components), channels, levels, convs)
         self.components = int(components)
         # mean and std of log10(1 + M), largest mass per voxel (Msun/h): the target transform
-        self.register_buffer(
-            "target_scale", torch.tensor([0.0, 1.0, math.inf], dtype=torch.float64)
-        )
+        scale = torch.tensor([0.0, 1.0, math.inf], dtype=torch.float64)
+        self.register_buffer("target_scale", scale)
+        # added to the occupancy logit, the locations and the raw scales (see initialise)
+        self.register_buffer("offset", torch.zeros(3))
+        self.register_buffer("initialised", torch.tensor(False))
 
     def set_target_transform(self, transform: Any) -> None:
         """Take the target's ``log10(1 + M)`` mean and std and its ``target_max`` from a
@@ -57,6 +60,32 @@ class ProbabilisticNet(OccupancyNet):
         self.target_scale.copy_(
             torch.tensor([transform.target_mean, transform.target_std, top], dtype=torch.float64)
         )
+
+    def initialise(self, batch: dict[str, torch.Tensor]) -> None:
+        """Start the head at a training batch's statistics, once (later calls do nothing): the
+        occupancy logit at the log-odds of its occupied fraction, every component at the mean
+        and standard deviation of its occupied voxels' normalised targets. Occupied voxels sit
+        several standard deviations of the whole-field normalisation above the empty ones,
+        further than a freshly initialised head travels in thousands of steps."""
+        if bool(self.initialised):
+            return
+        occupied = batch["occupied"]
+        valid = batch.get("valid", torch.ones_like(occupied))
+        values = batch["target"][occupied & valid].double()
+        if values.numel() < 2:
+            return
+        fraction = values.numel() / int(valid.sum())
+        scale = max(float(values.std()) - SCALE_MIN, SCALE_MIN)
+        raw_scale = scale + math.log(-math.expm1(-scale))  # inverse of softplus
+        logit = math.log(fraction) - math.log1p(-fraction) if fraction < 1 else 0.0
+        self.offset.copy_(torch.tensor([logit, float(values.mean()), raw_scale]))
+        self.initialised.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.components
+        logit, loc, scale = self.offset.to(x.dtype).split(1)
+        shift = torch.cat([logit, loc.new_zeros(k), loc.expand(k), scale.expand(k)])
+        return super().forward(x) + shift.view(1, -1, 1, 1, 1)
 
     def distribution(self, output: torch.Tensor) -> OccupancyMixture:
         """The per-voxel distribution described by a raw output of :meth:`forward`."""
