@@ -101,9 +101,11 @@ class ProbabilisticNet(OccupancyNet):
         transform."""
         return self._normalised(self.distribution(self(x)).mean())
 
-    def draw(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """A normalised random draw (independent per voxel) from ``generator``."""
-        return self._normalised(self.distribution(self(x)).sample(generator))
+    def draw(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The normalised draw that uniform ``noise`` ``(B, 3, n, n, n)`` selects
+        (:meth:`OccupancyMixture.from_noise`); noise fixed per voxel
+        (:func:`dm2gal.infer.noise.voxel_noise`) makes a draw independent of tiling."""
+        return self._normalised(self.distribution(self(x)).from_noise(noise))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, components={self.components}"
