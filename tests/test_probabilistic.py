@@ -169,8 +169,8 @@ def test_trained_head_recovers_known_distribution() -> None:
 
 
 def test_net_mean_and_draws_through_the_transform() -> None:
-    """``infer`` and ``draw`` are normalised so that the transform's inverse gives the mixture's
-    mean and draws in Msun/h; the transform travels in the state dict."""
+    """``infer`` and ``infer_draws`` are normalised so that the transform's inverse gives the
+    mixture's mean and draws in Msun/h; the transform travels in the state dict."""
     net = ProbabilisticNet(channels=2, levels=1, convs=1, components=2).eval()
     transform = FieldTransform([0.0, 0.0], [1.0, 1.0], 2.5, 3.0, log=True, target_max=1e11)
     net.set_target_transform(transform)
@@ -179,13 +179,15 @@ def test_net_mean_and_draws_through_the_transform() -> None:
     with torch.no_grad():
         dist = net.distribution(net(x))
         mean = transform.inverse_target(net.infer(x).double())
-        noise = torch.rand((2, 3, 2, 2, 2), generator=torch.Generator().manual_seed(5))
-        draw = transform.inverse_target(net.draw(x, noise).double())
-        expected = dist.from_noise(noise)
+        noise = torch.rand((2, 2, 3, 2, 2, 2), generator=torch.Generator().manual_seed(5))
+        both = transform.inverse_target(net.infer_draws(x, noise).double())
+        expected = torch.cat(
+            [dist.mean(), dist.from_noise(noise[:, 0]), dist.from_noise(noise[:, 1])], 1
+        )
     assert net(x).shape == (2, 7, 2, 2, 2) and mean.shape == (2, 1, 2, 2, 2)
     # float32 normalised values: an empty voxel comes back as ~1e-7 Msun/h
     assert torch.allclose(mean, dist.mean(), rtol=1e-5, atol=1e-5)
-    assert torch.allclose(draw, expected, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(both, expected, rtol=1e-5, atol=1e-5)
     copy = ProbabilisticNet(channels=2, levels=1, convs=1, components=2)
     copy.load_state_dict(net.state_dict())
     assert copy.target_scale.tolist() == [2.5, 3.0, 1e11]

@@ -18,7 +18,7 @@ class ProbabilisticNet(OccupancyNet):
     Output channels: occupancy logit, ``K`` weight logits, ``K`` locations, ``K`` raw scales.
 
     ``infer`` (what prediction, the validation callback and the evaluation call) returns the
-    normalised *mean* ``E[M]``, and :meth:`draw` a normalised random draw, both such that the
+    normalised *mean* ``E[M]``, and :meth:`infer_draws` the mean and random draws, all such that the
     data transform's inverse gives them in Msun/h per voxel. Both need the target transform
     (:meth:`set_target_transform`, which the Lightning module calls at set-up); it is kept in
     a buffer, so a checkpoint carries it, as it carries the head's offsets (:meth:`initialise`).
@@ -101,11 +101,14 @@ class ProbabilisticNet(OccupancyNet):
         transform."""
         return self._normalised(self.distribution(self(x)).mean())
 
-    def draw(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """The normalised draw that uniform ``noise`` ``(B, 3, n, n, n)`` selects
-        (:meth:`OccupancyMixture.from_noise`); noise fixed per voxel
+    def infer_draws(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The normalised mean and K draws ``(B, 1 + K, n, n, n)`` from one forward pass; draw
+        ``i`` is the one that uniform ``noise[:, i]`` (``noise``: ``(B, K, 3, n, n, n)``) selects
+        (:meth:`OccupancyMixture.from_noise`). Noise fixed per voxel
         (:func:`dm2gal.infer.noise.voxel_noise`) makes a draw independent of tiling."""
-        return self._normalised(self.distribution(self(x)).from_noise(noise))
+        dist = self.distribution(self(x))
+        draws = [dist.from_noise(noise[:, i]) for i in range(noise.shape[1])]
+        return self._normalised(torch.cat([dist.mean(), *draws], dim=1))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, components={self.components}"
