@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from dm2gal.models.base import FieldNet
-from dm2gal.training import build, check_config, instantiate_group
+from dm2gal.train.build import build, check_config, instantiate_group
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,6 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from dm2gal.losses import MSELoss, OccupancyNLL, TwoPhaseLoss
 from dm2gal.models import (
     FieldNet,
     PaperNet,
@@ -19,6 +18,7 @@ from dm2gal.models import (
     UNet3d,
     count_parameters,
 )
+from dm2gal.train.losses import MSELoss, OccupancyNLL, TwoPhaseLoss
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

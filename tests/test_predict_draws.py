@@ -9,9 +9,9 @@ import torch
 
 from dm2gal.data.regions import Region
 from dm2gal.data.transforms import FieldTransform
+from dm2gal.infer.predict import PredictOptions, predict_region, predict_store
 from dm2gal.io.store import FieldStore
 from dm2gal.models import ProbabilisticNet, UNet3d
-from dm2gal.predict import predict_region, predict_store
 
 GRID = 16
 TRANSFORM = FieldTransform([8.0, 8.0], [1.0, 1.0], 1.0, 3.0, log=True, target_max=1e12)
@@ -87,8 +87,10 @@ def test_store_holds_mean_and_draws_with_their_seeds(fields, net, tmp_path) -> N
     source.init(20.0, GRID)
     source.write("dm", fields[0])
     source.write("subhalo", fields[1])
+    options = PredictOptions(tile=8, progress=False)
+    out = tmp_path / "out"
     store = predict_store(
-        net, TRANSFORM, source, ["dm", "subhalo"], tmp_path / "out", "stellar", seeds=(7, 8), tile=8
+        net, TRANSFORM, source, ["dm", "subhalo"], out, "stellar", options=options, seeds=(7, 8)
     )
     assert set(store.fields()) == {"stellar_mean", "stellar_draw_0", "stellar_draw_1"}
     assert store.field_meta("stellar_mean")["draw_seeds"] == [7, 8]

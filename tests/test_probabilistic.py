@@ -11,9 +11,9 @@ import torch
 from scipy import integrate, stats
 
 from dm2gal.data.transforms import FieldTransform
-from dm2gal.losses import OccupancyNLL
 from dm2gal.models import OccupancyMixture, ProbabilisticNet
 from dm2gal.models.mixture import SCALE_MIN
+from dm2gal.train.losses import OccupancyNLL
 
 
 def _raw_scale(sigma: float) -> float:

@@ -14,7 +14,7 @@ from dm2gal.models.occupancy import OccupancyNet
 class ProbabilisticNet(OccupancyNet):
     """An :class:`OccupancyNet` whose ``3 * components`` value channels parametrise a Gaussian
     mixture of an occupied voxel's normalised target: the :class:`OccupancyMixture` that
-    :meth:`distribution` builds and :class:`dm2gal.losses.OccupancyNLL` trains by likelihood.
+    :meth:`distribution` builds and :class:`dm2gal.train.losses.OccupancyNLL` trains by likelihood.
     Output channels: occupancy logit, ``K`` weight logits, ``K`` locations, ``K`` raw scales.
 
     ``infer`` (what prediction, the validation callback and the evaluation call) returns the

@@ -10,7 +10,7 @@ from dm2gal.models.occupancy import OccupancyNet
 class TwoPhaseNet(OccupancyNet):
     """An :class:`OccupancyNet` with one value channel: channel 0 the occupancy logit, channel 1
     the normalised target of an occupied voxel. ``forward`` returns both (for
-    :class:`dm2gal.losses.TwoPhaseLoss`); ``infer`` returns one channel: the value where
+    :class:`dm2gal.train.losses.TwoPhaseLoss`); ``infer`` returns one channel: the value where
     ``sigmoid(logit) >= 0.5`` and ``empty_value`` elsewhere.
 
     ``empty_value`` is the normalised target of an empty voxel (raw stellar mass 0), which the
