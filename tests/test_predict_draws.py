@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import mock_cache_dir, run_script
 
 from dm2gal.data.regions import Region
 from dm2gal.data.transforms import FieldTransform
@@ -99,3 +100,33 @@ def test_store_holds_mean_and_draws_with_their_seeds(fields, net, tmp_path) -> N
     want = _predict(net, fields, box, 4, seeds=(7, 8))
     for name, field in zip(["stellar_mean", "stellar_draw_0", "stellar_draw_1"], want, strict=True):
         np.testing.assert_allclose(store.read(name), field, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_predict_cli_writes_mean_and_seeded_draws(tmp_path) -> None:
+    """``python -m dm2gal.predict run_dir=... samples=2 seed=3`` after a smoke training of the
+    probabilistic model: the store holds the mean and two draws with their seeds."""
+    run_script(
+        "train.py",
+        "experiment=smoke",
+        "model=probabilistic",
+        "loss=nll",
+        "logger=csv",
+        "test=false",
+        f"paths.log_dir={tmp_path}",
+        f"paths.data_dir={mock_cache_dir()}",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=4",
+        cwd=tmp_path,
+    )
+    (run,) = [p.parent.parent for p in tmp_path.glob("smoke/*/*/.hydra/config.yaml")]
+    out = tmp_path / "box"
+    run_script(
+        "dm2gal.predict", f"run_dir={run}", f"out={out}", "samples=2", "seed=3", cwd=tmp_path
+    )
+    store = FieldStore(out)
+    assert {"stellar_mean", "stellar_draw_0", "stellar_draw_1"} <= set(store.fields())
+    assert store.field_meta("stellar_mean")["draw_seeds"] == [3, 4]
+    assert [store.field_meta(f"stellar_draw_{i}")["seed"] for i in range(2)] == [3, 4]
+    a, b = store.read("stellar_draw_0"), store.read("stellar_draw_1")
+    assert a.min() >= 0 and not np.array_equal(a, b)
