@@ -1,7 +1,8 @@
 """``python -m dm2gal.predict run_dir=<run> [store=...] [out=...] [tile=...]``: a trained run's
 prediction of a whole box (its own, or any field store holding its input fields, e.g. from
 ``python -m dm2gal.fields``) into a field store, with the run, checkpoint, normalisation and
-input-field hashes in its metadata. Options: ``conf/predict.yaml``."""
+input-field hashes in its metadata; ``samples=K`` adds K seeded draws of a probabilistic run
+(``<name>_mean``, ``<name>_draw_<i>``). Options: ``conf/predict.yaml``."""
 
 from __future__ import annotations
 
@@ -17,13 +18,18 @@ from dm2gal.train.runs import load_run
 
 
 def predict(cfg: DictConfig) -> Path:
-    """Predict the box selected by ``cfg`` (``conf/predict.yaml``); return the field's path."""
+    """Predict the box selected by ``cfg`` (``conf/predict.yaml``); return the (mean) field's
+    path."""
     run_dir = Path(cfg.run_dir)
     run_cfg, module, datamodule, ckpt = load_run(run_dir, cfg.ckpt_path, cfg.store is None)
     if datamodule.transform is None:
         raise ValueError(f"{ckpt}: the checkpoint holds no input normalisation (data module state)")
     source = FieldStore(cfg.store) if cfg.store else datamodule.store
     evaluation = run_cfg.get("evaluation") or {}
+    if cfg.samples < 0:
+        raise ValueError(f"samples: expected the number of draws (>= 0), got {cfg.samples}")
+    seeds = list(range(cfg.seed, cfg.seed + cfg.samples))
+    name = f"{cfg.name}_mean" if seeds else cfg.name
     store = predict_store(
         module.net,
         datamodule.transform,
@@ -38,16 +44,19 @@ def predict(cfg: DictConfig) -> Path:
             batch_size=cfg.batch_size or evaluation.get("batch_size", 4),
             channels_last=module.hparams.get("channels_last", False),
         ),
+        seeds=seeds,
     )
-    print(f"wrote {store.path(cfg.name)} (checkpoint {ckpt})")
+    print(f"wrote {store.path(name)} (checkpoint {ckpt})")
+    for i, seed in enumerate(seeds):
+        print(f"wrote {store.path(f'{cfg.name}_draw_{i}')} (seed {seed})")
     table = Path(cfg.calibration or run_dir / "evaluation" / "calibration.csv")
     if cfg.calibration or table.is_file():
-        calibrated = f"{cfg.name}_calibrated"
+        calibrated = f"{name}_calibrated"
         calibrate_store_field(
-            store, cfg.name, QuantileMap.load(table), calibrated, calibration=str(table.resolve())
+            store, name, QuantileMap.load(table), calibrated, calibration=str(table.resolve())
         )
         print(f"wrote {store.path(calibrated)} (calibration {table})")
-    return store.path(cfg.name)
+    return store.path(name)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")

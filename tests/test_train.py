@@ -20,6 +20,7 @@ MODELS = {
     "unet3d": [],
     "resnet3d": ["model.channels=4", "model.blocks=1"],
     "twophase": ["loss=twophase", "model.channels=4"],
+    "probabilistic": ["loss=nll", "model.channels=4"],
     # the paper's network needs 65^3 inputs with a 32-voxel guard beside the held-out cubes
     "dm2gal": [
         "model.channels=2",

@@ -22,6 +22,7 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from tqdm.auto import tqdm
 from dm2gal.data.crops import read_crop
 from dm2gal.data.regions import Region
 from dm2gal.data.transforms import FieldTransform
+from dm2gal.infer.noise import voxel_noise
 from dm2gal.io.store import FieldStore, StoreError
 from dm2gal.models.base import FieldNet
 
@@ -70,11 +72,13 @@ def predict_fields(
     inputs: Sequence[np.ndarray],
     region: Region,
     options: PredictOptions = PredictOptions(),
-    out: np.ndarray | None = None,
-) -> np.ndarray:
+    out: np.ndarray | Sequence[np.ndarray] | None = None,
+    seeds: Sequence[int] = (),
+) -> np.ndarray | list[np.ndarray]:
     """The target (Msun/h per voxel) predicted by ``net`` on ``region`` from the raw ``inputs``
     fields, normalised and denormalised by the run's ``transform``: the one call behind the
-    validation callback, the evaluation and ``python -m dm2gal.predict``."""
+    validation callback, the evaluation and ``python -m dm2gal.predict``. With ``seeds`` (a
+    probabilistic network), the mean and one draw per seed (see :func:`predict_region`)."""
     return predict_region(
         net,
         inputs,
@@ -87,6 +91,7 @@ def predict_fields(
         progress=options.progress,
         channels_last=options.channels_last,
         out=out,
+        seeds=seeds,
     )
 
 
@@ -175,23 +180,44 @@ def predict_chunk(
     denormalise_target: Callable[[torch.Tensor], torch.Tensor],
     batch_size: int,
     memory_format: torch.memory_format = torch.contiguous_format,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mass per voxel (Msun/h, clipped at 0) on the ``tiles * step`` voxels of one chunk of
-    ``tiles`` = (a, b, d) tiles, from its normalised input ``x`` of shape ``(C, ...)``."""
+    """Mass per voxel (Msun/h, clipped at 0), ``(F, a * step, b * step, d * step)``, on the
+    voxels of one chunk of ``tiles`` = (a, b, d) tiles, from its normalised input ``x`` of shape
+    ``(C, ...)``: the network's prediction (``F = 1``), or with ``noise`` ``(K, 3, ...)`` (the
+    per-voxel noise of K draws on the chunk's output block, :func:`draw_noise`) the mean and K
+    draws of a probabilistic network (``F = 1 + K``, one forward pass)."""
     width = x.shape[1] - (tiles[0] - 1) * step
     # (C, a, b, d, width, width, width): every tile's input as a view of the chunk
     windows = x.unfold(1, width, step).unfold(2, width, step).unfold(3, width, step)
+    t = width - 2 * net.context
+    if noise is not None:  # (K, 3, a, b, d, t, t, t): every tile's noise
+        noise = noise.unfold(2, t, step).unfold(3, t, step).unfold(4, t, step)
     a, b, d = tiles
-    pred = torch.empty((a, b, d, step, step, step), device=x.device)
+    fields = 1 if noise is None else 1 + noise.shape[0]
+    pred = torch.empty((fields, a, b, d, step, step, step), device=x.device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.device.type == "cuda")
     for batch in torch.arange(a * b * d, device=x.device).split(batch_size):
         index = (batch // (b * d), batch // d % b, batch % d)
         xb = windows[:, index[0], index[1], index[2]].transpose(0, 1)
+        xb = xb.contiguous(memory_format=memory_format)
         with autocast:
-            y = net.infer(xb.contiguous(memory_format=memory_format))
+            if noise is None:
+                y = net.infer(xb)
+            else:
+                y = net.infer_draws(xb, noise[:, :, index[0], index[1], index[2]].movedim(2, 0))
         # a network may undershoot the empty-voxel value; a mass per voxel is never negative
-        pred[index] = denormalise_target(y.float())[:, 0, :step, :step, :step].clamp(min=0)
-    return pred.permute(0, 3, 1, 4, 2, 5).reshape(a * step, b * step, d * step)
+        y = denormalise_target(y.float())[:, :, :step, :step, :step].clamp(min=0)
+        pred[(slice(None), *index)] = y.transpose(0, 1)
+    return pred.permute(0, 1, 4, 2, 5, 3, 6).reshape(fields, a * step, b * step, d * step)
+
+
+def draw_noise(
+    seeds: Sequence[int], start: Sequence[int], shape: Sequence[int], grid: int
+) -> torch.Tensor:
+    """The per-voxel noise ``(K, 3, *shape)`` of the draws ``seeds`` on the box ``[start,
+    start + shape)`` of a periodic ``grid^3`` box (:func:`dm2gal.infer.noise.voxel_noise`)."""
+    return torch.stack([voxel_noise(seed, start, shape, grid) for seed in seeds])
 
 
 @torch.no_grad()
@@ -208,9 +234,14 @@ def predict_region(
     channels_last: bool = False,
     chunk_voxels: int = 1 << 24,
     read_threads: int = 4,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """Predict the target (Msun/h per voxel, clipped at 0) on every voxel of ``region``.
+    out: np.ndarray | Sequence[np.ndarray] | None = None,
+    seeds: Sequence[int] = (),
+) -> np.ndarray | list[np.ndarray]:
+    """Predict the target (Msun/h per voxel, clipped at 0) on every voxel of ``region``; with
+    ``seeds``, the mean and one draw per seed of a probabilistic network (a list of 1 + K
+    fields, all from the same forward passes). A draw is fixed by its seed and each voxel's
+    position in the box (:func:`dm2gal.infer.noise.voxel_noise`): it does not depend on the
+    tiling, and a sub-region's draw is the same part of the whole box's.
 
     Args:
         net: a trained network (set to eval mode here).
@@ -226,12 +257,26 @@ def predict_region(
         channels_last: feed the network channels-last 3D tensors (for a network stored so).
         chunk_voxels: input voxels per channel read, moved and normalised at once.
         read_threads: threads reading a chunk (in x-slabs) while the previous one is predicted.
-        out: where to write the prediction (shape ``region.size``, e.g. a memory map); None: a
-            new array.
+        out: where to write the prediction (shape ``region.size``, e.g. a memory map; with
+            ``seeds``, a sequence of 1 + K such arrays); None: new arrays.
+        seeds: one draw per seed (needs a network with ``infer_draws``, e.g.
+            :class:`dm2gal.models.ProbabilisticNet`).
     """
-    if out is not None and tuple(out.shape) != tuple(region.size):
-        raise ValueError(f"out: shape {tuple(out.shape)}, expected the region's {region.size}")
-    result = np.empty(region.size, dtype=np.float32) if out is None else out
+    fields = 1 + len(seeds)
+    if seeds and not hasattr(net, "infer_draws"):
+        raise ValueError(
+            f"seeds: {type(net).__name__} is deterministic and gives no draws; draws need a "
+            "probabilistic network (model=probabilistic)"
+        )
+    if out is None:
+        results = [np.empty(region.size, dtype=np.float32) for _ in range(fields)]
+    else:
+        results = list(out) if seeds else [out]
+    if len(results) != fields or any(tuple(r.shape) != tuple(region.size) for r in results):
+        raise ValueError(
+            f"out: shapes {[tuple(r.shape) for r in results]}, expected {fields} array(s) of "
+            f"the region's {region.size}"
+        )
     device = torch.device(device)
     net = net.to(device).eval()
     t = tile_size(net, tile)
@@ -239,9 +284,13 @@ def predict_region(
     chunks = plan_chunks(region, step, t + 2 * net.context, net.context, chunk_voxels)
     memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
 
-    def read(chunk: tuple) -> torch.Tensor:
-        _, _, start, shape = chunk
-        return read_block(inputs, start, shape, device.type == "cuda", readers, read_threads)
+    def read(chunk: tuple) -> tuple[torch.Tensor, torch.Tensor | None]:
+        first, tiles, start, shape = chunk
+        raw = read_block(inputs, start, shape, device.type == "cuda", readers, read_threads)
+        if not seeds:
+            return raw, None
+        corner = [region.start[ax] + first[ax] * step for ax in range(3)]
+        return raw, draw_noise(seeds, corner, [(n - 1) * step + t for n in tiles], region.grid)
 
     total = sum(math.prod(tiles) for _, tiles, _, _ in chunks)
     bar = tqdm(total=total, desc="predict", unit="tile", disable=not progress)
@@ -249,18 +298,22 @@ def predict_region(
     with prefetch, readers, bar:
         pending = prefetch.submit(read, chunks[0])
         for index, (first, tiles, _, _) in enumerate(chunks):
-            raw = pending.result()
+            raw, noise = pending.result()
             if index + 1 < len(chunks):
                 pending = prefetch.submit(read, chunks[index + 1])
             x = normalise_input(raw.to(device, non_blocking=True))
-            pred = predict_chunk(net, x, tiles, step, denormalise_target, batch_size, memory_format)
+            noise = None if noise is None else noise.to(device, non_blocking=True)
+            pred = predict_chunk(
+                net, x, tiles, step, denormalise_target, batch_size, memory_format, noise
+            )
             i, j, k = (f * step for f in first)
             sx, sy, sz = region.size  # tiles past the region's end are cut
-            piece = pred[: sx - i, : sy - j, : sz - k].cpu().numpy()
-            a, b, d = piece.shape
-            result[i : i + a, j : j + b, k : k + d] = piece
+            piece = pred[:, : sx - i, : sy - j, : sz - k].cpu().numpy()
+            a, b, d = piece.shape[1:]
+            for result, field in zip(results, piece, strict=True):
+                result[i : i + a, j : j + b, k : k + d] = field
             bar.update(math.prod(tiles))
-    return result
+    return results if seeds else results[0]
 
 
 def predict_store(
@@ -273,13 +326,16 @@ def predict_store(
     attrs: dict[str, Any] | None = None,
     voxel_size: float | None = None,
     options: PredictOptions = PredictOptions(),
+    seeds: Sequence[int] = (),
 ) -> FieldStore:
     """Predict the whole box of ``source`` (a field store holding the ``inputs`` fields) into
     field ``name`` (Msun/h per voxel) of the field store at ``out_dir``, written through a memory
     map chunk by chunk (never whole in memory) and recorded with its provenance only when
     complete, with ``attrs`` (e.g. the checkpoint). ``out_dir`` is created, or must hold a
     store of the same box and grid. ``voxel_size`` (Mpc/h), the one the network was trained on,
-    must match the source's."""
+    must match the source's. With ``seeds`` (a probabilistic network), the fields are
+    ``<name>_mean`` and ``<name>_draw_<i>`` (draw ``i`` from ``seeds[i]``, recorded in its
+    metadata, all seeds in the mean's), from the same forward passes."""
     fields = [source.read(field) for field in inputs]
     grid, box = source.grid, source.box
     if voxel_size is not None and not math.isclose(box / grid, voxel_size, rel_tol=1e-6):
@@ -305,7 +361,15 @@ def predict_store(
         "tile": options.tile,
         **(attrs or {}),
     }
+    outputs = {name: provenance}
+    if seeds:
+        outputs = {f"{name}_mean": {**provenance, "draw_seeds": list(seeds)}}
+        outputs.update(
+            {f"{name}_draw_{i}": {**provenance, "seed": seed} for i, seed in enumerate(seeds)}
+        )
     region = Region((0, 0, 0), (grid,) * 3, grid)
-    with store.create(name, **provenance) as array:
-        predict_fields(net, transform, fields, region, options, out=array)
+    with ExitStack() as stack:
+        arrays = [stack.enter_context(store.create(f, **meta)) for f, meta in outputs.items()]
+        out = arrays if seeds else arrays[0]
+        predict_fields(net, transform, fields, region, options, out=out, seeds=seeds)
     return store

@@ -61,6 +61,8 @@ class Dm2galModule(L.LightningModule):
         transform = getattr(datamodule, "transform", None)
         if transform is not None and hasattr(self.net, "empty_value"):
             self.net.empty_value = float(transform.empty_value)
+        if transform is not None and hasattr(self.net, "set_target_transform"):
+            self.net.set_target_transform(transform)
         if self.hparams.channels_last:
             self.net.to(memory_format=torch.channels_last_3d)
         if self.hparams.compile and stage == "fit":
@@ -115,6 +117,11 @@ class Dm2galModule(L.LightningModule):
             sync_dist=True,
         )
         return loss
+
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        # a network with a data-dependent start (ProbabilisticNet) takes the first batch
+        if self.global_step == 0 and hasattr(self.net, "initialise"):
+            self.net.initialise(batch)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
