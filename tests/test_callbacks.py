@@ -13,8 +13,8 @@ import torch
 from dm2gal.data.crops import read_crop
 from dm2gal.infer.predict import predict_region
 from dm2gal.stats import pylians as stats
-from dm2gal.train.callbacks import METRICS, FieldStatsCallback, field_scores
 from dm2gal.train.build import build
+from dm2gal.train.callbacks import METRICS, FieldStatsCallback, field_scores
 
 BOX = 20.0
 

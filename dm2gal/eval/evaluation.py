@@ -22,6 +22,7 @@ from dm2gal import __version__
 from dm2gal.data.crops import read_crop
 from dm2gal.data.regions import Region
 from dm2gal.eval.report import ReportOptions, write_report
+from dm2gal.eval.wandb_tables import log_evaluation
 from dm2gal.hod import build_hod_field
 from dm2gal.infer.calibration import fit_calibration
 from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, default_device, predict_fields
@@ -243,6 +244,8 @@ def evaluate_run(
         config={"config": OmegaConf.to_container(cfg, resolve=False), "checkpoint": checkpoint},
         logger=log_artefact,
     )
+    if run is not None:
+        log_evaluation(run, run_dir / "evaluation", metrics)
     for lg in loggers:
         lg.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
     return metrics
