@@ -288,30 +288,24 @@ def _reference_style(name: str) -> dict[str, Any]:
 
 
 def _plot_curves(ax: Axes, table: SweepTable, stem: str, prefix: str) -> bool:
-    """Overlay column ``<prefix>model`` of every run's ``evaluation/<stem>.csv`` and the
-    reference columns of the first; False when no run has the file."""
-    drawn, references_drawn = False, False
-    for row in table.sorted_rows():
-        path = table.root / row["run"] / "evaluation" / f"{stem}.csv"
-        if not path.is_file():
-            continue
-        columns = read_columns(path)
+    """Overlay column ``<prefix>model`` of every run's ``evaluation/<stem>.csv`` over the
+    reference columns (HODs, oracle) of the first; False when no run has the file."""
+    tables = [
+        (row, read_columns(path))
+        for row in table.sorted_rows()
+        if (path := table.root / row["run"] / "evaluation" / f"{stem}.csv").is_file()
+    ]
+    if not tables:
+        return False
+    first = tables[0][1]
+    for name in first:
+        if name.startswith(prefix) and is_reference(ref := name.removeprefix(prefix)):
+            ax.semilogx(first["k"], first[name], label=ref, **_reference_style(ref))
+    for row, columns in tables:
         if f"{prefix}model" in columns:
             ax.semilogx(columns["k"], columns[f"{prefix}model"], label=table.label(row))
-            drawn = True
-        if not references_drawn:
-            for name in columns:
-                field_name = name.removeprefix(prefix)
-                if name.startswith(prefix) and is_reference(field_name):
-                    ax.semilogx(
-                        columns["k"],
-                        columns[name],
-                        label=field_name,
-                        **_reference_style(field_name),
-                    )
-            references_drawn = True
     ax.axhline(1.0, color="0.6", lw=0.8)
-    return drawn
+    return True
 
 
 def _plot_bars(ax: Axes, table: SweepTable, metric: str) -> None:
@@ -331,8 +325,8 @@ def _plot_bars(ax: Axes, table: SweepTable, metric: str) -> None:
                 ax.axhline(value, label=ref, **_reference_style(ref))
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
-    field_name = metric.split("/")[1] if metric.startswith("eval/") else ""
-    ax.set_title(f"{name}\n{field_name or metric.split('/')[0]}", fontsize=9)
+    where = f"{metric.split('/')[1]}, test region" if metric.startswith("eval/") else metric
+    ax.set_title(f"{name}\n({where})", fontsize=9)
     ax.set_xticks(x, [table.label(r) for r in rows], rotation=45, ha="right", fontsize=7)
 
 
