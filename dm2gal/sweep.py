@@ -297,6 +297,7 @@ def _plot_curves(ax: Axes, table: SweepTable, stem: str, prefix: str) -> bool:
     ]
     if not tables:
         return False
+    ax.axhline(1.0, color="0.6", lw=0.8, zorder=0)
     first = tables[0][1]
     for name in first:
         if name.startswith(prefix) and is_reference(ref := name.removeprefix(prefix)):
@@ -304,7 +305,7 @@ def _plot_curves(ax: Axes, table: SweepTable, stem: str, prefix: str) -> bool:
     for row, columns in tables:
         if f"{prefix}model" in columns:
             ax.semilogx(columns["k"], columns[f"{prefix}model"], label=table.label(row))
-    ax.axhline(1.0, color="0.6", lw=0.8)
+    ax.legend(fontsize=7)
     return True
 
 
@@ -325,8 +326,10 @@ def _plot_bars(ax: Axes, table: SweepTable, metric: str) -> None:
                 ax.axhline(value, label=ref, **_reference_style(ref))
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
-    where = f"{metric.split('/')[1]}, test region" if metric.startswith("eval/") else metric
-    ax.set_title(f"{name}\n({where})", fontsize=9)
+    if metric.startswith("eval/"):
+        ax.set_title(f"{name}\n({metric.split('/')[1]}, test region)", fontsize=9)
+    else:
+        ax.set_title(f"{metric}\n(optimised metric)", fontsize=9)
     ax.set_xticks(x, [table.label(r) for r in rows], rotation=45, ha="right", fontsize=7)
 
 
@@ -343,7 +346,6 @@ def plot_sweep(table: SweepTable, path: Path) -> Path:
     if _plot_curves(pk_ax, table, "pk", "ratio_"):
         pk_ax.set(xlabel=r"$k\ [h\,\mathrm{Mpc}^{-1}]$", ylabel="P(k) / P_truth(k)")
         pk_ax.set_title("P(k) ratio, test region", fontsize=10)
-        pk_ax.legend(fontsize=7)
     if _plot_curves(rk_ax, table, "rk", "r_"):
         rk_ax.set(xlabel=r"$k\ [h\,\mathrm{Mpc}^{-1}]$", ylabel="r(k) with truth")
         rk_ax.set_title("cross-correlation r(k), test region", fontsize=10)
