@@ -53,8 +53,9 @@ ORDER_MODES = ("min", "max")
 
 @dataclass
 class SweepTable:
-    """The aggregated sweep: ``rows`` (one dict per run) over ``columns``, and where the table
-    and the plot were written."""
+    """The aggregated sweep of the multirun folder ``root``: ``rows`` (one dict per run) over
+    ``columns``, the runs' ``optimized_metric`` (``objective``, ranked by ``mode``), and where
+    the tables and the plot were written."""
 
     columns: list[str]
     rows: list[dict[str, Any]]
@@ -364,7 +365,7 @@ def log_to_wandb(table: SweepTable, out: Path, columns: list[str], rows: list[di
     ``logger.wandb.group``, else the multirun directory's name, as in training), offline unless
     an account is configured (:func:`dm2gal.train.loggers.wandb_logger`). Its id is kept in
     ``out/wandb_id.txt``: aggregating again updates the same W&B run."""
-    import wandb  # only here: the local table never needs it (see dm2gal.eval.wandb_tables)
+    import wandb  # lazy: optional on GPU machines, slow to import
 
     config = read_config(table.root / table.rows[0]["run"]) if table.rows else {}
     settings = (config.get("logger") or {}).get("wandb") or {}

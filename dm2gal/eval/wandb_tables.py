@@ -10,9 +10,8 @@ summary gets every score as ``<prefix>/<field>/<metric>`` and the network-minus-
 and filters by them. Everything is generic over the field and score names the report holds.
 
 ``wandb`` is imported inside the functions that build W&B objects, on purpose (not to dodge an
-import circle): prediction and evaluation on GPU nodes, DDP workers and the sweep's local table
-import this package without a logger, and importing ``wandb`` costs about a second and loads
-its service client for nothing there.
+import circle): it is optional on GPU machines (``tests/test_gpu_path.py``) and slow to import,
+and :mod:`dm2gal.train.callbacks` imports this module on every training run, W&B or not.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ Columns = Mapping[str, np.ndarray]
 
 def table(columns: Columns) -> Any:
     """A ``wandb.Table`` with one column per entry of ``columns`` (equal-length arrays)."""
-    import wandb
+    import wandb  # lazy: optional on GPU machines, slow to import
 
     names = list(columns)
     data = np.column_stack([np.asarray(columns[n], dtype=np.float64) for n in names])
@@ -48,7 +47,7 @@ def table(columns: Columns) -> Any:
 def line_chart(columns: Columns, prefix: str, title: str) -> Any | None:
     """``wandb.plot.line_series`` of every ``<prefix><field>`` column against ``k`` (series
     named by field); None when ``columns`` has no such column."""
-    import wandb
+    import wandb  # lazy: optional on GPU machines, slow to import
 
     series = {n.removeprefix(prefix): columns[n] for n in columns if n.startswith(prefix)}
     if not series:
