@@ -24,7 +24,7 @@ def main(cfg: DictConfig) -> None:
     if cfg.run_dir is None and cfg.ckpt_path is None:
         raise ValueError("give run_dir=<run or multirun directory> or ckpt_path=<checkpoint>")
     if len(evaluate_paths(cfg)) > 1:
-        aggregate(Path(cfg.run_dir))
+        aggregate(Path(cfg.run_dir), wandb=bool(cfg.wandb))
 
 
 if __name__ == "__main__":

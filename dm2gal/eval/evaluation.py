@@ -26,6 +26,7 @@ from dm2gal.data.crops import read_crop
 from dm2gal.data.regions import Region
 from dm2gal.eval.realisations import evaluate_realisations, mock_realisations, whole_box
 from dm2gal.eval.report import ReportOptions, write_report
+from dm2gal.eval.wandb_tables import log_evaluation
 from dm2gal.hod import HOD
 from dm2gal.infer.calibration import QuantileMap, fit_calibration
 from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, default_device, predict_fields
@@ -290,6 +291,8 @@ def evaluate_run(
             channels_last,
         )  # fmt: skip
         metrics.update(realisation_metrics(summary))
+    if run is not None:
+        log_evaluation(run, run_dir / "evaluation", metrics)
     for lg in loggers:
         lg.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
     return metrics

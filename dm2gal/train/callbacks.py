@@ -24,6 +24,7 @@ import torch
 
 from dm2gal.data.crops import read_crop
 from dm2gal.eval.report import plot_slices, save_png
+from dm2gal.eval.wandb_tables import curve_payload
 from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, predict_fields
 from dm2gal.stats.base import nyquist
 from dm2gal.stats.fast import cross_power_torch
@@ -72,7 +73,8 @@ class FieldStatsCallback(L.Callback):
     (checkpointing, early stopping) sees them. The global-zero process predicts and scores; the
     values are broadcast so that every DDP rank logs the same numbers. A PNG of projected slabs
     (truth | prediction) goes to ``<trainer.default_root_dir>/val_slices/epoch_XXX.png`` and, when
-    a W&B logger is present, to W&B as ``val/slices``.
+    a W&B logger is present, to W&B as ``val/slices``, with the P(k) and r(k) curves as tables and
+    line charts (``val/curves/pk``, ``val/charts/pk_ratio``, ...; see :meth:`_log_curves`).
 
     Args:
         every_n_epochs: run after the validation of every n-th epoch (sanity checks skipped).
@@ -144,13 +146,11 @@ class FieldStatsCallback(L.Callback):
         pred = predict_fields(pl_module.net, dm.transform, inputs, region, options)
         truth = read_crop(dm.store.read(dm.target), region.start, region.size)
         side = region.size[0] * dm.box / dm.grid
-        scores = field_scores(
-            torch.from_numpy(truth).to(pl_module.device),
-            torch.from_numpy(pred).to(pl_module.device),
-            side,
-            self.k_max,
-        )
+        truth_t = torch.from_numpy(truth).to(pl_module.device)
+        pred_t = torch.from_numpy(pred).to(pl_module.device)
+        scores = field_scores(truth_t, pred_t, side, self.k_max)
         self._write_slices(trainer, truth, pred, side)
+        self._log_curves(trainer, truth_t, pred_t, side)
         if not truth.any():
             log.warning(
                 "data.splits.val %s holds no stellar mass: the validation field statistics are "
@@ -158,6 +158,30 @@ class FieldStatsCallback(L.Callback):
                 region,
             )
         return scores
+
+    def _log_curves(
+        self, trainer: L.Trainer, truth: torch.Tensor, pred: torch.Tensor, side: float
+    ) -> None:
+        """Log the P(k) and r(k) curves to W&B (when a W&B logger is present and both fields
+        hold mass) as ``val/curves/pk`` and ``val/curves/rk`` tables and ``val/charts/pk_ratio``
+        and ``val/charts/rk`` line charts, named as the evaluation's
+        (:mod:`dm2gal.eval.wandb_tables`)."""
+        wandb = find_wandb(trainer.loggers)
+        if wandb is None or not (truth.sum() > 0 and pred.sum() > 0):
+            return
+        k, pk_truth, pk_pred, _, r = (
+            t.cpu().numpy() for t in cross_power_torch(truth, pred, side, mas="CIC")
+        )
+        curves = {
+            "pk": {
+                "k": k,
+                "pk_truth": pk_truth,
+                "pk_model": pk_pred,
+                "ratio_model": pk_pred / pk_truth,
+            },
+            "rk": {"k": k, "r_model": r},
+        }
+        wandb.log_metrics(curve_payload("val", curves), step=trainer.global_step)
 
     def _write_slices(
         self, trainer: L.Trainer, truth: np.ndarray, pred: np.ndarray, side: float

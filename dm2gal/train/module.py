@@ -79,7 +79,7 @@ class Dm2galModule(L.LightningModule):
     def on_fit_start(self) -> None:
         for logger in self.loggers:
             logger.log_hyperparams(
-                {"model/params": self.n_parameters, "model/context": self.net.context}
+                {"model.params": self.n_parameters, "model.context": self.net.context}
             )
 
     # -- steps ----------------------------------------------------------------------------------

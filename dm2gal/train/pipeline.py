@@ -25,20 +25,38 @@ Evaluate = Callable[[L.LightningModule, Any, DictConfig, Path, Sequence[Any], st
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a/b": 1}`` (lists are values)."""
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists are values)."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{name}/"))
+            out.update(flatten(value, f"{name}."))
         else:
             out[name] = value
     return out
 
 
+def group_choices() -> dict[str, str | None]:
+    """The option chosen in each config group (``{"model": "unet3d", "data.loader": ...}``,
+    Hydra's own groups left out); empty outside a Hydra app."""
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {k.replace("/", "."): v for k, v in choices.items() if not k.startswith("hydra")}
+
+
+def config_params(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config flat with dotted names (``sampler.bins``, ``data.source.grid``) plus
+    the option chosen in each group under the group's name (``model``: ``unet3d``, ``loss``:
+    ``mse``): the runs table of W&B gets one column per setting and per choice. A group's
+    values always sit below its name (``model.depth``), so the two never share a key, except a
+    group chosen empty (``callbacks: none``), where the choice is kept."""
+    return flatten(OmegaConf.to_container(cfg, resolve=True)) | group_choices()
+
+
 def log_config(cfg: DictConfig, trainer: L.Trainer) -> None:
-    """Send the whole resolved config, flattened (``data/source/grid``), to every logger."""
-    params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    """Send :func:`config_params` to every logger."""
+    params = config_params(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(params)
 
