@@ -26,16 +26,17 @@ from scipy import fft
 from dm2gal.catalog import GalaxyCatalog, HaloCatalog, load_catalogs, save_catalogs
 from dm2gal.fields import paint
 from dm2gal.io.store import FieldStore, StoreError, config_hash, file_hash
-from dm2gal.sim.cosmology import Cosmology
+from dm2gal.sim.cosmology import RHO_CRIT, Cosmology
 from dm2gal.sim.fof import friends_of_friends
 from dm2gal.sim.galaxies import GalaxyModel, environment_residual, populate, smoothed_log_density
 from dm2gal.sim.ics import linear_delta_k
 from dm2gal.sim.lpt import lattice, lpt_displacements
-from dm2gal.sim.pm import ParticleMesh, evolve
+from dm2gal.sim.pm import PGD_PM_FACTOR, ParticleMesh, evolve, pgd_parameters, pgd_shift
+from dm2gal.sim.so import m200c, spherical_overdensity
 
 log = logging.getLogger(__name__)
 
-MOCK_VERSION = 1  # bump when the generated data change for the same configuration
+MOCK_VERSION = 2  # bump when the generated data change for the same configuration
 FIELDS = ("dm", "subhalo", "stellar")
 CATALOGS = "catalogs.h5"
 
@@ -48,6 +49,12 @@ def _int_at_least(key: str, value: Any, minimum: int) -> int:
     if not (_is_number(value) and float(value).is_integer() and value >= minimum):
         raise ValueError(f"MockUniverse: {key} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _flag(key: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"MockUniverse: {key} must be true or false, got {value!r}")
+    return bool(value)
 
 
 def _positive_float(key: str, value: Any) -> float:
@@ -68,6 +75,10 @@ class MockUniverse:
         z_init: redshift of the 2LPT initial conditions.
         steps: number of PM steps (linear in the scale factor) to z=0.
         pm_factor: force-mesh cells per particle spacing (per side).
+        pgd: finish the run with the PGD correction calibrated for ``steps`` (needs
+            ``pm_factor`` 2 and a calibrated ``steps``; see :mod:`dm2gal.sim.pm`).
+        fixed_amplitude: fixed-amplitude ICs (Angulo & Pontzen 2016).
+        phase_flip: negated ICs (the pair partner of the same seed).
         linking_b: FoF linking length in units of the mean particle spacing.
         min_halo_particles: smallest FoF group kept as a halo.
         cosmology: cosmological parameters (keys of :class:`Cosmology`).
@@ -85,6 +96,9 @@ class MockUniverse:
         z_init: float = 9.0,
         steps: int = 10,
         pm_factor: int = 2,
+        pgd: bool = True,
+        fixed_amplitude: bool = False,
+        phase_flip: bool = False,
         linking_b: float = 0.2,
         min_halo_particles: int = 20,
         cosmology: dict[str, float] | None = None,
@@ -98,6 +112,19 @@ class MockUniverse:
         self.z_init = _positive_float("z_init", z_init)
         self.steps = _int_at_least("steps", steps, 1)
         self.pm_factor = _int_at_least("pm_factor", pm_factor, 1)
+        self.pgd = _flag("pgd", pgd)
+        self.fixed_amplitude = _flag("fixed_amplitude", fixed_amplitude)
+        self.phase_flip = _flag("phase_flip", phase_flip)
+        if self.pgd:
+            if self.pm_factor != PGD_PM_FACTOR:
+                raise ValueError(
+                    f"MockUniverse: pgd needs pm_factor {PGD_PM_FACTOR}, got {pm_factor!r}; "
+                    "set pgd=false for other force meshes"
+                )
+            try:
+                pgd_parameters(self.steps, self.particles, self.box)
+            except ValueError as err:
+                raise ValueError(f"MockUniverse: steps: {err}; or set pgd=false") from err
         self.linking_b = _positive_float("linking_b", linking_b)
         if self.linking_b >= 1:
             raise ValueError(f"MockUniverse: linking_b must be < 1, got {linking_b!r}")
@@ -127,6 +154,9 @@ class MockUniverse:
             "z_init": self.z_init,
             "steps": self.steps,
             "pm_factor": self.pm_factor,
+            "pgd": self.pgd,
+            "fixed_amplitude": self.fixed_amplitude,
+            "phase_flip": self.phase_flip,
             "linking_b": self.linking_b,
             "min_halo_particles": self.min_halo_particles,
             "cosmology": asdict(self.cosmo),
@@ -146,6 +176,17 @@ class MockUniverse:
         """Mass of one DM particle, Msun/h."""
         return self.cosmo.rho_m * (self.box / self.particles) ** 3
 
+    def _delta_k(self) -> np.ndarray:
+        """``rfftn`` of the linear overdensity at z=0 on the particle lattice."""
+        return linear_delta_k(
+            self.particles,
+            self.box,
+            self._seeds()[0],
+            self.cosmo,
+            fixed_amplitude=self.fixed_amplitude,
+            phase_flip=self.phase_flip,
+        )
+
     def _seeds(self) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
         ics, galaxies = np.random.SeedSequence(self.seed).spawn(2)
         return ics, galaxies
@@ -153,14 +194,14 @@ class MockUniverse:
     # -- physics ------------------------------------------------------------------------------
     def linear_density(self) -> np.ndarray:
         """Linear overdensity at z=0 on the ``particles^3`` lattice (the ICs of this seed)."""
-        delta_k = linear_delta_k(self.particles, self.box, self._seeds()[0], self.cosmo)
+        delta_k = self._delta_k()
         return fft.irfftn(delta_k, s=(self.particles,) * 3, workers=-1).astype(np.float32)
 
     def simulate(self) -> np.ndarray:
         """Run the gravity-only simulation; return z=0 particle positions ``(n, 3)``, Mpc/h."""
         cosmo, n = self.cosmo, self.particles
         a0 = 1.0 / (1.0 + self.z_init)
-        delta_k = linear_delta_k(n, self.box, self._seeds()[0], cosmo)
+        delta_k = self._delta_k()
         psi1, psi2 = lpt_displacements(delta_k, self.box)
         del delta_k
         d1 = cosmo.growth(a0)
@@ -171,7 +212,10 @@ class MockUniverse:
         del psi1, psi2
         log.info("2LPT initial conditions at z=%.1f for %d^3 particles", self.z_init, n)
         solver = ParticleMesh(self.pm_factor * n, self.box, cosmo.Om0)
-        return evolve(pos, mom, np.linspace(a0, 1.0, self.steps + 1), cosmo, solver)
+        pos = evolve(pos, mom, np.linspace(a0, 1.0, self.steps + 1), cosmo, solver)
+        if self.pgd:
+            pos = pgd_shift(pos, solver, *pgd_parameters(self.steps, n, self.box))
+        return pos
 
     def _generate(self, root: Path) -> None:
         """Simulate, find halos, paint galaxies and write the store into ``root``."""
@@ -184,14 +228,19 @@ class MockUniverse:
         groups = friends_of_friends(
             pos, self.box, self.linking_b * spacing, min_members=self.min_halo_particles
         )
-        halo_mass = groups.size * self.particle_mass
+        so = spherical_overdensity(
+            pos, self.box, groups.labels, groups.size, self.particle_mass, 200.0 * RHO_CRIT
+        )
+        # M200c about the densest member as TNG's Group_M_Crit200, where 3 force cells resolve it
+        cell = self.box / (self.pm_factor * self.particles)
+        halo_mass = m200c(so, groups.size * self.particle_mass, self.cosmo, 3.0 * cell)
         log.info("FoF: %d halos with >= %d particles", len(groups), self.min_halo_particles)
 
         model = self.galaxy_model
-        log_env = smoothed_log_density(dm, self.box, model.env_radius, groups.centre)
+        log_env = smoothed_log_density(dm, self.box, model.env_radius, so.centre)
         env = environment_residual(np.log10(halo_mass), log_env)
         halos, galaxies = populate(
-            groups.centre,
+            so.centre,
             halo_mass,
             groups.members(),
             pos,
