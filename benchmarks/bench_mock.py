@@ -1,11 +1,12 @@
 """Mock universe generation: time, peak memory and P(k) accuracy against a converged run.
 
-For each size (particles^3 in a box of side L) and seed, three mocks are built with the same
+For each size (particles^3 in a box of side L) and seed, mocks are built with the same
 initial conditions, each in a fresh subprocess (so each peak RSS is its own) with an empty
-cache: the default (10 FastPM steps + PGD), a higher-accuracy setting (20 steps + PGD) and the
-converged reference (``--ref-steps`` steps on a ``--ref-pm``-times finer mesh, no PGD). The DM
-field (CIC, grid = particles) gives P(k); the table prints P / P_converged mode-weighted in
-quarters of the particle Nyquist wavenumber k_N, mean +- std over seeds. Usage::
+cache: the default (20 FastPM steps + PGD), a cheaper one (10 steps + PGD), a higher-accuracy
+one (40 steps + PGD) and the converged reference (``--ref-steps`` steps on a ``--ref-pm``-times
+finer mesh, no PGD). The DM field (CIC, grid = particles) gives P(k); the table prints
+P / P_converged mode-weighted in quarters of the particle Nyquist wavenumber k_N, mean +- std
+over seeds. Usage::
 
     python benchmarks/bench_mock.py                          # 64^3/32 and 128^3/75, 4 seeds
     python benchmarks/bench_mock.py --sizes 64:32 --seeds 1 2
@@ -25,7 +26,8 @@ import numpy as np
 
 SETTINGS = {
     "default": {},
-    "steps 20": {"steps": 20},
+    "steps 10": {"steps": 10},
+    "steps 40": {"steps": 40},
     "converged": None,  # filled from --ref-steps / --ref-pm
 }
 

@@ -1,8 +1,10 @@
 """The embedded mock universe: a paired gravity-only + galaxies box, cached on disk.
 
-Pipeline: Gaussian ICs (colossus linear P(k)) -> 2LPT to ``z_init`` -> FastPM particle-mesh
-steps to z=0 on a force mesh ``pm_factor`` times finer than the particle lattice -> periodic FoF
-halos (``linking_b`` times the mean spacing) -> galaxies (Moster+13 SHMR with an environment
+Pipeline: Gaussian ICs (colossus linear P(k), optionally fixed-amplitude / phase-flipped) ->
+2LPT to ``z_init`` -> FastPM particle-mesh steps to z=0 on a force mesh ``pm_factor`` times finer
+than the particle lattice, finished by PGD (:mod:`dm2gal.sim.pm`) -> periodic FoF halos
+(``linking_b`` times the mean spacing) with densest-particle centres and M200c masses
+(:mod:`dm2gal.sim.so`) -> galaxies (Moster+13 SHMR with an environment
 term, satellites on member particles) -> three CIC fields with Pylians: ``dm``, ``subhalo``
 (each halo's mass at its centre) and ``stellar``, plus ``catalogs.h5``. Everything lands in
 ``cache_dir / <config hash>`` through a temporary directory renamed when complete.
@@ -94,7 +96,7 @@ class MockUniverse:
         cache_dir: str | Path = "data/mock",
         *,
         z_init: float = 9.0,
-        steps: int = 10,
+        steps: int = 20,
         pm_factor: int = 2,
         pgd: bool = True,
         fixed_amplitude: bool = False,
