@@ -60,7 +60,7 @@ def test_default_matches_converged_run_of_the_same_seed(tmp_path, seed):
 
 
 def test_pgd_keeps_large_scales_and_sharpens_small_ones():
-    src = MockUniverse(box=32.0, particles=32, grid=32, seed=1, pgd=False)
+    src = MockUniverse(box=16.0, particles=32, grid=32, seed=1, pgd=False)
     pos = src.simulate()
     solver = ParticleMesh(2 * src.particles, src.box, src.cosmo.Om0)
     shifted = pgd_shift(pos, solver, *pgd_parameters(10, src.particles, src.box))
@@ -68,7 +68,7 @@ def test_pgd_keeps_large_scales_and_sharpens_small_ones():
     assert np.all((shifted >= 0) & (shifted < src.box))
     k, p, _ = matter_power(pos, 32, src.box)
     _, p_pgd, _ = matter_power(shifted, 32, src.box)
-    large = k < 0.5  # the two largest-scale bins (k_N = 3.1 h/Mpc)
+    large = k < 0.5  # the largest-scale bin (k_N = 6.3 h/Mpc)
     np.testing.assert_allclose(p_pgd[large], p[large], rtol=0.02)
     assert p_pgd[-3:].sum() > 1.2 * p[-3:].sum()  # halos sharpened near k_N
 
@@ -81,6 +81,8 @@ def test_pgd_parameters_interpolate_the_calibration():
         np.testing.assert_allclose(
             pgd_parameters(steps, 64, 32.0), (alpha, k_long * k_nyquist, k_short * k_nyquist)
         )
+    # at the default 128^3 / 75 Mpc/h spacing alpha is 0.0015 for 20 steps
+    assert pgd_parameters(20, 128, 75.0)[0] == pytest.approx(0.0015, rel=0.01)
     a10, a20 = PGD_CALIBRATION[10][0], PGD_CALIBRATION[20][0]
     assert pgd_parameters(14, 64, 32.0)[0] == pytest.approx(
         np.exp(np.log(a10) + np.log(1.4) / np.log(2.0) * np.log(a20 / a10)), rel=1e-9
