@@ -79,7 +79,8 @@ def test_pgd_parameters_interpolate_the_calibration():
     k_nyquist = np.pi * 64 / 32.0
     for steps, (alpha, k_long, k_short) in PGD_CALIBRATION.items():
         np.testing.assert_allclose(
-            pgd_parameters(steps, 64, 32.0), (alpha, k_long * k_nyquist, k_short * k_nyquist)
+            pgd_parameters(steps, 64, 32.0),
+            (alpha, k_long * k_nyquist, k_short * k_nyquist, 0.2 * 0.5),
         )
     # at the default 128^3 / 75 Mpc/h spacing alpha is 0.0015 for 20 steps
     assert pgd_parameters(20, 128, 75.0)[0] == pytest.approx(0.0015, rel=0.01)

@@ -99,16 +99,26 @@ class ParticleMesh:
 
 
 def pgd_shift(
-    pos: np.ndarray, solver: ParticleMesh, alpha: float, k_long: float, k_short: float
+    pos: np.ndarray,
+    solver: ParticleMesh,
+    alpha: float,
+    k_long: float,
+    k_short: float,
+    max_shift: float,
 ) -> np.ndarray:
     """Potential gradient descent (Dai, Feng & Seljak 2018): sharpen halos of a few-step run.
 
     Moves every particle by ``alpha`` times the force of the band-filtered potential
     (``k_long`` removes the large-scale flow, ``k_short`` the mesh noise), which restores the
-    compactness of halos that a coarse time step leaves puffy. Returns the new positions.
+    compactness of halos that a coarse time step leaves puffy, but by at most ``max_shift``
+    Mpc/h: in the most massive halos the linear shift overshoots the centre (one seed of four
+    at 64^3 / 32 Mpc/h gained 21% / 46% in the upper bands uncapped; capped at 0.2 mean
+    spacings, 6% / 13%). Returns the new positions.
     """
-    shifted = pos + alpha * solver._forces(pos, solver.pgd_kernel(k_long, k_short))
-    return np.mod(shifted, solver.box)
+    shift = alpha * solver._forces(pos, solver.pgd_kernel(k_long, k_short))
+    norm = np.sqrt(np.einsum("ij,ij->i", shift, shift))
+    shift *= np.minimum(1.0, max_shift / np.maximum(norm, 1e-30))[:, None]
+    return np.mod(pos + shift, solver.box)
 
 
 def evolve(
@@ -170,8 +180,11 @@ PGD_SPACING = 0.5
 PGD_SPACING_SLOPE = -2.2
 
 
-def pgd_parameters(steps: int, particles: int, box: float) -> tuple[float, float, float]:
-    """Calibrated PGD ``(alpha, k_long, k_short)`` (k in h/Mpc) for ``steps`` on a 2x mesh."""
+PGD_MAX_SHIFT = 0.2  # largest PGD shift, in mean particle spacings
+
+
+def pgd_parameters(steps: int, particles: int, box: float) -> tuple[float, float, float, float]:
+    """Calibrated PGD ``(alpha, k_long, k_short, max_shift)`` (h/Mpc, Mpc/h) for a 2x mesh."""
     known = sorted(PGD_CALIBRATION)
     if not known[0] <= steps <= known[-1]:
         raise ValueError(f"PGD is calibrated for {known[0]} to {known[-1]} steps, got {steps}")
@@ -183,4 +196,4 @@ def pgd_parameters(steps: int, particles: int, box: float) -> tuple[float, float
     k_nyquist = np.pi * particles / box
     k_long = float(np.interp(x, xs, table[:, 1])) * k_nyquist
     k_short = float(np.interp(x, xs, table[:, 2])) * k_nyquist
-    return alpha, k_long, k_short
+    return alpha, k_long, k_short, PGD_MAX_SHIFT * box / particles
