@@ -358,7 +358,7 @@ def test_fixed_amplitude_and_phase_flip_ics():
 @pytest.mark.parametrize(
     ("key", "value"),
     [
-        ("steps", 20),
+        ("steps", 10),
         ("pgd", False),
         ("fixed_amplitude", True),
         ("phase_flip", True),

@@ -18,10 +18,11 @@ deconvolution change < 3%; a 2x finer force mesh (pm_factor 4) does not help at 
 only 0.98 / 0.92 / 0.79 / 0.66. The deficit is the time step: halos stay puffy. Hence steps
 stay linear in ``a`` and the few-step run is finished by potential gradient descent (PGD, Dai,
 Feng & Seljak 2018, see :func:`pgd_shift`), one extra force evaluation that moves particles
-down the band-filtered potential. The mock's default is 20 steps + PGD: 10 steps + PGD also
-meets 5% / 10% on the calibration seed, but not on every seed (0.78 at 3/4-1 k_N on one of
-four), while 20 steps + PGD stay within 0-3% below k_N / 2 and 0.89-0.98 above over four
-seeds, for ~1.5x the time of 10 steps. All of it is numpy/scipy/Pylians: FastPM, pmesh and
+down the band-filtered potential (shift capped at 0.2 mean spacings). The mock's default is 20
+steps + PGD: over four seeds at 64^3 / 32 Mpc/h (seeds 1-3 tuned k_short, seed 4 the cap) it
+is within 3% for k <= k_N / 2 and 0.89-1.13 up to k_N, where plain 10 steps give 0.34-0.44;
+10 steps + PGD scatter more over seeds (0.78-1.38 at 3/4-1 k_N).
+All of it is numpy/scipy/Pylians: FastPM, pmesh and
 jaxpm are heavy installs (MPI or jax) and no faster on 2 cores for 128^3 particles.
 """
 
