@@ -8,7 +8,8 @@ but at fixed mass galaxies in denser surroundings are more massive: a halo-mass-
 the truth. Satellites follow a power-law subhalo mass function
 ``dN/dln(mu) = sub_norm mu^-sub_slope`` (``mu = m_sub / M``, ``m_min / M <= mu <= sub_max``),
 take ``SHMR(m_sub)`` with the same environment term and scatter, and sit on random member
-particles of their host. FoF masses are used as halo masses. Masses in Msun/h, lengths Mpc/h.
+particles of their host. Halo masses are M200c (:mod:`dm2gal.sim.so`). Masses in Msun/h,
+lengths Mpc/h.
 
 The oracle (:func:`oracle_mean`) is the model's expectation given the gravity-only run: the
 stellar mass each halo centre and each member particle receives on average over the scatter,

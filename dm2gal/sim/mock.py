@@ -1,16 +1,17 @@
 """The embedded mock universe: a paired gravity-only + galaxies box, cached on disk.
 
-Pipeline: Gaussian ICs (colossus linear P(k)) -> 2LPT to ``z_init`` -> FastPM particle-mesh
-steps to z=0 on a force mesh ``pm_factor`` times finer than the particle lattice -> periodic FoF
-halos (``linking_b`` times the mean spacing) -> galaxies (Moster+13 SHMR with an environment
-term, satellites on member particles) -> CIC fields with Pylians: ``dm``, ``subhalo`` (each
-halo's mass at its centre) and ``stellar``, plus ``catalogs.h5``. Beside them, the oracle of the
-galaxy model on the same halos: ``oracle_mean`` (the expected stellar field given the
-gravity-only run, :func:`dm2gal.sim.galaxies.oracle_mean`; no deterministic map from the DM
-run has a higher expected r(k) with ``stellar``) and ``oracle_draw`` (an independent draw of
-the scatter and the satellites from a third seed stream: what a perfect stochastic model
-scores). Everything lands in ``cache_dir / <config hash>`` through a temporary directory
-renamed when complete.
+Pipeline: Gaussian ICs (colossus linear P(k), optionally fixed-amplitude / phase-flipped) ->
+2LPT to ``z_init`` -> FastPM particle-mesh steps to z=0 on a force mesh ``pm_factor`` times finer
+than the particle lattice, finished by PGD (:mod:`dm2gal.sim.pm`) -> periodic FoF halos
+(``linking_b`` times the mean spacing) with densest-particle centres and M200c masses
+(:mod:`dm2gal.sim.so`) -> galaxies (Moster+13 SHMR with an environment term, satellites on member
+particles) -> CIC fields with Pylians: ``dm``, ``subhalo`` (each halo's mass at its centre) and
+``stellar``, plus ``catalogs.h5``. Beside them, the oracle of the galaxy model on the same halos:
+``oracle_mean`` (the expected stellar field given the gravity-only run,
+:func:`dm2gal.sim.galaxies.oracle_mean`; no deterministic map from the DM run has a higher
+expected r(k) with ``stellar``) and ``oracle_draw`` (an independent draw of the scatter and the
+satellites from a third seed stream: what a perfect stochastic model scores). Everything lands in
+``cache_dir / <config hash>`` through a temporary directory renamed when complete.
 """
 
 from __future__ import annotations
@@ -26,10 +27,17 @@ from typing import Any
 import numpy as np
 from scipy import fft
 
-from dm2gal.io.catalog import GalaxyCatalog, HaloCatalog, load_catalogs, save_catalogs
+from dm2gal.io.catalog import (
+    CATALOGS_FILE,
+    GalaxyCatalog,
+    HaloCatalog,
+    load_catalogs,
+    save_catalogs,
+)
 from dm2gal.io.paint import paint
+from dm2gal.io.sources import FIELDS
 from dm2gal.io.store import FieldStore, StoreError, config_hash, file_hash, staged_dir
-from dm2gal.sim.cosmology import Cosmology
+from dm2gal.sim.cosmology import RHO_CRIT, Cosmology
 from dm2gal.sim.fof import friends_of_friends
 from dm2gal.sim.galaxies import (
     GalaxyModel,
@@ -40,14 +48,13 @@ from dm2gal.sim.galaxies import (
 )
 from dm2gal.sim.ics import linear_delta_k
 from dm2gal.sim.lpt import lattice, lpt_displacements
-from dm2gal.sim.pm import ParticleMesh, evolve
+from dm2gal.sim.pm import PGD_PM_FACTOR, ParticleMesh, evolve, pgd_parameters, pgd_shift
+from dm2gal.sim.so import m200c, spherical_overdensity
 
 log = logging.getLogger(__name__)
 
 MOCK_VERSION = 2  # bump when the generated data change for the same configuration
-FIELDS = ("dm", "subhalo", "stellar")
 ORACLE_FIELDS = ("oracle_mean", "oracle_draw")
-CATALOGS = "catalogs.h5"
 
 
 def _is_number(value: Any) -> bool:
@@ -58,6 +65,12 @@ def _int_at_least(key: str, value: Any, minimum: int) -> int:
     if not (_is_number(value) and float(value).is_integer() and value >= minimum):
         raise ValueError(f"MockUniverse: {key} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _flag(key: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"MockUniverse: {key} must be true or false, got {value!r}")
+    return bool(value)
 
 
 def _positive_float(key: str, value: Any) -> float:
@@ -78,6 +91,10 @@ class MockUniverse:
         z_init: redshift of the 2LPT initial conditions.
         steps: number of PM steps (linear in the scale factor) to z=0.
         pm_factor: force-mesh cells per particle spacing (per side).
+        pgd: finish the run with the PGD correction calibrated for ``steps`` (needs
+            ``pm_factor`` 2 and a calibrated ``steps``; see :mod:`dm2gal.sim.pm`).
+        fixed_amplitude: fixed-amplitude ICs (Angulo & Pontzen 2016).
+        phase_flip: negated ICs (the pair partner of the same seed).
         linking_b: FoF linking length in units of the mean particle spacing.
         min_halo_particles: smallest FoF group kept as a halo.
         cosmology: cosmological parameters (keys of :class:`Cosmology`).
@@ -93,8 +110,11 @@ class MockUniverse:
         cache_dir: str | Path = "data/mock",
         *,
         z_init: float = 9.0,
-        steps: int = 10,
+        steps: int = 20,
         pm_factor: int = 2,
+        pgd: bool = True,
+        fixed_amplitude: bool = False,
+        phase_flip: bool = False,
         linking_b: float = 0.2,
         min_halo_particles: int = 20,
         cosmology: dict[str, float] | None = None,
@@ -108,6 +128,19 @@ class MockUniverse:
         self.z_init = _positive_float("z_init", z_init)
         self.steps = _int_at_least("steps", steps, 1)
         self.pm_factor = _int_at_least("pm_factor", pm_factor, 1)
+        self.pgd = _flag("pgd", pgd)
+        self.fixed_amplitude = _flag("fixed_amplitude", fixed_amplitude)
+        self.phase_flip = _flag("phase_flip", phase_flip)
+        if self.pgd:
+            if self.pm_factor != PGD_PM_FACTOR:
+                raise ValueError(
+                    f"MockUniverse: pgd needs pm_factor {PGD_PM_FACTOR}, got {pm_factor!r}; "
+                    "set pgd=false for other force meshes"
+                )
+            try:
+                pgd_parameters(self.steps, self.particles, self.box)
+            except ValueError as err:
+                raise ValueError(f"MockUniverse: steps: {err}; or set pgd=false") from err
         self.linking_b = _positive_float("linking_b", linking_b)
         if self.linking_b >= 1:
             raise ValueError(f"MockUniverse: linking_b must be < 1, got {linking_b!r}")
@@ -137,6 +170,9 @@ class MockUniverse:
             "z_init": self.z_init,
             "steps": self.steps,
             "pm_factor": self.pm_factor,
+            "pgd": self.pgd,
+            "fixed_amplitude": self.fixed_amplitude,
+            "phase_flip": self.phase_flip,
             "linking_b": self.linking_b,
             "min_halo_particles": self.min_halo_particles,
             "cosmology": asdict(self.cosmo),
@@ -162,6 +198,17 @@ class MockUniverse:
         """Mass of one DM particle, Msun/h."""
         return self.cosmo.rho_m * (self.box / self.particles) ** 3
 
+    def _delta_k(self) -> np.ndarray:
+        """``rfftn`` of the linear overdensity at z=0 on the particle lattice."""
+        return linear_delta_k(
+            self.particles,
+            self.box,
+            self._seeds()[0],
+            self.cosmo,
+            fixed_amplitude=self.fixed_amplitude,
+            phase_flip=self.phase_flip,
+        )
+
     def _seeds(self) -> tuple[np.random.SeedSequence, ...]:
         """Seed streams: initial conditions, the galaxies, the oracle's independent draw."""
         ics, galaxies, oracle = np.random.SeedSequence(self.seed).spawn(3)
@@ -170,14 +217,14 @@ class MockUniverse:
     # -- physics ------------------------------------------------------------------------------
     def linear_density(self) -> np.ndarray:
         """Linear overdensity at z=0 on the ``particles^3`` lattice (the ICs of this seed)."""
-        delta_k = linear_delta_k(self.particles, self.box, self._seeds()[0], self.cosmo)
+        delta_k = self._delta_k()
         return fft.irfftn(delta_k, s=(self.particles,) * 3, workers=-1).astype(np.float32)
 
     def simulate(self) -> np.ndarray:
         """Run the gravity-only simulation; return z=0 particle positions ``(n, 3)``, Mpc/h."""
         cosmo, n = self.cosmo, self.particles
         a0 = 1.0 / (1.0 + self.z_init)
-        delta_k = linear_delta_k(n, self.box, self._seeds()[0], cosmo)
+        delta_k = self._delta_k()
         psi1, psi2 = lpt_displacements(delta_k, self.box)
         del delta_k
         d1 = cosmo.growth(a0)
@@ -188,7 +235,10 @@ class MockUniverse:
         del psi1, psi2
         log.info("2LPT initial conditions at z=%.1f for %d^3 particles", self.z_init, n)
         solver = ParticleMesh(self.pm_factor * n, self.box, cosmo.Om0)
-        return evolve(pos, mom, np.linspace(a0, 1.0, self.steps + 1), cosmo, solver)
+        pos = evolve(pos, mom, np.linspace(a0, 1.0, self.steps + 1), cosmo, solver)
+        if self.pgd:
+            pos = pgd_shift(pos, solver, *pgd_parameters(self.steps, n, self.box))
+        return pos
 
     def _generate(self, root: Path) -> None:
         """Simulate, find halos, paint galaxies and write the store into ``root``."""
@@ -201,13 +251,18 @@ class MockUniverse:
         groups = friends_of_friends(
             pos, self.box, self.linking_b * spacing, min_members=self.min_halo_particles
         )
-        halo_mass = groups.size * self.particle_mass
+        so = spherical_overdensity(
+            pos, self.box, groups.labels, groups.size, self.particle_mass, 200.0 * RHO_CRIT
+        )
+        # M200c about the densest member as TNG's Group_M_Crit200, where 3 force cells resolve it
+        cell = self.box / (self.pm_factor * self.particles)
+        halo_mass = m200c(so, groups.size * self.particle_mass, self.cosmo, 3.0 * cell)
         log.info("FoF: %d halos with >= %d particles", len(groups), self.min_halo_particles)
 
         model = self.galaxy_model
-        log_env = smoothed_log_density(dm, self.box, model.env_radius, groups.centre)
+        log_env = smoothed_log_density(dm, self.box, model.env_radius, so.centre)
         env = environment_residual(np.log10(halo_mass), log_env)
-        hosts = (groups.centre, halo_mass, groups.members(), pos, env)
+        hosts = (so.centre, halo_mass, groups.members(), pos, env)
         physics = {
             "min_sub_mass": self.min_halo_particles * self.particle_mass,
             "h": self.cosmo.h,
@@ -218,7 +273,7 @@ class MockUniverse:
         _, draw = populate(*hosts, **physics, rng=np.random.default_rng(self._seeds()[2]))
         mean_pos, mean_mass = oracle_mean(*hosts, **physics)
 
-        save_catalogs(root / CATALOGS, halos, galaxies)
+        save_catalogs(root / CATALOGS_FILE, halos, galaxies)
         store = FieldStore(root)
         store.init(
             self.box,
@@ -227,7 +282,7 @@ class MockUniverse:
             config=self.config,
             config_hash=self.hash,
             seed=self.seed,
-            catalogs_hash=file_hash(root / CATALOGS),
+            catalogs_hash=file_hash(root / CATALOGS_FILE),
             particle_mass=self.particle_mass,
         )
         store.write("dm", dm, units="Msun/h per voxel", mas="CIC")
@@ -261,7 +316,7 @@ class MockUniverse:
         bad = store.verify(list(FIELDS + ORACLE_FIELDS))
         if bad:
             return f"fields {bad} missing on disk or failing their content hash"
-        catalogs = root / CATALOGS
+        catalogs = root / CATALOGS_FILE
         if not catalogs.is_file():
             return f"{catalogs} missing"
         if file_hash(catalogs) != meta["attrs"].get("catalogs_hash"):
@@ -288,4 +343,4 @@ class MockUniverse:
     def catalogs(self) -> tuple[HaloCatalog, GalaxyCatalog]:
         """Halo and galaxy catalogues of this mock (building it if needed)."""
         self.build()
-        return load_catalogs(self.store_dir / CATALOGS)
+        return load_catalogs(self.store_dir / CATALOGS_FILE)
