@@ -166,6 +166,10 @@ def _catalogue_box(pair):
     _edit_attr((pair.dark_dir / "groups_099").iterdir(), "BoxSize", 20_000.0)
 
 
+def _chunk_box(pair):
+    _edit_attr([pair.hydro_dir / "groups_099" / "fof_subhalo_tab_099.1.hdf5"], "BoxSize", 2e4)
+
+
 BAD = {
     "missing_dir": (
         lambda p: __import__("shutil").rmtree(p.hydro_dir),
@@ -183,6 +187,11 @@ BAD = {
     ),
     "non_finite": (_nan, r"snap_099\.2\.hdf5: 'PartType1/Coordinates' has non-finite"),
     "dark_vs_hydro": (_hydro_cosmology, r"gravity-only vs hydro run: Header/Omega0 differs"),
+    "chunk_box": (
+        _chunk_box,
+        r"fof_subhalo_tab_099\.1\.hdf5: Header/BoxSize = 20000\.0 differs from 10000\.0 in the "
+        r"first chunk .*fof_subhalo_tab_099\.0\.hdf5",
+    ),
     "catalogue_vs_snapshot": (
         _catalogue_box,
         r"snapshot vs its catalogue: Header/BoxSize differs: 10\.0 in .*snap_099\.0\.hdf5 vs 20\.0",
