@@ -28,19 +28,45 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def require_positive(cfg: DictConfig, *keys: str) -> None:
     """Raise ``ValueError`` naming the first of ``keys`` (dotted) that is not a positive number."""
     for key in keys:
         value = OmegaConf.select(cfg, key)
-        if value is not None and not (isinstance(value, int | float) and value > 0):
+        if value is not None and not (_is_number(value) and value > 0):
             raise ValueError(f"config key '{key}' must be a positive number, got {value!r}")
+
+
+def require_non_negative(cfg: DictConfig, *keys: str) -> None:
+    """Raise ``ValueError`` naming the first of ``keys`` (dotted) that is not a number >= 0."""
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not (_is_number(value) and value >= 0):
+            raise ValueError(f"config key '{key}' must be a number >= 0, got {value!r}")
+
+
+def require_count(cfg: DictConfig, *keys: str) -> None:
+    """Raise ``ValueError`` naming the first of ``keys`` (dotted) that is not an integer >= 1."""
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not (_is_number(value) and int(value) == value >= 1):
+            raise ValueError(f"config key '{key}' must be an integer >= 1, got {value!r}")
 
 
 def data_module_config(data: DictConfig) -> DictConfig:
     """The ``data`` node, resolved, without its :data:`DATA_SHORTCUTS`: what the data module
     takes. A missing mandatory value (``???``) raises naming its key, e.g. ``data.root``."""
     resolved = OmegaConf.to_container(data, resolve=True, throw_on_missing=True)
+    source = resolved.get("source") or {}
     for key in DATA_SHORTCUTS:
+        if key in resolved and key in source and resolved[key] != source[key]:
+            raise ValueError(
+                f"config keys 'data.{key}' = {resolved[key]!r} and 'data.source.{key}' = "
+                f"{source[key]!r} disagree: data.{key} feeds data.source.{key}, set only data.{key}"
+            )
         resolved.pop(key, None)
     return OmegaConf.create(resolved)
 

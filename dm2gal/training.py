@@ -13,7 +13,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dm2gal.callbacks import PreemptionCheckpoint
-from dm2gal.config import data_module_config, require_positive
+from dm2gal.config import (
+    data_module_config,
+    require_count,
+    require_non_negative,
+    require_positive,
+)
 from dm2gal.io.store import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -36,12 +41,16 @@ def check_config(cfg: DictConfig) -> None:
         cfg,
         "data.crop",
         "data.batch_size",
+        "data.box",
         "data.source.box",
         "data.source.grid",
         "data.source.particles",
         "trainer.max_epochs",
         "evaluation.tile",
+        "optim.optimizer.lr",
     )
+    require_non_negative(cfg, "optim.optimizer.weight_decay")
+    require_count(cfg, "sampler.bins", "sampler.samples_per_epoch")
     voxels = OmegaConf.select(cfg, "evaluation.calibration_voxels")
     if voxels is not None and not (isinstance(voxels, int) and voxels >= 0):
         raise ValueError(
@@ -53,6 +62,21 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"config key 'data.crop' = {crop} is larger than the grid ({grid} voxels)")
 
 
+def check_input_fits(cfg: DictConfig, context: int, model: str) -> None:
+    """Raise naming the keys when ``data.crop`` plus twice the network's ``context`` (voxels) is
+    more than the grid side, before any data is generated or read."""
+    grid_key = "data.grid" if OmegaConf.select(cfg, "data.grid") is not None else "data.source.grid"
+    grid = OmegaConf.select(cfg, grid_key)
+    crop = cfg.data.crop
+    if grid is not None and crop + 2 * context > grid:
+        raise ValueError(
+            f"config key 'data.crop' = {crop} plus twice the context of model {model} "
+            f"({context} voxels per side, set by the 'model' config) needs inputs of "
+            f"{crop + 2 * context} voxels, more than the grid ('{grid_key}' = {grid}): lower "
+            f"data.crop, raise {grid_key} or choose a model with less context"
+        )
+
+
 def build_components(cfg: DictConfig) -> tuple[Any, L.LightningModule]:
     """Build the data module (with the network's context) and the Lightning module."""
     check_config(cfg)
@@ -62,6 +86,7 @@ def build_components(cfg: DictConfig) -> tuple[Any, L.LightningModule]:
             f"config key 'data.crop' = {cfg.data.crop} is not an output size that "
             f"model {type(net).__name__} accepts (fixed output: {net.fixed_output})"
         )
+    check_input_fits(cfg, net.context, type(net).__name__)
     sampler = instantiate(cfg.sampler) if cfg.get("sampler") else None
     datamodule = instantiate(data_module_config(cfg.data), context=net.context, sampler=sampler)
     return datamodule, instantiate(cfg.module, net=net, loss=instantiate(cfg.loss))

@@ -26,6 +26,7 @@ MODELS = {
         "data.crop=1",
         "data.source.grid=160",
         "data.stride=8",
+        "data.splits.units=voxels",
         "data.splits.test=[0,8]",
         "data.splits.val=[80,88]",
         "data.batch_size=2",

@@ -157,8 +157,9 @@ class FieldDataModule(L.LightningDataModule):
             raise ValueError(f"data.crop: {self.crop} voxels is larger than the box ({grid})")
         if self.crop + 2 * self.context > grid:
             raise ValueError(
-                f"data.crop + 2 * data.context = {self.crop + 2 * self.context} voxels of input "
-                f"is larger than the box ({grid})"
+                f"data.crop = {self.crop} plus twice the network's context ({self.context} "
+                f"voxels) = {self.crop + 2 * self.context} voxels of input is larger than the box "
+                f"({grid})"
             )
         self.splits = make_splits(grid, **{"context": self.context, **self.splits_config})
         fields = [store.read(name) for name in [*self.inputs, self.target]]

@@ -27,6 +27,11 @@ def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
     return num_replicas, rank
 
 
+def _is_count(value: object) -> bool:
+    """Whether ``value`` is an integer >= 1 (not a bool, a string or a fraction)."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1
+
+
 class UniformSampler(Sampler[int]):
     """Training anchors drawn uniformly.
 
@@ -51,8 +56,11 @@ class UniformSampler(Sampler[int]):
     ):
         if num_anchors < 1:
             raise ValueError(f"sampler: no training anchors to draw from (got {num_anchors})")
-        if samples_per_epoch is not None and samples_per_epoch < 1:
-            raise ValueError(f"sampler.samples_per_epoch: expected >= 1, got {samples_per_epoch}")
+        if samples_per_epoch is not None and not _is_count(samples_per_epoch):
+            raise ValueError(
+                f"sampler.samples_per_epoch: expected an integer >= 1 or null, "
+                f"got {samples_per_epoch!r}"
+            )
         self.num_anchors, self.seed, self.epoch = int(num_anchors), int(seed), 0
         self.num_replicas, self.rank = _world(num_replicas, rank)
         self.total = int(samples_per_epoch or num_anchors)
@@ -108,7 +116,7 @@ class MassBinSampler(UniformSampler):
         rank: int | None = None,
     ):
         super().__init__(num_anchors, None, samples_per_epoch, seed, num_replicas, rank)
-        if int(bins) != bins or bins < 1:
+        if not _is_count(bins):
             raise ValueError(f"sampler.bins: expected an integer >= 1, got {bins!r}")
         if stat is None or np.shape(stat) != (num_anchors,):
             raise ValueError(
