@@ -20,6 +20,7 @@ from dm2gal.config import (
     require_positive,
 )
 from dm2gal.io.store import atomic_write_text
+from dm2gal.module import PlateauStep
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +97,11 @@ def build(cfg: DictConfig) -> tuple[Any, L.LightningModule, L.Trainer]:
     """Build the data module, the Lightning module and the trainer from a composed config."""
     datamodule, module = build_components(cfg)
     checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    # the plateau scheduler steps before last.ckpt is written (the checkpoint callbacks go last)
+    callbacks = [PlateauStep(), *instantiate_group(cfg.get("callbacks"))]
     trainer = instantiate(
         cfg.trainer,
-        callbacks=[*instantiate_group(cfg.get("callbacks")), PreemptionCheckpoint(checkpoints)],
+        callbacks=[*callbacks, PreemptionCheckpoint(checkpoints)],
         logger=instantiate_group(cfg.get("logger")) or False,
     )
     return datamodule, module, trainer
