@@ -20,14 +20,14 @@ import time
 
 def run(particles: int, box: float, cache_dir: str) -> dict[str, float]:
     """Generate one mock; return wall time (s), peak RSS (MiB) and its halo/galaxy counts."""
-    from dm2gal.catalog import load_catalogs
+    from dm2gal.io.catalog import CATALOGS_FILE, load_catalogs
     from dm2gal.sim import MockUniverse
 
     start = time.perf_counter()
     src = MockUniverse(box=box, particles=particles, grid=particles, seed=42, cache_dir=cache_dir)
     src.build()
     wall = time.perf_counter() - start
-    halos, galaxies = load_catalogs(src.store_dir / "catalogs.h5")
+    halos, galaxies = load_catalogs(src.store_dir / CATALOGS_FILE)
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
     return {"wall_s": wall, "rss_mib": rss_mib, "halos": len(halos), "galaxies": len(galaxies)}
 

@@ -23,8 +23,8 @@ from contextlib import nullcontext
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dm2gal.losses import MSELoss, TwoPhaseLoss
 from dm2gal.models import FieldNet, PaperNet, ResNet3d, TwoPhaseNet, UNet3d, count_parameters
+from dm2gal.train.losses import MSELoss, TwoPhaseLoss
 
 # name -> (class, constructor arguments, output side, batch size)
 PRESETS = {

@@ -1,4 +1,4 @@
-"""Time full-volume prediction (``dm2gal.predict.predict_region``) in voxels per second.
+"""Time full-volume prediction (``dm2gal.infer.predict.predict_region``) in voxels per second.
 
 Two networks from their configs: the default ``conf/model/unet3d.yaml`` over a whole ``--grid``^3
 box at each of ``--tiles`` output tile sides, and the paper's centre-voxel network
@@ -33,8 +33,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from dm2gal.data.regions import Region
+from dm2gal.infer.predict import plan_chunks, predict_region, read_block, tile_size
 from dm2gal.models.base import FieldNet, center_crop, count_parameters
-from dm2gal.predict import plan_chunks, predict_region, read_block, tile_size
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 

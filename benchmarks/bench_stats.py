@@ -19,8 +19,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from dm2gal import stats
-from dm2gal.stats_torch import bispectrum_torch, clear_caches, power_spectrum_torch
+from dm2gal.stats import base
+from dm2gal.stats import pylians as stats
+from dm2gal.stats.fast import bispectrum_torch, clear_caches, power_spectrum_torch
 
 
 def timed(fn: Callable[[], object], repeat: int, sync: Callable[[], None] = lambda: None) -> float:
@@ -47,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     thetas = np.linspace(0.0, np.pi, args.angles)
-    pairs = stats.DEFAULT_K_PAIRS
+    pairs = base.DEFAULT_K_PAIRS
     triangles = [(k1, k2, t) for k1, k2 in pairs for t in thetas]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -1,8 +1,8 @@
 """Multirun aggregation: one comparison table (CSV + Markdown) and a plot for a sweep.
 
-``python -m dm2gal.sweep <multirun_dir>`` (or :func:`aggregate`) reads every run directory of a
+``python -m dm2gal.sweep dir=<multirun_dir>`` (or :func:`aggregate`) reads every run directory of a
 Hydra multirun folder: its overrides (``.hydra/overrides.yaml``), its final metrics
-(``results.json`` written by :func:`dm2gal.training.train`, else the last values of
+(``results.json`` written by :func:`dm2gal.train.pipeline.train`, else the last values of
 ``csv/metrics.csv``) and its test-region statistics (``evaluation/metrics.json``, as
 ``eval/<field>/<statistic>``) when present. A run is ``ok`` when training completed, ``failed``
 when it recorded an error or left no metrics, ``incomplete`` when it has metrics but no result
@@ -11,19 +11,20 @@ when it recorded an error or left no metrics, ``incomplete`` when it has metrics
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import hydra
 import yaml
+from omegaconf import DictConfig
 
 from dm2gal.io.store import atomic_path, atomic_write_text
+from dm2gal.train.runs import find_runs
 
 FIT_SPLITS = ("train", "val", "test")
 PLOT_METRICS = (
@@ -51,26 +52,6 @@ class SweepTable:
     def column(self, name: str) -> list[Any]:
         """The values of one column, ``None`` where a run has none."""
         return [row.get(name) for row in self.rows]
-
-
-def _natural_key(path: Path) -> list[Any]:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
-
-
-def find_runs(multirun_dir: Path) -> list[Path]:
-    """Run directories (those holding ``.hydra/overrides.yaml``) under ``multirun_dir``, in job
-    order; a run directory itself gives ``[multirun_dir]``."""
-    multirun_dir = Path(multirun_dir)
-    if not multirun_dir.is_dir():
-        raise FileNotFoundError(f"{multirun_dir}: multirun directory not found")
-    runs = {
-        p.parent.parent
-        for p in multirun_dir.glob("**/.hydra/overrides.yaml")
-        if ".submitit" not in p.parts
-    }
-    if not runs:
-        raise FileNotFoundError(f"{multirun_dir}: no run directory (*/.hydra/overrides.yaml)")
-    return sorted(runs, key=_natural_key)
 
 
 def read_overrides(run_dir: Path) -> dict[str, str]:
@@ -247,13 +228,10 @@ def aggregate(multirun_dir: Path, out_dir: Path | None = None) -> SweepTable:
     return table
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m dm2gal.sweep <multirun_dir> [--out DIR]``: write and print the table."""
-    parser = argparse.ArgumentParser(prog="python -m dm2gal.sweep", description=__doc__)
-    parser.add_argument("multirun_dir", type=Path, help="a Hydra multirun directory")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: same)")
-    args = parser.parse_args(argv)
-    table = aggregate(args.multirun_dir, args.out)
+@hydra.main(version_base="1.3", config_path="../conf", config_name="sweep")
+def main(cfg: DictConfig) -> None:
+    """Write the table and plot of ``cfg.dir`` (``conf/sweep.yaml``) and print the table."""
+    table = aggregate(Path(cfg.dir), Path(cfg.out) if cfg.out else None)
     print(table.markdown.read_text())
     print(f"wrote {table.csv}, {table.markdown}, {table.plot}")
 

@@ -11,9 +11,8 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from dm2gal.config import data_module_config
 from dm2gal.models.base import FieldNet
-from dm2gal.training import build, check_config, instantiate_group
+from dm2gal.train.build import build, check_config, data_module_config, instantiate_group
 
 ROOT = Path(__file__).resolve().parents[1]
 

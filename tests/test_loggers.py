@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from dm2gal.loggers import ResumableCSVLogger
+from dm2gal.train.loggers import ResumableCSVLogger
 
 
 def _log(save_dir: Path, steps: range, value: float) -> None:

@@ -10,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from dm2gal.losses import HuberLoss, MSELoss, TwoPhaseLoss, WeightedMSELoss
+from dm2gal.train.losses import HuberLoss, MSELoss, TwoPhaseLoss, WeightedMSELoss
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

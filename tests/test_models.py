@@ -9,8 +9,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from dm2gal.losses import MSELoss, TwoPhaseLoss
 from dm2gal.models import FieldNet, PaperNet, ResNet3d, TwoPhaseNet, UNet3d, count_parameters
+from dm2gal.train.losses import MSELoss, TwoPhaseLoss
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -10,10 +10,8 @@ import torch
 
 from dm2gal.data.regions import Region
 from dm2gal.data.transforms import FieldTransform
-from dm2gal.io.store import FieldStore, StoreError
-from dm2gal.models import PaperNet, ResNet3d, UNet3d
-from dm2gal.models.base import FieldNet
-from dm2gal.predict import (
+from dm2gal.infer.predict import (
+    PredictOptions,
     chunk_grid,
     predict_region,
     predict_store,
@@ -21,6 +19,9 @@ from dm2gal.predict import (
     tile_size,
     tiles_per_chunk,
 )
+from dm2gal.io.store import FieldStore, StoreError
+from dm2gal.models import PaperNet, ResNet3d, UNet3d
+from dm2gal.models.base import FieldNet
 
 GRID = 24
 
@@ -195,8 +196,7 @@ def test_whole_box_prediction_into_a_store(fields, tmp_path):
         tmp_path / "out",
         "stellar",
         {"run_dir": "r"},
-        tile=8,
-        progress=False,
+        options=PredictOptions(tile=8, progress=False),
     )
     np.testing.assert_array_equal(out.read("stellar"), want)
     meta = out.field_meta("stellar")
@@ -206,10 +206,10 @@ def test_whole_box_prediction_into_a_store(fields, tmp_path):
     other = FieldStore(tmp_path / "other")
     other.init(30.0, GRID // 2)
     with pytest.raises(StoreError, match="not the input store's"):
-        predict_store(net, transform, source, ["dm", "subhalo"], other.root, "stellar", tile=8)
+        predict_store(net, transform, source, ["dm", "subhalo"], other.root, "stellar")
     assert other.fields() == [] and not other.path("stellar").exists()
     with pytest.raises(StoreError, match="would overwrite its field 'dm'"):
-        predict_store(net, transform, source, ["dm", "subhalo"], source.root, "dm", tile=8)
+        predict_store(net, transform, source, ["dm", "subhalo"], source.root, "dm")
     with pytest.raises(ValueError, match="trained on voxels of 2.5 Mpc/h"):
         predict_store(net, transform, source, ["dm", "subhalo"], other.root, "x", voxel_size=2.5)
 

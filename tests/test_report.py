@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from dm2gal.report import PLOTS, write_report
+from dm2gal.eval.report import PLOTS, ReportOptions, write_report
 
 BOX = 75.0  # Mpc/h
 N = 16
@@ -42,10 +42,8 @@ def read_csv(path) -> list[dict[str, str]]:
 def test_write_report_writes_every_artefact(tmp_path):
     truth, preds = fields()
     logged = {}
-    metrics = write_report(
-        tmp_path, BOX, truth, preds, k_pairs=K_PAIRS, thetas=THETAS, slice_width=3,
-        logger=logged.__setitem__,
-    )  # fmt: skip
+    options = ReportOptions(k_pairs=K_PAIRS, thetas=THETAS, slice_width=3)
+    metrics = write_report(tmp_path, BOX, truth, preds, options, logger=logged.__setitem__)
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
     assert set(metrics["models"]) == {"model", "hod"}
     model, hod = metrics["models"]["model"], metrics["models"]["hod"]
@@ -75,7 +73,8 @@ def test_write_report_writes_every_artefact(tmp_path):
 
 def test_perfect_prediction_scores_perfectly(tmp_path):
     truth, _ = fields()
-    metrics = write_report(tmp_path, BOX, truth, {"copy": truth.copy()}, k_pairs=K_PAIRS)
+    options = ReportOptions(k_pairs=K_PAIRS)
+    metrics = write_report(tmp_path, BOX, truth, {"copy": truth.copy()}, options)
     scores = metrics["models"]["copy"]
     assert scores["rk_mean"] == pytest.approx(1.0, abs=1e-9)
     assert scores["total_mass_rel_err"] == scores["log_rmse"] == scores["bk_ratio_abs_err"] == 0.0
@@ -87,6 +86,7 @@ def test_perfect_prediction_scores_perfectly(tmp_path):
         ({}, {}, "predictions is empty"),
         ({"truth": None}, {}, "cannot be named 'truth'"),
         ({"model": np.ones((8, 8, 8), np.float32)}, {}, "has shape"),
+        ({"model": None}, {"slice_width": N + 1}, "slice_width"),
         ({"model": None}, {"slice_width": 0}, "slice_width"),
         ({"model": None}, {"k_pairs": ((0.5, 0.6),)}, "beyond the grid"),
     ],
@@ -96,5 +96,20 @@ def test_bad_input_raises_and_writes_nothing(tmp_path, preds, kwargs, match):
     preds = {name: truth if f is None else f for name, f in preds.items()}
     out = tmp_path / "report"
     with pytest.raises(ValueError, match=match):
-        write_report(out, BOX, truth, preds, **{"k_pairs": K_PAIRS, **kwargs})
+        write_report(out, BOX, truth, preds, ReportOptions(**{"k_pairs": K_PAIRS, **kwargs}))
     assert not out.exists()
+
+
+def test_torch_report_agrees_with_the_pylians_reference(tmp_path):
+    """Reports measure with torch by default; every score equals the Pylians path's to 1e-5."""
+    truth, preds = fields()
+    got = {}
+    for backend in ("torch", "pylians"):
+        options = ReportOptions(k_pairs=K_PAIRS, thetas=THETAS, backend=backend)
+        got[backend] = write_report(tmp_path / backend, BOX, truth, preds, options)["models"]
+    for name, scores in got["pylians"].items():
+        for key, value in scores.items():
+            assert got["torch"][name][key] == pytest.approx(value, rel=1e-5, abs=1e-7), (name, key)
+    pk = {b: read_csv(tmp_path / b / "pk.csv") for b in got}
+    for row_t, row_p in zip(pk["torch"], pk["pylians"], strict=True):
+        assert float(row_t["pk_model"]) == pytest.approx(float(row_p["pk_model"]), rel=1e-5)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import fft
 
-from dm2gal.catalog import load_catalogs
+from dm2gal.io.catalog import load_catalogs
 from dm2gal.sim import MockUniverse
 from dm2gal.sim.cosmology import Cosmology
 from dm2gal.sim.fof import friends_of_friends

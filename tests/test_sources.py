@@ -15,10 +15,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tng_layout import make_pair
 
-import dm2gal.config  # noqa: F401  (config resolvers)
-from dm2gal.catalog import load_catalogs
+import dm2gal.train.build  # noqa: F401  (config resolvers)
+from dm2gal.io.catalog import load_catalogs
 from dm2gal.io.gadget import SimFileError
-from dm2gal.sources import ArraySource, CamelsSource, SourceError, TNGSource
+from dm2gal.io.sources import ArraySource, CamelsSource, SourceError, TNGSource
 
 GRID = 16
 CONF = Path(__file__).resolve().parents[1] / "conf"

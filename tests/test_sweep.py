@@ -14,9 +14,10 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import ROOT, compose_train, mock_cache_dir
+from conftest import ROOT, compose_train, mock_cache_dir, run_script
 
-from dm2gal.sweep import aggregate, find_runs, main, read_overrides
+from dm2gal.sweep import aggregate, read_overrides
+from dm2gal.train.runs import find_runs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -31,6 +32,7 @@ def make_run(
     """A fake Hydra run directory with the files aggregation reads."""
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (run / ".hydra" / "config.yaml").write_text("{}")
     if results is not None:
         (run / "results.json").write_text(json.dumps(results))
     if csv_rows is not None:
@@ -75,6 +77,7 @@ def fake_sweep(tmp_path: Path) -> Path:
     )
     (root / ".submitit" / "123_0" / ".hydra").mkdir(parents=True)
     (root / ".submitit" / "123_0" / ".hydra" / "overrides.yaml").write_text("[]")
+    (root / ".submitit" / "123_0" / ".hydra" / "config.yaml").write_text("{}")
     return root
 
 
@@ -105,9 +108,9 @@ def test_aggregate_fake_sweep(fake_sweep: Path):
     assert table.plot.read_bytes()[:8] == PNG_MAGIC
 
 
-def test_cli_writes_to_out_dir(fake_sweep: Path, tmp_path: Path, capsys):
-    main([str(fake_sweep), "--out", str(tmp_path / "report")])
-    assert "| 2 | failed | resnet3d | mse |" in capsys.readouterr().out
+def test_cli_writes_to_out_dir(fake_sweep: Path, tmp_path: Path):
+    result = run_script("dm2gal.sweep", f"dir={fake_sweep}", f"out={tmp_path / 'report'}")
+    assert "| 2 | failed | resnet3d | mse |" in result.stdout
     assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [
         "sweep.csv",
         "sweep.md",
@@ -116,9 +119,9 @@ def test_cli_writes_to_out_dir(fake_sweep: Path, tmp_path: Path, capsys):
 
 
 def test_bad_inputs_name_the_path(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match="multirun directory not found"):
+    with pytest.raises(FileNotFoundError, match="run or multirun directory not found"):
         find_runs(tmp_path / "missing")
-    with pytest.raises(FileNotFoundError, match="no run directory"):
+    with pytest.raises(FileNotFoundError, match="neither a run directory nor a folder of runs"):
         find_runs(tmp_path)
     (tmp_path / "r" / ".hydra").mkdir(parents=True)
     (tmp_path / "r" / ".hydra" / "overrides.yaml").write_text("a: 1")
@@ -158,7 +161,7 @@ def test_signal_checkpoints_mid_epoch_and_resume_completes(tmp_path: Path):
         calls.append(signum)
         raise Requeued
 
-    from dm2gal.training import train
+    from dm2gal.train.pipeline import train
 
     previous = signal.signal(signal.SIGUSR1, requeue)
     try:

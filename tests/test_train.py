@@ -20,7 +20,7 @@ from conftest import ROOT, mock_cache_dir, run_script
 
 from dm2gal.data.crops import read_crop
 from dm2gal.io.store import FieldStore
-from dm2gal.training import build
+from dm2gal.train.build import build
 
 MODELS = {
     "unet3d": [],
@@ -164,9 +164,7 @@ def test_train_then_evaluate_as_a_user(tmp_path: Path):
     assert png.startswith(b"\x89PNG") and len(png) > 5000
 
     out = tmp_path / "again"
-    run_script(
-        "evaluate.py", f"run_dir={run}", f"out_dir={out}", "hods=[binned,zheng07]", cwd=tmp_path
-    )
+    run_script("evaluate.py", f"run_dir={run}", f"out_dir={out}", cwd=tmp_path)
     again = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert {"model", "hod_binned", "hod_zheng07"} <= set(again["models"])
     # the same checkpoint and data give the same prediction
@@ -175,7 +173,7 @@ def test_train_then_evaluate_as_a_user(tmp_path: Path):
     )
 
     # the whole box, predicted into a field store, holds the evaluation's test-region prediction
-    run_script("dm2gal.predict", str(run), "--out", str(tmp_path / "box"), "--tile", "16")
+    run_script("dm2gal.predict", f"run_dir={run}", f"out={tmp_path / 'box'}", "tile=16")
     box = FieldStore(tmp_path / "box")
     evaluated = FieldStore(run / "evaluation" / "fields")
     start, side = evaluated.meta()["attrs"]["region_start"], evaluated.grid

@@ -32,8 +32,8 @@ import numpy as np
 from scipy.optimize import least_squares, minimize
 from scipy.special import lambertw
 
-from dm2gal.catalog import GalaxyCatalog, HaloCatalog
 from dm2gal.hod.base import HOD, IsHeldout, training_galaxies
+from dm2gal.io.catalog import GalaxyCatalog, HaloCatalog
 
 SHMR_KEYS = ("m10", "n10", "beta10", "gamma10")
 MIN_SATELLITES = 3

@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,31 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+@contextmanager
+def staged_dir(target: str | Path, keep: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """Yield a new staging directory beside ``target``; when the block succeeds it replaces
+    ``target`` by renames (an existing ``target`` is moved aside first, then removed), so a
+    crash never leaves a half-written directory under the target's name. ``keep(target)``, when
+    given, is asked just before: True keeps a ``target`` that another process completed
+    meanwhile and drops the staging directory."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield staging
+        if keep is not None and target.exists() and keep(target):
+            return
+        if target.exists():
+            old = staging.with_suffix(".old")
+            os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class FieldStore:

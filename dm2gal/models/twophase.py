@@ -10,7 +10,7 @@ from dm2gal.models.unet3d import UNet3d
 class TwoPhaseNet(UNet3d):
     """A :class:`UNet3d` trunk whose 1^3 head gives two channels: channel 0 the logit of "this
     voxel holds a galaxy", channel 1 the normalised target of an occupied voxel. ``forward``
-    returns both (for :class:`dm2gal.losses.TwoPhaseLoss`); ``infer`` returns one channel: the
+    returns both (for :class:`dm2gal.train.losses.TwoPhaseLoss`); ``infer`` returns one channel: the
     value where ``sigmoid(logit) >= 0.5`` and ``empty_value`` elsewhere.
 
     ``empty_value`` is the normalised target of an empty voxel (raw stellar mass 0), which the

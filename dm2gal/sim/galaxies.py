@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import fft
 
-from dm2gal.catalog import GalaxyCatalog, HaloCatalog
+from dm2gal.io.catalog import GalaxyCatalog, HaloCatalog
 from dm2gal.sim.ics import wavenumbers
 
 

@@ -11,9 +11,6 @@ term, satellites on member particles) -> three CIC fields with Pylians: ``dm``, 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import asdict
@@ -23,9 +20,9 @@ from typing import Any
 import numpy as np
 from scipy import fft
 
-from dm2gal.catalog import GalaxyCatalog, HaloCatalog, load_catalogs, save_catalogs
-from dm2gal.fields import paint
-from dm2gal.io.store import FieldStore, StoreError, config_hash, file_hash
+from dm2gal.io.catalog import GalaxyCatalog, HaloCatalog, load_catalogs, save_catalogs
+from dm2gal.io.paint import paint
+from dm2gal.io.store import FieldStore, StoreError, config_hash, file_hash, staged_dir
 from dm2gal.sim.cosmology import Cosmology
 from dm2gal.sim.fof import friends_of_friends
 from dm2gal.sim.galaxies import GalaxyModel, environment_residual, populate, smoothed_log_density
@@ -259,32 +256,10 @@ class MockUniverse:
                 stacklevel=2,
             )
         log.info("generating mock universe in %s", self.store_dir)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=f".{self.hash}.tmp-"))
-        try:
+        # a store another process completed meanwhile is kept
+        with staged_dir(self.store_dir, keep=lambda root: self.cache_problem(root) is None) as tmp:
             self._generate(tmp)
-            self._install(tmp)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return FieldStore(self.store_dir)
-
-    def _install(self, tmp: Path) -> None:
-        """Move the complete store ``tmp`` onto ``store_dir``, replacing a broken one."""
-        trash = None
-        if self.store_dir.exists():
-            if self.cache_problem() is None:
-                return  # another process finished the same configuration meanwhile
-            trash = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=f".{self.hash}.old-"))
-            os.replace(self.store_dir, trash / "store")
-        try:
-            os.rename(tmp, self.store_dir)
-        except OSError:
-            # another process installed the same configuration meanwhile: keep theirs if sound
-            if self.cache_problem() is not None:
-                raise
-        finally:
-            if trash is not None:
-                shutil.rmtree(trash, ignore_errors=True)
 
     def catalogs(self) -> tuple[HaloCatalog, GalaxyCatalog]:
         """Halo and galaxy catalogues of this mock (building it if needed)."""

@@ -17,7 +17,7 @@ import logging
 import numpy as np
 from scipy import fft
 
-from dm2gal.fields import paint
+from dm2gal.io.paint import paint
 from dm2gal.sim.cosmology import Cosmology
 from dm2gal.sim.ics import wavenumbers
 

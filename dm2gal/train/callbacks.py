@@ -1,13 +1,13 @@
 """Lightning callbacks: in-training validation statistics, and checkpoints before preemption.
 
 :class:`FieldStatsCallback` predicts the whole validation region every N epochs with
-:func:`dm2gal.predict.predict_region` and scores it against the true stellar-mass field with
-the torch statistics (:mod:`dm2gal.stats_torch`, on the module's device). Like the evaluation
+:func:`dm2gal.infer.predict.predict_region` and scores it against the true stellar-mass field with
+the torch statistics (:mod:`dm2gal.stats.fast`, on the module's device). Like the evaluation
 report, the (non-periodic) validation cube is treated as periodic with its own side as the box
-(see the :mod:`dm2gal.stats` docstring): truth and prediction are measured the same way, so the
+(see :mod:`dm2gal.stats.pylians`): truth and prediction are measured the same way, so the
 ratio and cross-correlation compare like with like. :class:`PreemptionCheckpoint` keeps
-``last.ckpt`` (every epoch, and when SLURM announces the end of a job), so a killed or requeued
-job resumes exactly.
+``last.ckpt`` (after every validation, and when SLURM announces the end of a job), so a killed
+or requeued job resumes exactly.
 """
 
 from __future__ import annotations
@@ -23,17 +23,17 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.loggers import WandbLogger
 
 from dm2gal.data.crops import read_crop
-from dm2gal.predict import predict_region
-from dm2gal.report import plot_slices, save_png
-from dm2gal.stats import nyquist
-from dm2gal.stats_torch import cross_power_torch
+from dm2gal.eval.report import plot_slices, save_png
+from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, predict_fields
+from dm2gal.stats.base import nyquist
+from dm2gal.stats.fast import cross_power_torch
+from dm2gal.train.loggers import find_wandb
 
 log = logging.getLogger(__name__)
 
-METRICS = ("val/pk_ratio_err", "val/rk_mean", "val/total_mass_err")
+METRICS = ("val/pk_ratio_abs_err", "val/rk_mean", "val/total_mass_rel_err")
 
 
 def field_scores(
@@ -42,10 +42,10 @@ def field_scores(
     """P(k) ratio error, mean r(k) and total-mass relative error of ``pred`` against ``truth``.
 
     Both are mass-per-voxel cubes (Msun/h) of a periodic box of side ``box`` (Mpc/h), CIC
-    window corrected. ``pk_ratio_err`` is mean |P_pred / P_truth - 1| and ``rk_mean`` the mean
+    window corrected. ``pk_ratio_abs_err`` is mean |P_pred / P_truth - 1| and ``rk_mean`` the mean
     r(k) over the k bins with k <= ``k_max`` (h/Mpc; default Nyquist), as ``stats.summary``.
     An empty prediction (no mass anywhere, e.g. early in training) has P = 0 and no defined
-    r(k): it scores ``pk_ratio_err = 1`` and ``rk_mean = 0``. An empty truth (a validation
+    r(k): it scores ``pk_ratio_abs_err = 1`` and ``rk_mean = 0``. An empty truth (a validation
     region without galaxies) leaves every score undefined: all are NaN.
     """
     total_truth = float(truth.sum(dtype=torch.float64))
@@ -53,23 +53,23 @@ def field_scores(
         return dict.fromkeys(METRICS, math.nan)
     total_pred = float(pred.sum(dtype=torch.float64))
     k_max = nyquist(box, truth.shape[0]) if k_max is None else float(k_max)
-    scores = {"val/total_mass_err": total_pred / total_truth - 1.0}
+    scores = {"val/total_mass_rel_err": total_pred / total_truth - 1.0}
     if total_pred > 0:
         k, pk_truth, pk_pred, _, r = cross_power_torch(truth, pred, box, mas="CIC")
         sel = k <= k_max
         if not bool(sel.any()):
             raise ValueError(f"k_max={k_max} h/Mpc is below the first k bin ({float(k[0]):.4g})")
-        scores["val/pk_ratio_err"] = float((pk_pred[sel] / pk_truth[sel] - 1.0).abs().mean())
+        scores["val/pk_ratio_abs_err"] = float((pk_pred[sel] / pk_truth[sel] - 1.0).abs().mean())
         scores["val/rk_mean"] = float(r[sel].mean())
     else:
-        scores["val/pk_ratio_err"], scores["val/rk_mean"] = 1.0, 0.0
+        scores["val/pk_ratio_abs_err"], scores["val/rk_mean"] = 1.0, 0.0
     return scores
 
 
 class FieldStatsCallback(L.Callback):
     """Every ``every_n_epochs`` epochs, predict the validation region and log its statistics.
 
-    Logs ``val/pk_ratio_err``, ``val/rk_mean`` and ``val/total_mass_err`` (see
+    Logs ``val/pk_ratio_abs_err``, ``val/rk_mean`` and ``val/total_mass_rel_err`` (see
     :func:`field_scores`) with ``pl_module.log``, so every logger (W&B, CSV) and every callback
     (checkpointing, early stopping) sees them. The global-zero process predicts and scores; the
     values are broadcast so that every DDP rank logs the same numbers. A PNG of projected slabs
@@ -87,7 +87,7 @@ class FieldStatsCallback(L.Callback):
     def __init__(
         self,
         every_n_epochs: int = 1,
-        tile: int = 32,
+        tile: int = DEFAULT_TILE,
         batch_size: int = 4,
         k_max: float | None = None,
         slice_width: int = 4,
@@ -135,18 +135,15 @@ class FieldStatsCallback(L.Callback):
             raise ValueError(
                 f"data.splits.val: FieldStatsCallback needs a cubic region, got {region.size}"
             )
-        pred = predict_region(
-            pl_module.net,
-            [dm.store.read(name) for name in dm.inputs],
-            region,
-            dm.transform.forward_input,
-            dm.transform.inverse_prediction,
-            tile=self.tile,
-            batch_size=self.batch_size,
-            device=pl_module.device,
+        options = PredictOptions(
+            self.tile,
+            self.batch_size,
+            pl_module.hparams.get("channels_last", False),
+            str(pl_module.device),
             progress=False,
-            channels_last=pl_module.hparams.get("channels_last", False),
         )
+        inputs = [dm.store.read(name) for name in dm.inputs]
+        pred = predict_fields(pl_module.net, dm.transform, inputs, region, options)
         truth = read_crop(dm.store.read(dm.target), region.start, region.size)
         side = region.size[0] * dm.box / dm.grid
         scores = field_scores(
@@ -173,9 +170,9 @@ class FieldStatsCallback(L.Callback):
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         save_png(plot_slices({"truth": truth, "prediction": pred}, width, side), path)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key="val/slices", images=[str(path)], step=trainer.global_step)
+        wandb = find_wandb(trainer.loggers)
+        if wandb is not None:
+            wandb.log_image(key="val/slices", images=[str(path)], step=trainer.global_step)
         return path
 
 
@@ -183,7 +180,7 @@ class PreemptionCheckpoint(L.Callback):
     """Keep ``<dirpath>/last.ckpt``, the exact resume point after a kill or a preemption.
 
     It is written at the end of every validation of ``fit`` (once per epoch by default; the
-    plateau scheduler has stepped by then, see :class:`dm2gal.module.PlateauStep`, which must
+    plateau scheduler has stepped by then, see :class:`dm2gal.train.module.PlateauStep`, which must
     come before this callback) and once more when training ends.
 
     SLURM sends a signal ``signal_delay_s`` seconds before a time limit or a preemption

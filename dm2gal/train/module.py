@@ -99,7 +99,7 @@ class Dm2galModule(L.LightningModule):
         if plateau and not any(isinstance(c, PlateauStep) for c in self.trainer.callbacks):
             raise ValueError(
                 "a ReduceLROnPlateau scheduler (optim.scheduler) needs the trainer callback "
-                "dm2gal.module.PlateauStep, before the checkpointing callbacks"
+                "dm2gal.train.module.PlateauStep, before the checkpointing callbacks"
             )
         for logger in self.loggers:
             logger.log_hyperparams(

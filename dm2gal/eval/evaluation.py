@@ -1,29 +1,80 @@
 """Held-out evaluation: predict the test region, paint the HOD benchmarks, write the report.
 
 Artefacts go to ``<out_dir>/evaluation/``: a field store with the truth, the prediction and each
-HOD field on the test region (with metadata), ``metrics.json``, CSV tables and PNG plots.
+HOD field on the test region (with metadata), ``metrics.json``, CSV tables and PNG plots. The
+settings are one object, :class:`EvaluationSettings` (the ``evaluation`` config group).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dm2gal import __version__
-from dm2gal.calibration import fit_calibration
 from dm2gal.data.crops import read_crop
 from dm2gal.data.regions import Region
+from dm2gal.eval.report import ReportOptions, write_report
+from dm2gal.hod import build_hod_field
+from dm2gal.infer.calibration import fit_calibration
+from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, default_device, predict_fields
+from dm2gal.io.catalog import CATALOGS_FILE
 from dm2gal.io.store import FieldStore
-from dm2gal.predict import predict_region
+from dm2gal.train.loggers import find_wandb, wandb_logger
+from dm2gal.train.runs import find_runs, load_run
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """The ``evaluation`` config group (``conf/evaluation/default.yaml``).
+
+    ``tile`` / ``batch_size``: prediction tiles (voxels per side) and tiles per pass;
+    ``min_mass``: also score only voxels whose true M* exceeds it (Msun/h; None: whole field
+    only); ``calibration_voxels``: about this many voxels of whole-box slabs are predicted to fit
+    a quantile calibration on their training-region voxels (0: off); ``report``: how the report
+    measures (:class:`ReportOptions`).
+    """
+
+    tile: int = DEFAULT_TILE
+    batch_size: int = 4
+    min_mass: float | None = None
+    calibration_voxels: int = 0
+    report: ReportOptions = dataclasses.field(default_factory=ReportOptions)
+
+    def __post_init__(self) -> None:
+        v = self.calibration_voxels
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"evaluation.calibration_voxels must be an integer >= 0, got {v!r}")
+        if self.min_mass is not None and not self.min_mass > 0:
+            raise ValueError(f"evaluation.min_mass must be > 0 Msun/h or null, got {self.min_mass}")
+
+    @classmethod
+    def from_config(cls, node: Mapping | None) -> EvaluationSettings:
+        """Settings from an ``evaluation`` config node (missing keys take the defaults)."""
+        values = (
+            OmegaConf.to_container(node, resolve=True)
+            if isinstance(node, DictConfig)
+            else dict(node or {})
+        )
+        report = values.pop("report", None) or {}
+        if "k_pairs" in report:
+            report["k_pairs"] = tuple(tuple(pair) for pair in report["k_pairs"])
+        try:
+            return cls(**values, report=ReportOptions(**report))
+        except TypeError as err:
+            raise ValueError(f"evaluation: unknown or missing setting ({err})") from err
+
+    def predict_options(self, channels_last: bool = False, progress: bool = True) -> PredictOptions:
+        return PredictOptions(self.tile, self.batch_size, channels_last, progress=progress)
 
 
 def region_field(field: np.ndarray, region: Region) -> np.ndarray:
@@ -35,11 +86,10 @@ def hod_fields(
     hod_cfgs: Sequence[DictConfig], datamodule: Any, region: Region, seed: int
 ) -> dict[str, np.ndarray]:
     """Fit each HOD on the training region, paint it on the whole box, cut the test region."""
-    catalogs = datamodule.store.root / "catalogs.h5"
+    catalogs = datamodule.store.root / CATALOGS_FILE
     if not catalogs.is_file():
         log.warning("%s not found: no HOD benchmark for this data source", catalogs)
         return {}
-    from dm2gal.hod import build_hod_field
 
     def is_heldout(pos: np.ndarray) -> np.ndarray:
         return datamodule.splits.is_heldout(pos, datamodule.box)
@@ -58,7 +108,7 @@ def score_above(
     truth: np.ndarray,
     fields: dict[str, np.ndarray],
     min_mass: float,
-    options: dict,
+    options: ReportOptions,
 ) -> dict[str, float]:
     """The paper's scoring beside the whole field: a report on the voxels whose true M* exceeds
     ``min_mass`` (Msun/h; every other voxel set to 0 in every field), in ``above_<min_mass>/``."""
@@ -66,14 +116,12 @@ def score_above(
     if not keep.any():
         log.warning("no test voxel has a true M* above evaluation.min_mass = %g", min_mass)
         return {}
-    from dm2gal.report import write_report
-
     above = write_report(
         out_dir / f"above_{min_mass:g}",
         side,
         np.where(keep, truth, 0).astype(np.float32),
         {name: np.where(keep, field, 0).astype(np.float32) for name, field in fields.items()},
-        **options,
+        options,
     )
     return {
         f"{name}/above_{min_mass:g}/{key}": float(value)
@@ -83,29 +131,23 @@ def score_above(
 
 
 def evaluate_test_region(
-    net: torch.nn.Module,
+    net: Any,
     datamodule: Any,
     out_dir: Path,
+    settings: EvaluationSettings,
     *,
-    tile: int = 32,
-    batch_size: int = 4,
     channels_last: bool = False,
-    calibration_voxels: int = 0,
-    min_mass: float | None = None,
     hods: Sequence[DictConfig] = (),
     seed: int = 0,
     config: dict | None = None,
     logger: Any = None,
-    report_options: dict | None = None,
 ) -> dict[str, float]:
     """Predict the test region with ``net``, compare truth / model / HODs, write every artefact
-    (with ``min_mass``: also the paper's scoring, on voxels whose true M* exceeds it, into
-    ``above_<min_mass>/``). With ``calibration_voxels`` > 0, about that many voxels of the box are
-    also predicted to fit a quantile calibration on their training-region voxels
-    (:mod:`dm2gal.calibration`, saved as ``calibration.csv``), and the calibrated prediction is
-    reported as ``model_calibrated`` beside the raw one."""
-    from dm2gal.report import write_report
-
+    (with ``settings.min_mass``: also the paper's scoring, on voxels whose true M* exceeds it,
+    into ``above_<min_mass>/``). With ``settings.calibration_voxels`` > 0, about that many voxels
+    of the box are also predicted to fit a quantile calibration on their training-region voxels
+    (:mod:`dm2gal.infer.calibration`, saved as ``calibration.csv``), and the calibrated
+    prediction is reported as ``model_calibrated`` beside the raw one."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     store, region, transform = datamodule.store, datamodule.splits.test, datamodule.transform
@@ -113,28 +155,22 @@ def evaluate_test_region(
         raise ValueError(
             f"the test region must be a cube for P(k) and B(k), got size {region.size}"
         )
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     inputs = [store.read(name) for name in datamodule.inputs]
+    options = settings.predict_options(channels_last)
 
     def predict(where: Region) -> np.ndarray:
-        return predict_region(
-            net,
-            inputs,
-            where,
-            transform.forward_input,
-            transform.inverse_prediction,
-            tile=tile,
-            batch_size=batch_size,
-            device=device,
-            channels_last=channels_last,
-        )
+        return predict_fields(net, transform, inputs, where, options)
 
     prediction = predict(region)
     truth = region_field(store.read(datamodule.target), region)
     fields = {"model": prediction}
-    if calibration_voxels:
+    if settings.calibration_voxels:
         calibrate = fit_calibration(
-            predict, store.read(datamodule.target), datamodule.splits, tile, calibration_voxels
+            predict,
+            store.read(datamodule.target),
+            datamodule.splits,
+            settings.tile,
+            settings.calibration_voxels,
         )
         calibrate.save(out_dir / "calibration.csv")
         fields["model_calibrated"] = calibrate(prediction)
@@ -155,15 +191,16 @@ def evaluate_test_region(
     for name, field in fields.items():
         results.write(name, field)
 
-    options = report_options or {}
-    report = write_report(out_dir, side, truth, fields, logger=logger, **options)
+    report = write_report(out_dir, side, truth, fields, settings.report, logger)
     metrics = {
         f"{name}/{key}": float(value)
         for name, values in report["models"].items()
         for key, value in values.items()
     }
-    if min_mass is not None:
-        metrics.update(score_above(out_dir, side, truth, fields, min_mass, options))
+    if settings.min_mass is not None:
+        metrics.update(
+            score_above(out_dir, side, truth, fields, settings.min_mass, settings.report)
+        )
     return metrics
 
 
@@ -172,124 +209,64 @@ def evaluate_run(
     datamodule: Any,
     cfg: DictConfig,
     run_dir: Path,
-    *,
     loggers: Sequence[Any] = (),
     checkpoint: str | None = None,
+    *,
     hods: Sequence[DictConfig] | None = None,
 ) -> dict[str, float]:
-    """Evaluate a trained module on its data module's test region into ``run_dir/evaluation``."""
-    wandb_run = next((lg.experiment for lg in loggers if type(lg).__name__ == "WandbLogger"), None)
+    """Evaluate a trained module on its data module's test region into ``run_dir/evaluation``
+    with the run's ``evaluation`` settings and HOD (or ``hods``)."""
+    found = find_wandb(loggers)
+    run = found.experiment if found is not None else None
 
     def log_artefact(name: str, value: Any) -> None:
-        if wandb_run is None:
+        if run is None:
             return
         import wandb
 
         is_image = isinstance(value, str | Path) and str(value).endswith(".png")
-        wandb_run.log({f"eval/{name}": wandb.Image(str(value)) if is_image else value})
+        run.log({f"eval/{name}": wandb.Image(str(value)) if is_image else value})
 
     if hods is None:
         hods = [cfg.hod] if cfg.get("hod") else []
-    evaluation = cfg.get("evaluation") or {}
+    settings = EvaluationSettings.from_config(cfg.get("evaluation"))
+    if settings.report.backend == "torch":
+        settings = _on_device(settings)
     metrics = evaluate_test_region(
         module.net,
         datamodule,
         run_dir / "evaluation",
-        tile=evaluation.get("tile", 32),
-        batch_size=evaluation.get("batch_size", 4),
+        settings,
         channels_last=module.hparams.get("channels_last", False),
-        calibration_voxels=evaluation.get("calibration_voxels", 0),
-        min_mass=evaluation.get("min_mass"),
         hods=hods,
         seed=cfg.seed,
         config={"config": OmegaConf.to_container(cfg, resolve=False), "checkpoint": checkpoint},
         logger=log_artefact,
-        report_options=OmegaConf.to_container(evaluation.get("report", {})),
     )
     for lg in loggers:
         lg.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
     return metrics
 
 
-def find_checkpoint(run_dir: Path) -> Path:
-    """The run's best checkpoint (newest non-``last``), else ``last.ckpt``."""
-    ckpt_dir = Path(run_dir) / "checkpoints"
-    best = sorted(
-        (p for p in ckpt_dir.glob("*.ckpt") if p.name != "last.ckpt"),
-        key=lambda p: p.stat().st_mtime,
-    )
-    if best:
-        return best[-1]
-    if (ckpt_dir / "last.ckpt").is_file():
-        return ckpt_dir / "last.ckpt"
-    raise FileNotFoundError(f"{ckpt_dir}: no checkpoint (*.ckpt) in this run directory")
-
-
-def load_run(
-    run_dir: Path, ckpt_path: Path | None = None, setup_data: bool = True
-) -> tuple[DictConfig, Any, Any, Path]:
-    """Rebuild a run's config, Lightning module (weights from the checkpoint) and data module
-    (normalisation from the checkpoint; with ``setup_data`` also its field store and splits)."""
-    from dm2gal.training import build_components
-
-    run_dir = Path(run_dir)
-    config_path = run_dir / ".hydra" / "config.yaml"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path}: not found; run_dir must be a train run directory")
-    cfg = OmegaConf.load(config_path)
-    ckpt_path = Path(ckpt_path) if ckpt_path else find_checkpoint(run_dir)
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"{ckpt_path}: checkpoint not found")
-    datamodule, module = build_components(cfg)
-    # our own checkpoints: trusted pickles (they hold the data module's normalisation)
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    module.load_state_dict(state["state_dict"])
-    if setup_data:
-        datamodule.prepare_data()
-        datamodule.setup("test")
-    if type(datamodule).__qualname__ in state:
-        datamodule.load_state_dict(state[type(datamodule).__qualname__])
-    return cfg, module, datamodule, ckpt_path
-
-
-def run_dirs(path: Path) -> list[Path]:
-    """``path`` itself if it is a run directory, else the run directories of a multirun folder."""
-    path = Path(path)
-    if (path / ".hydra" / "config.yaml").is_file():
-        return [path]
-    runs = sorted(
-        {
-            p.parent.parent
-            for p in path.glob("**/.hydra/config.yaml")
-            if (p.parent.parent / "checkpoints").is_dir()
-        }
-    )
-    if not runs:
-        raise FileNotFoundError(f"{path}: neither a run directory nor a folder of runs")
-    return runs
+def _on_device(settings: EvaluationSettings) -> EvaluationSettings:
+    """``settings`` with the report's torch statistics on :func:`default_device`."""
+    return replace(settings, report=replace(settings.report, device=str(default_device())))
 
 
 def evaluate_paths(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """``evaluate.py``: evaluate every run under ``cfg.run_dir`` (or the run of ``cfg.ckpt_path``)
-    with the HOD benchmarks named in ``cfg.hods`` and the run's ``evaluation`` settings updated
-    by the non-null ones of ``cfg.evaluation``; return metrics per run directory."""
-    from dm2gal.loggers import wandb_logger
-
-    conf_dir = Path(__file__).resolve().parent.parent / "conf"
-    hods = []
-    for name in cfg.hods:
-        path = conf_dir / "hod" / f"{name}.yaml"
-        if not path.is_file():
-            raise FileNotFoundError(f"hods: no HOD config '{name}' ({path} not found)")
-        hods.append(OmegaConf.load(path))
+    with the HOD benchmarks of ``cfg.hods`` and the run's ``evaluation`` settings updated by the
+    non-null ones of ``cfg.evaluation``; return metrics per run directory."""
+    hods = list((cfg.get("hods") or {}).values())
     if cfg.run_dir is not None:
-        runs = run_dirs(Path(cfg.run_dir))
+        runs = [r for r in find_runs(Path(cfg.run_dir)) if (r / "checkpoints").is_dir()]
     else:
         runs = [Path(cfg.ckpt_path).resolve().parent.parent]
     results = {}
     for run in runs:
         run_cfg, module, datamodule, ckpt = load_run(run, cfg.ckpt_path if len(runs) == 1 else None)
-        given = {k: v for k, v in (cfg.get("evaluation") or {}).items() if v is not None}
+        given = OmegaConf.to_container(cfg.get("evaluation") or {})
+        given = {k: v for k, v in given.items() if v is not None}
         run_cfg.evaluation = OmegaConf.merge(run_cfg.get("evaluation") or {}, given)
         loggers = []
         if cfg.wandb:
@@ -304,13 +281,9 @@ def evaluate_paths(cfg: DictConfig) -> dict[str, dict[str, float]]:
         out = Path(cfg.out_dir) if cfg.out_dir and len(runs) == 1 else run
         try:
             results[str(run)] = evaluate_run(
-                module, datamodule, run_cfg, out, loggers=loggers, checkpoint=str(ckpt), hods=hods
+                module, datamodule, run_cfg, out, loggers, str(ckpt), hods=hods
             )
         finally:
             for lg in loggers:
                 lg.experiment.finish()
-    if len(runs) > 1:
-        from dm2gal.sweep import aggregate
-
-        aggregate(Path(cfg.run_dir))
     return results

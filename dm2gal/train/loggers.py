@@ -8,6 +8,7 @@ import csv
 import netrc
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,11 @@ def wandb_account_configured() -> bool:
 
 
 WANDB_ID_FILE = "wandb_id.txt"
+
+
+def find_wandb(loggers: Sequence[Any]) -> WandbLogger | None:
+    """The first ``WandbLogger`` among ``loggers``, else None."""
+    return next((lg for lg in loggers if isinstance(lg, WandbLogger)), None)
 
 
 def persistent_run_id(save_dir: str | Path) -> str:
