@@ -23,6 +23,7 @@ import hydra
 import yaml
 from omegaconf import DictConfig
 
+from dm2gal.cli import reports_user_errors
 from dm2gal.io.store import atomic_path, atomic_write_text
 from dm2gal.train.runs import find_runs
 
@@ -229,6 +230,7 @@ def aggregate(multirun_dir: Path, out_dir: Path | None = None) -> SweepTable:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sweep")
+@reports_user_errors
 def main(cfg: DictConfig) -> None:
     """Write the table and plot of ``cfg.dir`` (``conf/sweep.yaml``) and print the table."""
     table = aggregate(Path(cfg.dir), Path(cfg.out) if cfg.out else None)

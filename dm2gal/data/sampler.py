@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from dm2gal.errors import ConfigError
+
 
 def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -55,9 +57,9 @@ class UniformSampler(Sampler[int]):
         rank: int | None = None,
     ):
         if num_anchors < 1:
-            raise ValueError(f"sampler: no training anchors to draw from (got {num_anchors})")
+            raise ConfigError(f"sampler: no training anchors to draw from (got {num_anchors})")
         if samples_per_epoch is not None and not _is_count(samples_per_epoch):
-            raise ValueError(
+            raise ConfigError(
                 f"sampler.samples_per_epoch: expected an integer >= 1 or null, "
                 f"got {samples_per_epoch!r}"
             )
@@ -117,9 +119,9 @@ class MassBinSampler(UniformSampler):
     ):
         super().__init__(num_anchors, None, samples_per_epoch, seed, num_replicas, rank)
         if not _is_count(bins):
-            raise ValueError(f"sampler.bins: expected an integer >= 1, got {bins!r}")
+            raise ConfigError(f"sampler.bins: expected an integer >= 1, got {bins!r}")
         if stat is None or np.shape(stat) != (num_anchors,):
-            raise ValueError(
+            raise ConfigError(
                 f"sampler: stat must have shape ({num_anchors},), got {np.shape(stat)}"
             )
         self.bins = int(bins)

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from dm2gal import __version__
 from dm2gal.data.crops import read_crop
 from dm2gal.data.regions import Region
+from dm2gal.errors import ConfigError
 from dm2gal.eval.report import ReportOptions, write_report
 from dm2gal.hod import build_hod_field
 from dm2gal.infer.calibration import fit_calibration
@@ -53,9 +54,11 @@ class EvaluationSettings:
     def __post_init__(self) -> None:
         v = self.calibration_voxels
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"evaluation.calibration_voxels must be an integer >= 0, got {v!r}")
+            raise ConfigError(f"evaluation.calibration_voxels must be an integer >= 0, got {v!r}")
         if self.min_mass is not None and not self.min_mass > 0:
-            raise ValueError(f"evaluation.min_mass must be > 0 Msun/h or null, got {self.min_mass}")
+            raise ConfigError(
+                f"evaluation.min_mass must be > 0 Msun/h or null, got {self.min_mass}"
+            )
 
     @classmethod
     def from_config(cls, node: Mapping | None) -> EvaluationSettings:
@@ -71,7 +74,7 @@ class EvaluationSettings:
         try:
             return cls(**values, report=ReportOptions(**report))
         except TypeError as err:
-            raise ValueError(f"evaluation: unknown or missing setting ({err})") from err
+            raise ConfigError(f"evaluation: unknown or missing setting ({err})") from err
 
     def predict_options(self, channels_last: bool = False, progress: bool = True) -> PredictOptions:
         return PredictOptions(self.tile, self.batch_size, channels_last, progress=progress)

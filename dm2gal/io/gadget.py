@@ -23,6 +23,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from dm2gal.errors import UserError
+
 LENGTH_UNIT = 1e-3  # kpc/h -> Mpc/h
 MASS_UNIT = 1e10  # 1e10 Msun/h -> Msun/h
 LENGTH_FIELDS = frozenset(
@@ -49,7 +51,7 @@ ALIASES = {"SubhaloGrNr": ("SubhaloGroupNr",), "Nsubgroups": ("Nsubhalos",)}
 CHUNK_ROWS = 1 << 22
 
 
-class SimFileError(ValueError):
+class SimFileError(UserError, ValueError):
     """A snapshot or group-catalogue file is missing, unreadable or inconsistent."""
 
 

@@ -12,6 +12,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dm2gal.errors import ConfigError
 from dm2gal.train.callbacks import PreemptionCheckpoint
 from dm2gal.train.module import PlateauStep
 
@@ -44,7 +45,7 @@ def require_positive(cfg: DictConfig, *keys: str) -> None:
     for key in keys:
         value = OmegaConf.select(cfg, key)
         if value is not None and not (_is_number(value) and value > 0):
-            raise ValueError(f"config key '{key}' must be a positive number, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be a positive number, got {value!r}")
 
 
 def require_non_negative(cfg: DictConfig, *keys: str) -> None:
@@ -52,7 +53,7 @@ def require_non_negative(cfg: DictConfig, *keys: str) -> None:
     for key in keys:
         value = OmegaConf.select(cfg, key)
         if value is not None and not (_is_number(value) and value >= 0):
-            raise ValueError(f"config key '{key}' must be a number >= 0, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be a number >= 0, got {value!r}")
 
 
 def require_count(cfg: DictConfig, *keys: str) -> None:
@@ -60,7 +61,7 @@ def require_count(cfg: DictConfig, *keys: str) -> None:
     for key in keys:
         value = OmegaConf.select(cfg, key)
         if value is not None and not (_is_number(value) and int(value) == value >= 1):
-            raise ValueError(f"config key '{key}' must be an integer >= 1, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be an integer >= 1, got {value!r}")
 
 
 def data_module_config(data: DictConfig) -> DictConfig:
@@ -70,7 +71,7 @@ def data_module_config(data: DictConfig) -> DictConfig:
     source = resolved.get("source") or {}
     for key in DATA_SHORTCUTS:
         if key in resolved and key in source and resolved[key] != source[key]:
-            raise ValueError(
+            raise ConfigError(
                 f"config keys 'data.{key}' = {resolved[key]!r} and 'data.source.{key}' = "
                 f"{source[key]!r} disagree: data.{key} feeds data.source.{key}, set only data.{key}"
             )
@@ -118,13 +119,15 @@ def check_config(cfg: DictConfig) -> None:
     require_count(cfg, "sampler.bins", "sampler.samples_per_epoch")
     voxels = OmegaConf.select(cfg, "evaluation.calibration_voxels")
     if voxels is not None and not (isinstance(voxels, int) and voxels >= 0):
-        raise ValueError(
+        raise ConfigError(
             f"config key 'evaluation.calibration_voxels' must be an integer >= 0, got {voxels!r}"
         )
     grid = OmegaConf.select(cfg, "data.source.grid")
     crop = OmegaConf.select(cfg, "data.crop")
     if grid is not None and crop is not None and crop > grid:
-        raise ValueError(f"config key 'data.crop' = {crop} is larger than the grid ({grid} voxels)")
+        raise ConfigError(
+            f"config key 'data.crop' = {crop} is larger than the grid ({grid} voxels)"
+        )
 
 
 def check_input_fits(cfg: DictConfig, context: int, model: str) -> None:
@@ -134,7 +137,7 @@ def check_input_fits(cfg: DictConfig, context: int, model: str) -> None:
     grid = OmegaConf.select(cfg, grid_key)
     crop = cfg.data.crop
     if grid is not None and crop + 2 * context > grid:
-        raise ValueError(
+        raise ConfigError(
             f"config key 'data.crop' = {crop} plus twice the context of model {model} "
             f"({context} voxels per side, set by the 'model' config) needs inputs of "
             f"{crop + 2 * context} voxels, more than the grid ('{grid_key}' = {grid}): lower "
@@ -147,7 +150,7 @@ def build_components(cfg: DictConfig) -> tuple[Any, L.LightningModule]:
     check_config(cfg)
     net = instantiate(cfg.model)
     if not net.valid_output(cfg.data.crop):
-        raise ValueError(
+        raise ConfigError(
             f"config key 'data.crop' = {cfg.data.crop} is not an output size that "
             f"model {type(net).__name__} accepts (fixed output: {net.fixed_output})"
         )
