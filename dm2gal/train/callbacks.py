@@ -217,7 +217,7 @@ class PreemptionCheckpoint(L.Callback):
         if trainer.sanity_checking:
             return
         self._save(trainer)
-        log.info("saved %s at global step %d", self.path, trainer.global_step)
+        log.info("resume point %s written (global step %d)", self.path, trainer.global_step)
         self._maybe_checkpoint(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
