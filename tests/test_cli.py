@@ -76,7 +76,7 @@ COMMANDS = {
     "dm2gal.fields": (["data=fields", "data.dm=/nope.npy", "data.subhalo=/nope.npy",
                        "data.stellar=/nope.npy", "data.box=75"], "/nope.npy: file not found"),
     "dm2gal.predict": (["run_dir=/nonexistent/run"], "/nonexistent/run/.hydra/config.yaml"),
-    "dm2gal.hod": (["data.crop=0"], "'data.crop'"),
+    "dm2gal.hod": (["data.crop=0"], "data.crop: expected an integer >= 1, got 0"),
     "dm2gal.sweep": (["dir=/nonexistent/sweep"], "/nonexistent/sweep"),
 }  # fmt: skip
 
