@@ -10,6 +10,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from dm2gal.cli import reports_user_errors
 from dm2gal.train.build import data_module_config
 
 
@@ -19,6 +20,7 @@ def build_fields(cfg: DictConfig) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="fields")
+@reports_user_errors
 def main(cfg: DictConfig) -> None:
     print(build_fields(cfg))
 

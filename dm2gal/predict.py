@@ -11,8 +11,16 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from dm2gal.cli import reports_user_errors
+from dm2gal.errors import ConfigError
 from dm2gal.infer.calibration import QuantileMap, calibrate_store_field
-from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, predict_store
+from dm2gal.infer.predict import (
+    DEFAULT_TILE,
+    PredictOptions,
+    check_tile,
+    predict_store,
+    tile_size,
+)
 from dm2gal.io.store import FieldStore
 from dm2gal.train.runs import load_run
 
@@ -27,9 +35,19 @@ def predict(cfg: DictConfig) -> Path:
     source = FieldStore(cfg.store) if cfg.store else datamodule.store
     evaluation = run_cfg.get("evaluation") or {}
     if cfg.samples < 0:
-        raise ValueError(f"samples: expected the number of draws (>= 0), got {cfg.samples}")
+        raise ConfigError(f"samples: expected the number of draws (>= 0), got {cfg.samples}")
     seeds = list(range(cfg.seed, cfg.seed + cfg.samples))
     name = f"{cfg.name}_mean" if seeds else cfg.name
+    # an explicit tile must be one the network takes; the run's own setting is rounded as in
+    # its evaluation, and the tile used is the one recorded
+    if cfg.tile is not None:
+        tile = check_tile(module.net, cfg.tile)
+    else:
+        tile = tile_size(module.net, evaluation.get("tile", DEFAULT_TILE))
+    batch_size = cfg.batch_size if cfg.batch_size is not None else evaluation.get("batch_size", 4)
+    options = PredictOptions(
+        tile=tile, batch_size=batch_size, channels_last=module.hparams.get("channels_last", False)
+    )
     store = predict_store(
         module.net,
         datamodule.transform,
@@ -39,11 +57,7 @@ def predict(cfg: DictConfig) -> Path:
         cfg.name,
         {"run_dir": str(run_dir.resolve()), "checkpoint": str(Path(ckpt).resolve())},
         voxel_size=datamodule.trained_voxel_size,
-        options=PredictOptions(
-            tile=cfg.tile or evaluation.get("tile", DEFAULT_TILE),
-            batch_size=cfg.batch_size or evaluation.get("batch_size", 4),
-            channels_last=module.hparams.get("channels_last", False),
-        ),
+        options=options,
         seeds=seeds,
     )
     print(f"wrote {store.path(name)} (checkpoint {ckpt})")
@@ -60,6 +74,7 @@ def predict(cfg: DictConfig) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@reports_user_errors
 def main(cfg: DictConfig) -> None:
     predict(cfg)
 

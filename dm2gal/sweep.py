@@ -32,6 +32,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
+from dm2gal.cli import reports_user_errors
 from dm2gal.eval.headline import (
     headline_metrics,
     is_reference,
@@ -438,6 +439,7 @@ def logged_to_wandb(multirun_dir: Path) -> bool:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sweep")
+@reports_user_errors
 def main(cfg: DictConfig) -> None:
     """Write the table and plot of ``cfg.dir`` (``conf/sweep.yaml``), print the headline table;
     log to W&B when ``cfg.wandb`` says so (null: when the runs did)."""

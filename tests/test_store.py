@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +104,40 @@ def test_staged_dir_keeps_a_target_another_process_finished(tmp_path):
         (target / "a").write_text("theirs")
     assert (target / "a").read_text() == "theirs"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+def test_staging_left_by_a_killed_build_is_removed_by_the_next(tmp_path: Path):
+    target = tmp_path / "store"
+    code = (
+        "import os, signal\n"
+        "from dm2gal.io.store import staged_dir\n"
+        f"with staged_dir({str(target)!r}) as staging:\n"
+        "    (staging / 'catalogs.h5').write_bytes(bytes(367_000))\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    killed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (orphan,) = tmp_path.glob(".store.*.tmp")
+    assert (orphan / "catalogs.h5").stat().st_size == 367_000
+    dead = orphan.with_suffix(".owner").read_text().split()[0]
+    # a build of this (live) process, one of another host, one without an owner file, and
+    # the moved-aside old store of the killed build
+    host = socket.gethostname()
+    for name, owner in (("live", f"{os.getpid()} {host}"), ("other", f"{dead} elsewhere"),
+                        ("unowned", None), ("dead", f"{dead} {host}")):  # fmt: skip
+        (tmp_path / f".store.{name}.{'old' if name == 'dead' else 'tmp'}").mkdir()
+        if owner:
+            (tmp_path / f".store.{name}.owner").write_text(owner)
+
+    with staged_dir(target) as staging:
+        (staging / "meta.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".store.live.owner",
+        ".store.live.tmp",
+        ".store.other.owner",
+        ".store.other.tmp",
+        ".store.unowned.tmp",
+        "store",
+    ]
+    assert [p.name for p in target.iterdir()] == ["meta.json"]

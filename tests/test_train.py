@@ -3,14 +3,20 @@ evaluate.py and python -m dm2gal.predict as a user runs them."""
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import mock_cache_dir, run_script
+from conftest import ROOT, mock_cache_dir, run_script
 
 from dm2gal.data.crops import read_crop
 from dm2gal.io.store import FieldStore
@@ -27,6 +33,7 @@ MODELS = {
         "data.crop=1",
         "data.source.grid=160",
         "data.stride=8",
+        "data.splits.units=voxels",
         "data.splits.test=[0,8]",
         "data.splits.val=[80,88]",
         "data.batch_size=2",
@@ -70,6 +77,64 @@ def test_resume_gives_the_same_weights_as_an_uninterruptedrun_script(compose, tm
         straight.state_dict().items(), resumed.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+def _csv_rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "csv" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_sigkill_after_the_first_epoch_then_resume_is_exact(tmp_path: Path):
+    args = [
+        "experiment=smoke",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=4",
+        "trainer.deterministic=true",
+        "logger=csv",
+        "test=false",
+        f"paths.data_dir={mock_cache_dir()}",
+        # no epoch after the first improves by 1e9: the plateau scheduler halves the learning
+        # rate after epochs 1 and 2, so a resume that loses a scheduler step shows
+        "optim.scheduler.patience=0",
+        "+optim.scheduler.threshold_mode=abs",
+        "+optim.scheduler.threshold=1e9",
+    ]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run_script("train.py", *args, f"hydra.run.dir={straight}", cwd=tmp_path)
+
+    last = killed / "checkpoints" / "last.ckpt"
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "2"}
+    command = [sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={killed}"]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def epoch0_done() -> bool:  # last.ckpt written, then epoch 0's training-loss row
+        rows = _csv_rows(killed) if last.is_file() else []
+        return any(row["epoch"] == "0" and row.get("train/loss_epoch") for row in rows)
+
+    deadline = time.monotonic() + 600
+    while not epoch0_done() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert torch.load(last, weights_only=False)["global_step"] == 4  # after epoch 0
+    before = _csv_rows(killed)
+
+    run_script("train.py", *args, f"hydra.run.dir={killed}", f"ckpt_path={last}", cwd=tmp_path)
+    a, b = (json.loads((run / "results.json").read_text()) for run in (straight, killed))
+    assert b["status"] == "completed" and b["global_step"] == a["global_step"] == 12
+    assert b["metrics"] == a["metrics"]  # bit-identical floats
+    ca, cb = (torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+              for run in (straight, killed))  # fmt: skip
+    assert ca["lr_schedulers"] == cb["lr_schedulers"]
+    assert [g["lr"] for g in cb["optimizer_states"][0]["param_groups"]] == [1e-3 / 4]
+    for name, weight in ca["state_dict"].items():
+        assert torch.equal(weight, cb["state_dict"][name]), name
+    rows = _csv_rows(killed)
+    assert rows == _csv_rows(straight)  # the pre-crash rows kept, none twice
+    epoch0 = [row for row in before if row["epoch"] == "0"]
+    assert len(epoch0) == 3 and rows[:3] == epoch0
 
 
 @pytest.mark.slow

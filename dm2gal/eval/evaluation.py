@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from dm2gal import __version__
 from dm2gal.data.crops import read_crop
 from dm2gal.data.regions import Region
+from dm2gal.errors import ConfigError
 from dm2gal.eval.realisations import evaluate_realisations, mock_realisations, whole_box
 from dm2gal.eval.report import ReportOptions, write_report
 from dm2gal.eval.wandb_tables import log_evaluation
@@ -71,11 +72,13 @@ class EvaluationSettings:
         ):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                raise ValueError(f"evaluation.{key} must be an integer >= {minimum}, got {v!r}")
+                raise ConfigError(f"evaluation.{key} must be an integer >= {minimum}, got {v!r}")
         if isinstance(self.stores, str) or not all(isinstance(x, str) for x in self.stores):
-            raise ValueError(f"evaluation.stores must be a list of paths, got {self.stores!r}")
+            raise ConfigError(f"evaluation.stores must be a list of paths, got {self.stores!r}")
         if self.min_mass is not None and not self.min_mass > 0:
-            raise ValueError(f"evaluation.min_mass must be > 0 Msun/h or null, got {self.min_mass}")
+            raise ConfigError(
+                f"evaluation.min_mass must be > 0 Msun/h or null, got {self.min_mass}"
+            )
 
     @classmethod
     def from_config(cls, node: Mapping | None) -> EvaluationSettings:
@@ -93,7 +96,7 @@ class EvaluationSettings:
         try:
             return cls(**values, report=ReportOptions(**report))
         except TypeError as err:
-            raise ValueError(f"evaluation: unknown or missing setting ({err})") from err
+            raise ConfigError(f"evaluation: unknown or missing setting ({err})") from err
 
     def predict_options(self, channels_last: bool = False, progress: bool = True) -> PredictOptions:
         return PredictOptions(self.tile, self.batch_size, channels_last, progress=progress)

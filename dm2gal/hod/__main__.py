@@ -15,6 +15,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dm2gal.cli import reports_user_errors
 from dm2gal.hod import build_hod_field
 from dm2gal.train.build import data_module_config
 
@@ -44,6 +45,7 @@ def write_hod_field(cfg: DictConfig) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="hod_field")
+@reports_user_errors
 def main(cfg: DictConfig) -> None:
     write_hod_field(cfg)
 

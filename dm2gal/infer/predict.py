@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from dm2gal.data.crops import read_crop
 from dm2gal.data.regions import Region
 from dm2gal.data.transforms import FieldTransform
+from dm2gal.errors import ConfigError
 from dm2gal.infer.noise import voxel_noise
 from dm2gal.io.store import FieldStore, StoreError
 from dm2gal.models.base import FieldNet
@@ -63,7 +64,7 @@ class PredictOptions:
         for key in ("tile", "batch_size"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key}: expected an integer >= 1, got {value!r}")
+                raise ConfigError(f"{key}: expected an integer >= 1, got {value!r}")
 
 
 def predict_fields(
@@ -95,6 +96,23 @@ def predict_fields(
     )
 
 
+def check_tile(net: FieldNet, tile: Any) -> int:
+    """``tile`` (the option of that name: output voxels per side) if ``net`` takes outputs of
+    that side, else :class:`ConfigError` saying which sides it takes: never rounded."""
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
+        raise ConfigError(f"tile: expected an integer >= 1 (output voxels per side), got {tile!r}")
+    if net.valid_output(tile):
+        return tile
+    below = next((n for n in range(tile - 1, 0, -1) if net.valid_output(n)), None)
+    ahead = range(tile + 1, tile + 4 * net.period + 2)
+    above = next((n for n in ahead if net.valid_output(n)), None)
+    nearest = " or ".join(str(n) for n in (below, above) if n is not None)
+    raise ConfigError(
+        f"tile: {type(net).__name__} does not take outputs of {tile} voxels per side; valid "
+        f"sides: {net.output_rule()}" + (f" (nearest: {nearest})" if nearest else "")
+    )
+
+
 def tile_size(net: FieldNet, tile: int) -> int:
     """The output tile side to use: the network's fixed output, else the largest valid size
     not above ``tile`` and not below the network's period (the shift its output is equivariant
@@ -107,7 +125,7 @@ def tile_size(net: FieldNet, tile: int) -> int:
     for size in range(tile, net.period - 1, -1):
         if net.valid_output(size):
             return size
-    raise ValueError(
+    raise ConfigError(
         f"tile: no output side in {net.period}..{tile} is valid for {type(net).__name__} "
         f"(period {net.period}, possible output sides: {net.output_rule()})"
     )
@@ -339,7 +357,7 @@ def predict_store(
     fields = [source.read(field) for field in inputs]
     grid, box = source.grid, source.box
     if voxel_size is not None and not math.isclose(box / grid, voxel_size, rel_tol=1e-6):
-        raise ValueError(
+        raise ConfigError(
             f"{source.root}: voxels of {box / grid:.6g} Mpc/h ({grid}^3 in {box} Mpc/h); the "
             f"network was trained on voxels of {voxel_size:.6g} Mpc/h"
         )

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from dm2gal import __version__
+from dm2gal.errors import UserError
 from dm2gal.io.catalog import CATALOGS_FILE, GalaxyCatalog, HaloCatalog, save_catalogs
 from dm2gal.io.gadget import CHUNK_ROWS, GroupCatalog, Snapshot
 from dm2gal.io.paint import PAINT_SCHEMES, paint_field
@@ -28,7 +29,7 @@ UNITS = {"pos": "Mpc/h", "mass": "Msun/h", "fields": "Msun/h per voxel"}
 STELLAR_MODES = ("catalog", "particles")
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """A source option is invalid (the message names the option and the rule)."""
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from scipy import fft
 
+from dm2gal.errors import ConfigError
 from dm2gal.io.catalog import (
     CATALOGS_FILE,
     GalaxyCatalog,
@@ -63,7 +64,7 @@ def _is_number(value: Any) -> bool:
 
 def _int_at_least(key: str, value: Any, minimum: int) -> int:
     if not (_is_number(value) and float(value).is_integer() and value >= minimum):
-        raise ValueError(f"MockUniverse: {key} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"MockUniverse: {key} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -75,7 +76,7 @@ def _flag(key: str, value: Any) -> bool:
 
 def _positive_float(key: str, value: Any) -> float:
     if not (_is_number(value) and np.isfinite(value) and value > 0):
-        raise ValueError(f"MockUniverse: {key} must be a finite number > 0, got {value!r}")
+        raise ConfigError(f"MockUniverse: {key} must be a finite number > 0, got {value!r}")
     return float(value)
 
 
@@ -143,7 +144,7 @@ class MockUniverse:
                 raise ValueError(f"MockUniverse: steps: {err}; or set pgd=false") from err
         self.linking_b = _positive_float("linking_b", linking_b)
         if self.linking_b >= 1:
-            raise ValueError(f"MockUniverse: linking_b must be < 1, got {linking_b!r}")
+            raise ConfigError(f"MockUniverse: linking_b must be < 1, got {linking_b!r}")
         self.min_halo_particles = _int_at_least("min_halo_particles", min_halo_particles, 2)
         self.cosmo = self._build("cosmology", Cosmology, cosmology)
         self.galaxy_model = self._build("galaxies", GalaxyModel, galaxies)
@@ -153,9 +154,9 @@ class MockUniverse:
         try:
             return cls(**(params or {}))
         except TypeError as err:
-            raise ValueError(f"MockUniverse: bad {key} parameters {params!r}: {err}") from err
+            raise ConfigError(f"MockUniverse: bad {key} parameters {params!r}: {err}") from err
         except ValueError as err:
-            raise ValueError(f"MockUniverse: {key}.{err}") from err
+            raise ConfigError(f"MockUniverse: {key}.{err}") from err
 
     # -- identity -----------------------------------------------------------------------------
     @property

@@ -13,7 +13,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dm2gal.errors import ConfigError
 from dm2gal.train.callbacks import PreemptionCheckpoint
+from dm2gal.train.module import PlateauStep
 
 RUN_ID_ENV = "DM2GAL_RUN_ID"
 
@@ -35,19 +37,45 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def require_positive(cfg: DictConfig, *keys: str) -> None:
     """Raise ``ValueError`` naming the first of ``keys`` (dotted) that is not a positive number."""
     for key in keys:
         value = OmegaConf.select(cfg, key)
-        if value is not None and not (isinstance(value, int | float) and value > 0):
-            raise ValueError(f"config key '{key}' must be a positive number, got {value!r}")
+        if value is not None and not (_is_number(value) and value > 0):
+            raise ConfigError(f"config key '{key}' must be a positive number, got {value!r}")
+
+
+def require_non_negative(cfg: DictConfig, *keys: str) -> None:
+    """Raise ``ValueError`` naming the first of ``keys`` (dotted) that is not a number >= 0."""
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not (_is_number(value) and value >= 0):
+            raise ConfigError(f"config key '{key}' must be a number >= 0, got {value!r}")
+
+
+def require_count(cfg: DictConfig, *keys: str) -> None:
+    """Raise ``ValueError`` naming the first of ``keys`` (dotted) that is not an integer >= 1."""
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not (_is_number(value) and int(value) == value >= 1):
+            raise ConfigError(f"config key '{key}' must be an integer >= 1, got {value!r}")
 
 
 def data_module_config(data: DictConfig) -> DictConfig:
     """The ``data`` node, resolved, without its :data:`DATA_SHORTCUTS`: what the data module
     takes. A missing mandatory value (``???``) raises naming its key, e.g. ``data.root``."""
     resolved = OmegaConf.to_container(data, resolve=True, throw_on_missing=True)
+    source = resolved.get("source") or {}
     for key in DATA_SHORTCUTS:
+        if key in resolved and key in source and resolved[key] != source[key]:
+            raise ConfigError(
+                f"config keys 'data.{key}' = {resolved[key]!r} and 'data.source.{key}' = "
+                f"{source[key]!r} disagree: data.{key} feeds data.source.{key}, set only data.{key}"
+            )
         resolved.pop(key, None)
     return OmegaConf.create(resolved)
 
@@ -78,21 +106,42 @@ def check_config(cfg: DictConfig) -> None:
         cfg,
         "data.crop",
         "data.batch_size",
+        "data.box",
         "data.source.box",
         "data.source.grid",
         "data.source.particles",
         "trainer.max_epochs",
         "evaluation.tile",
+        "optim.optimizer.lr",
     )
+    require_non_negative(cfg, "optim.optimizer.weight_decay")
+    require_count(cfg, "sampler.bins", "sampler.samples_per_epoch")
     voxels = OmegaConf.select(cfg, "evaluation.calibration_voxels")
     if voxels is not None and not (isinstance(voxels, int) and voxels >= 0):
-        raise ValueError(
+        raise ConfigError(
             f"config key 'evaluation.calibration_voxels' must be an integer >= 0, got {voxels!r}"
         )
     grid = OmegaConf.select(cfg, "data.source.grid")
     crop = OmegaConf.select(cfg, "data.crop")
     if grid is not None and crop is not None and crop > grid:
-        raise ValueError(f"config key 'data.crop' = {crop} is larger than the grid ({grid} voxels)")
+        raise ConfigError(
+            f"config key 'data.crop' = {crop} is larger than the grid ({grid} voxels)"
+        )
+
+
+def check_input_fits(cfg: DictConfig, context: int, model: str) -> None:
+    """Raise naming the keys when ``data.crop`` plus twice the network's ``context`` (voxels) is
+    more than the grid side, before any data is generated or read."""
+    grid_key = "data.grid" if OmegaConf.select(cfg, "data.grid") is not None else "data.source.grid"
+    grid = OmegaConf.select(cfg, grid_key)
+    crop = cfg.data.crop
+    if grid is not None and crop + 2 * context > grid:
+        raise ConfigError(
+            f"config key 'data.crop' = {crop} plus twice the context of model {model} "
+            f"({context} voxels per side, set by the 'model' config) needs inputs of "
+            f"{crop + 2 * context} voxels, more than the grid ('{grid_key}' = {grid}): lower "
+            f"data.crop, raise {grid_key} or choose a model with less context"
+        )
 
 
 def build_components(cfg: DictConfig) -> tuple[Any, L.LightningModule]:
@@ -100,10 +149,11 @@ def build_components(cfg: DictConfig) -> tuple[Any, L.LightningModule]:
     check_config(cfg)
     net = instantiate(cfg.model)
     if not net.valid_output(cfg.data.crop):
-        raise ValueError(
+        raise ConfigError(
             f"config key 'data.crop' = {cfg.data.crop} is not an output size that "
             f"model {type(net).__name__} accepts (fixed output: {net.fixed_output})"
         )
+    check_input_fits(cfg, net.context, type(net).__name__)
     sampler = instantiate(cfg.sampler) if cfg.get("sampler") else None
     datamodule = instantiate(data_module_config(cfg.data), context=net.context, sampler=sampler)
     return datamodule, instantiate(cfg.module, net=net, loss=instantiate(cfg.loss))
@@ -113,9 +163,11 @@ def build(cfg: DictConfig) -> tuple[Any, L.LightningModule, L.Trainer]:
     """Build the data module, the Lightning module and the trainer from a composed config."""
     datamodule, module = build_components(cfg)
     checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    # the plateau scheduler steps before last.ckpt is written (the checkpoint callbacks go last)
+    callbacks = [PlateauStep(), *instantiate_group(cfg.get("callbacks"))]
     trainer = instantiate(
         cfg.trainer,
-        callbacks=[*instantiate_group(cfg.get("callbacks")), PreemptionCheckpoint(checkpoints)],
+        callbacks=[*callbacks, PreemptionCheckpoint(checkpoints)],
         logger=instantiate_group(cfg.get("logger")) or False,
     )
     return datamodule, module, trainer

@@ -5,14 +5,16 @@
 the torch statistics (:mod:`dm2gal.stats.fast`, on the module's device). Like the evaluation
 report, the (non-periodic) validation cube is treated as periodic with its own side as the box
 (see :mod:`dm2gal.stats.pylians`): truth and prediction are measured the same way, so the
-ratio and cross-correlation compare like with like. :class:`PreemptionCheckpoint` saves
-``last.ckpt`` when SLURM announces the end of a job, so the requeued job resumes exactly.
+ratio and cross-correlation compare like with like. :class:`PreemptionCheckpoint` keeps
+``last.ckpt`` (after every validation, and when SLURM announces the end of a job), so a killed
+or requeued job resumes exactly.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 from pathlib import Path
 from types import FrameType
@@ -199,15 +201,18 @@ class FieldStatsCallback(L.Callback):
 
 
 class PreemptionCheckpoint(L.Callback):
-    """Save ``last.ckpt`` at the current step when SLURM announces the end of the job.
+    """Keep ``<dirpath>/last.ckpt``, the exact resume point after a kill or a preemption.
+
+    It is written at the end of every validation of ``fit`` (once per epoch by default; the
+    plateau scheduler has stepped by then, see :class:`dm2gal.train.module.PlateauStep`, which must
+    come before this callback) and once more when training ends.
 
     SLURM sends a signal ``signal_delay_s`` seconds before a time limit or a preemption
     (submitit asks for ``SIGUSR2``, Lightning's own SLURM requeue for ``SIGUSR1``); submitit's
     handler requeues the job and exits at once. For each of ``signums`` that already has a
     handler, this callback takes the signal first, lets the current optimiser step finish,
-    writes ``<dirpath>/last.ckpt`` (all ranks agree on the step), then calls that handler. The
-    requeued job resumes from the checkpoint, so no step is lost or repeated. Where no handler
-    is installed (no SLURM) it only writes ``last.ckpt`` once more when training ends.
+    writes ``last.ckpt`` (all ranks agree on the step), then calls that handler. The requeued
+    job resumes from the checkpoint, so no step is lost or repeated.
     """
 
     def __init__(
@@ -233,12 +238,14 @@ class PreemptionCheckpoint(L.Callback):
         self._maybe_checkpoint(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._maybe_checkpoint(trainer)
+        if trainer.sanity_checking:
+            return
+        self._save(trainer)
+        log.info("resume point %s written (global step %d)", self.path, trainer.global_step)
+        self._maybe_checkpoint(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Lightning >= 2.6 rewrites last.ckpt only with a new best: make it the final state, so
-        # a job requeued during test or evaluation does not train again
+        # the final state: a job requeued during test or evaluation does not train again
         self._save(trainer)
         handlers = self._restore()
         if self.pending is not None and self.pending[0] in handlers:
@@ -248,8 +255,12 @@ class PreemptionCheckpoint(L.Callback):
         for callback in trainer.checkpoint_callbacks:
             if Path(getattr(callback, "dirpath", None) or "") == self.path.parent:
                 callback.last_model_path = str(self.path)  # it keeps writing this file
-        trainer.save_checkpoint(self.path)
-        log.warning("saved %s at global step %d", self.path, trainer.global_step)
+        # a kill while writing must not leave a truncated last.ckpt: write, then rename
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        trainer.strategy.barrier("last.ckpt")
 
     def _maybe_checkpoint(self, trainer: L.Trainer) -> None:
         if not self.previous:
@@ -257,6 +268,7 @@ class PreemptionCheckpoint(L.Callback):
         if not trainer.strategy.reduce_boolean_decision(self.pending is not None, all=False):
             return
         self._save(trainer)
+        log.warning("saved %s at global step %d", self.path, trainer.global_step)
         handlers = self._restore()
         signum, frame = self.pending or (next(iter(handlers)), None)  # a rank not signalled
         self.pending = None

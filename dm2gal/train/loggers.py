@@ -1,8 +1,10 @@
 """Experiment loggers. W&B runs offline unless an account is configured: never a prompt or a
-network wait on a machine without one."""
+network wait on a machine without one. The CSV logger continues the ``metrics.csv`` of a run
+that resumes (Lightning's starts it afresh)."""
 
 from __future__ import annotations
 
+import csv
 import netrc
 import os
 import secrets
@@ -10,7 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 
 def wandb_account_configured() -> bool:
@@ -62,3 +66,46 @@ def wandb_logger(
         kwargs.setdefault("id", persistent_run_id(save_dir))
         kwargs.setdefault("resume", "allow")
     return WandbLogger(save_dir=save_dir, offline=offline, **kwargs)
+
+
+class _ContinuingWriter(ExperimentWriter):
+    """Lightning's CSV writer, but an existing ``metrics.csv`` is kept: its rows logged before the
+    first step this process logs are written back in front of the new ones."""
+
+    def _check_log_dir_exists(self) -> None:
+        self.previous: list[dict[str, str]] | None = None
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as f:
+                self.previous = list(csv.DictReader(f))
+
+    def save(self) -> None:
+        if self.previous is None or not self.metrics:
+            super().save()
+            return
+        first = min(int(row["step"]) for row in self.metrics)
+        kept = [row for row in self.previous if row.get("step") and int(row["step"]) < first]
+        self.previous = None
+        self.metrics = kept + self.metrics
+        self._record_new_keys()
+        tmp = f"{self.metrics_file_path}.tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+            writer.writeheader()
+            writer.writerows(self.metrics)
+        os.replace(tmp, self.metrics_file_path)
+        self.metrics = []
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's ``CSVLogger`` that continues an existing ``metrics.csv``: a run resumed from a
+    checkpoint at global step ``s`` keeps the earlier rows with ``step < s`` (rows logged after
+    that checkpoint, before a crash, are logged again by the resumed run and replaced). A run
+    started afresh in the same directory logs from step 0 and so replaces every row."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
+        return self._experiment

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from dm2gal.errors import MissingFileError
 from dm2gal.train.build import build_components
 
 RUN_CONFIG = Path(".hydra") / "config.yaml"
@@ -26,10 +27,10 @@ def find_runs(path: Path) -> list[Path]:
     if (path / RUN_CONFIG).is_file():
         return [path]
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: run or multirun directory not found")
+        raise MissingFileError(f"{path}: run or multirun directory not found")
     runs = {p.parent.parent for p in path.glob(f"**/{RUN_CONFIG}") if ".submitit" not in p.parts}
     if not runs:
-        raise FileNotFoundError(f"{path}: neither a run directory nor a folder of runs")
+        raise MissingFileError(f"{path}: neither a run directory nor a folder of runs")
     return sorted(runs, key=_natural_key)
 
 
@@ -44,7 +45,7 @@ def find_checkpoint(run_dir: Path) -> Path:
         return best[-1]
     if (ckpt_dir / "last.ckpt").is_file():
         return ckpt_dir / "last.ckpt"
-    raise FileNotFoundError(f"{ckpt_dir}: no checkpoint (*.ckpt) in this run directory")
+    raise MissingFileError(f"{ckpt_dir}: no checkpoint (*.ckpt) in this run directory")
 
 
 def load_run(
@@ -55,11 +56,11 @@ def load_run(
     run_dir = Path(run_dir)
     config_path = run_dir / RUN_CONFIG
     if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path}: not found; run_dir must be a train run directory")
+        raise MissingFileError(f"{config_path}: not found; run_dir must be a train run directory")
     cfg = OmegaConf.load(config_path)
     ckpt_path = Path(ckpt_path) if ckpt_path else find_checkpoint(run_dir)
     if not ckpt_path.is_file():
-        raise FileNotFoundError(f"{ckpt_path}: checkpoint not found")
+        raise MissingFileError(f"{ckpt_path}: checkpoint not found")
     datamodule, module = build_components(cfg)
     # our own checkpoints: trusted pickles (they hold the data module's normalisation)
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
