@@ -6,7 +6,8 @@ Hydra multirun folder: its overrides (``.hydra/overrides.yaml``), its final metr
 ``csv/metrics.csv``) and its test-region statistics (``evaluation/metrics.json``, as
 ``eval/<field>/<statistic>``) when present. A run is ``ok`` when training completed, ``failed``
 when it recorded an error or left no metrics, ``incomplete`` when it has metrics but no result
-(still running, or killed). Writes ``sweep.csv``, ``sweep.md`` and ``sweep.png`` into the folder.
+(still running, or killed). Writes ``sweep.csv``, ``sweep.md`` and ``sweep.png`` into the folder;
+after an Optuna study (``hparams_search=optuna``) ``sweep.md`` ends with its best trial.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import yaml
 from dm2gal.io.store import atomic_path, atomic_write_text
 
 FIT_SPLITS = ("train", "val", "test")
+STUDY = "optimization_results.yaml"  # written by the Optuna sweeper
 PLOT_METRICS = (
     "val/loss",
     "test/loss",
@@ -47,6 +49,7 @@ class SweepTable:
     csv: Path | None = None
     markdown: Path | None = None
     plot: Path | None = None
+    study: dict[str, Any] | None = None
 
     def column(self, name: str) -> list[Any]:
         """The values of one column, ``None`` where a run has none."""
@@ -163,6 +166,28 @@ def run_row(run_dir: Path, root: Path) -> dict[str, Any]:
     return row
 
 
+def read_study(multirun_dir: Path) -> dict[str, Any] | None:
+    """The Optuna sweeper's ``optimization_results.yaml`` (``best_params``, ``best_value``, or
+    ``solutions`` for several objectives), or ``None`` for other sweeps."""
+    path = Path(multirun_dir) / STUDY
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
+def study_markdown(study: dict[str, Any]) -> str:
+    """One line per best trial of an Optuna study: its value(s) and parameters."""
+    best = study.get("solutions") or [
+        {"values": [study["best_value"]], "params": study["best_params"]}
+    ]
+    lines = [
+        "Optuna best: "
+        + ", ".join(_format(v) for v in trial["values"])
+        + " at "
+        + " ".join(f"{k}={_format(v)}" for k, v in trial["params"].items())
+        for trial in best
+    ]
+    return "\n" + "\n".join(lines) + "\n"
+
+
 def _format(value: Any) -> str:
     if value is None:
         return ""
@@ -242,7 +267,9 @@ def aggregate(multirun_dir: Path, out_dir: Path | None = None) -> SweepTable:
     table.csv = out / "sweep.csv"
     atomic_write_text(table.csv, to_csv(columns, rows))
     table.markdown = out / "sweep.md"
-    atomic_write_text(table.markdown, to_markdown(columns, rows))
+    table.study = read_study(root)
+    study = study_markdown(table.study) if table.study else ""
+    atomic_write_text(table.markdown, to_markdown(columns, rows) + study)
     table.plot = plot_sweep(table, out / "sweep.png")
     return table
 
