@@ -117,3 +117,16 @@ def test_four_trial_study_survives_a_failed_trial(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Failed experiment" in proc.stdout + proc.stderr
     check_study(sweep_dir)
+
+
+def test_sweep_table_ends_with_the_study(tmp_path: Path):
+    from test_sweep import make_run
+
+    make_run(tmp_path / "0", ["loss=mse"], results={"status": "completed", "metrics": {}})
+    results = {"name": "optuna", "best_value": 0.25, "best_params": {"loss": "mse", "lr": 0.001}}
+    (tmp_path / "optimization_results.yaml").write_text(yaml.safe_dump(results))
+    table = aggregate(tmp_path)
+    assert table.study == results
+    assert table.markdown.read_text().endswith("\nOptuna best: 0.25 at loss=mse lr=0.001\n")
+    (tmp_path / "optimization_results.yaml").unlink()
+    assert "Optuna" not in aggregate(tmp_path).markdown.read_text()
