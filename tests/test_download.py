@@ -225,7 +225,10 @@ def test_download_resumes_retries_and_feeds_fields(api, pair, tmp_path, key):
 
 def test_dry_run_lists_sizes_and_writes_nothing(api, tmp_path, key, capsys):
     dest = tmp_path / "TNG100"
-    files = run(config(api, dest, "dry_run=true", "products=[dark_dm,groups,stars]"))
+    subset = "+catalog.dark_dm.0.params.dm=Coordinates"  # query parameters of each file URL
+    files = run(config(api, dest, "dry_run=true", "products=[dark_dm,groups,stars]", subset))
+    dark = [f.url for f in files if "-Dark/files/snapshot-99." in f.url]
+    assert len(dark) == 3 and all(u.endswith(".hdf5?dm=Coordinates") for u in dark)
     remote = tmp_path / "remote"
     every = remote_files(remote, {"TNG100-1-Dark": ("snap", "fof"), "TNG100-1": ("snap", "fof")})
     assert sorted(f.dest.relative_to(dest) for f in files) == every
