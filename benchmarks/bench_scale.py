@@ -38,6 +38,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -245,28 +246,47 @@ def stage_stats(work: Path, opts: argparse.Namespace) -> str:
     )
 
 
-def rss_now() -> int:
-    """This process's resident set size now, bytes (Linux)."""
+def status_kib(key: str) -> int:
+    """A ``/proc/self/status`` memory line (``VmRSS``, ``RssAnon``...) in bytes (Linux)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{key}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError("/proc/self/status has no VmRSS line")
+    raise RuntimeError(f"/proc/self/status has no {key} line")
+
+
+class AnonPeak(threading.Thread):
+    """Samples ``RssAnon`` (memory not backed by files: what a memory map's pages are not)
+    every ``interval`` seconds and keeps the largest value."""
+
+    def __init__(self, interval: float = 0.05):
+        super().__init__(daemon=True)
+        self.interval, self.peak, self.done = interval, status_kib("RssAnon"), threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            self.peak = max(self.peak, status_kib("RssAnon"))
 
 
 def run_stage(name: str, work: Path, opts: argparse.Namespace) -> dict:
-    """Run one stage in this process; return its seconds, peak RSS, the RSS after imports
-    (``base``, bytes) and a note. Imports are done before the clock starts."""
+    """Run one stage in this process; return its seconds, peak RSS (all resident pages, those
+    of memory-mapped files included), peak anonymous RSS (sampled), the RSS after imports
+    (``base``; bytes) and a note. Imports are done before the clock starts."""
     import dm2gal.predict  # noqa: F401
     import dm2gal.sources  # noqa: F401
     import dm2gal.stats_torch  # noqa: F401
     import dm2gal.training  # noqa: F401
 
-    base = rss_now()
+    base = status_kib("VmRSS")
+    sampler = AnonPeak()
+    sampler.start()
     start = time.perf_counter()
     note = globals()[f"stage_{name}"](work, opts)
     seconds = time.perf_counter() - start
+    sampler.done.set()
+    sampler.join()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
-    return {"stage": name, "seconds": seconds, "peak_rss": peak, "base": base, "note": note}
+    return {"stage": name, "seconds": seconds, "peak_rss": peak, "peak_anon": sampler.peak,
+            "base": base, "note": note}  # fmt: skip
 
 
 def fit(rows: dict[int, dict], stage: str, key: str, target: int) -> float:
@@ -283,16 +303,18 @@ def table(rows: list[dict], grid: int) -> str:
     field = 4 * grid**3 / GIB
     lines = [
         f"grid {grid}^3 (one field {field:.3g} GiB), box {box_size(grid):g} Mpc/h:\n",
-        "| stage | seconds | peak RSS (GiB) | after imports (GiB) | <= one field + 2 GiB | what |",
-        "|---|---|---|---|---|---|",
+        "| stage | seconds | peak RSS (GiB) | peak anon (GiB) | after imports (GiB) "
+        "| <= one field + 2 GiB | what |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         rss = row["peak_rss"] / GIB
         lines.append(
-            f"| {row['stage']} | {row['seconds']:.1f} | {rss:.2f} | {row['base'] / GIB:.2f} | "
+            f"| {row['stage']} | {row['seconds']:.1f} | {rss:.2f} | {row['peak_anon'] / GIB:.2f} | "
+            f"{row['base'] / GIB:.2f} | "
             f"{'yes' if rss <= field + 2 else 'no'} | {row['note']} |"
         )
-    lines.append(f"| all | {sum(r['seconds'] for r in rows):.1f} | | | | |")
+    lines.append(f"| all | {sum(r['seconds'] for r in rows):.1f} | | | | | |")
     return "\n".join(lines)
 
 
@@ -300,7 +322,8 @@ def extrapolation(rows: dict[int, dict], targets: tuple[int, ...] = (1024, 2048)
     """Every stage at ``targets`` from the two largest grids (time and peak RSS linear in the
     work; see :func:`fit`), with the goal of one field + 2 GiB."""
     grids = sorted(rows)[-2:]
-    head = " | ".join(f"{t}^3 s | {t}^3 GiB (goal {4 * t**3 / GIB + 2:.0f})" for t in targets)
+    head = " | ".join(f"{t}^3 s | {t}^3 GiB RSS / anon (goal {4 * t**3 / GIB + 2:.0f})"
+                      for t in targets)  # fmt: skip
     lines = [
         f"extrapolated from {grids[0]}^3 and {grids[1]}^3:\n",
         f"| stage | {head} |",
@@ -309,6 +332,7 @@ def extrapolation(rows: dict[int, dict], targets: tuple[int, ...] = (1024, 2048)
     for stage in rows[grids[1]]:
         cells = [
             f"{fit(rows, stage, 'seconds', t):.3g} | {fit(rows, stage, 'peak_rss', t) / GIB:.3g}"
+            f" / {fit(rows, stage, 'peak_anon', t) / GIB:.3g}"
             for t in targets
         ]
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")

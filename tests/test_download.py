@@ -124,6 +124,8 @@ class FakeAPI:
                 start = 0
                 if (spec := self.headers.get("Range")) and self.command == "GET":
                     start = int(re.fullmatch(r"bytes=(\d+)-", spec)[1])
+                    if start >= len(data):  # as real servers answer a range past the end
+                        return self.send(416, Content_Range=f"bytes */{len(data)}")
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 else:
@@ -289,6 +291,21 @@ def test_interrupted_run_keeps_part_and_next_run_resumes(api, tmp_path, key):
     run(config(api, dest, "products=[dark_dm]"))
     assert target.read_bytes() == source.read_bytes() and not part.exists()
     assert [r for m, p, r in api.log if m == "GET" and p == path] == [f"bytes={kept}-"]
+
+
+def test_complete_part_left_by_a_crash_is_verified_and_renamed(api, tmp_path, key):
+    """A .part already whole (the run died before the rename): the range past its end gets
+    HTTP 416 with the total size, and the file is verified and renamed without a transfer."""
+    dest = tmp_path / "d"
+    rel = "TNG100-1-Dark/output/snapdir_099/snap_099.0.hdf5"
+    data = (tmp_path / "remote" / rel).read_bytes()
+    part = dest / (rel + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data)
+    run(config(api, dest, "products=[dark_dm]"))
+    assert (dest / rel).read_bytes() == data and not part.exists()
+    path = "/api/TNG100-1-Dark/files/snapshot-99.0.hdf5"
+    assert [r for m, p, r in api.log if m == "GET" and p == path] == [f"bytes={len(data)}-"]
 
 
 def test_listed_checksum_and_size_are_verified(pair, tmp_path, key):
