@@ -13,6 +13,7 @@ keys and the headline scores of :mod:`dm2gal.eval.headline`, runs sorted by each
 ``optimized_metric``, the HODs and the oracle once as reference rows) and ``sweep.png`` (every
 run's P(k) ratio and r(k) over the references, and bars of the headline scores with the
 references as lines). :func:`log_to_wandb` logs the table to a W&B run of the sweep's group.
+After an Optuna study (``hparams_search=optuna``) ``sweep.md`` ends with its best trial.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ FIT_SPLITS = ("train", "val", "test")
 BAR_METRICS = ("pk_ratio_abs_err", "rk_mean", "bk_ratio_abs_err")
 #: how ``callbacks.model_checkpoint.mode`` ranks the optimised metric
 ORDER_MODES = ("min", "max")
+STUDY = "optimization_results.yaml"  # written by the Optuna sweeper
 
 
 @dataclass
@@ -67,6 +69,7 @@ class SweepTable:
     csv: Path | None = None
     markdown: Path | None = None
     plot: Path | None = None
+    study: dict[str, Any] | None = None
 
     def column(self, name: str) -> list[Any]:
         """The values of one column, ``None`` where a run has none."""
@@ -206,6 +209,28 @@ def run_row(run_dir: Path, root: Path) -> dict[str, Any]:
         row["global_step"] = results["global_step"]
     row["error"] = error
     return row
+
+
+def read_study(multirun_dir: Path) -> dict[str, Any] | None:
+    """The Optuna sweeper's ``optimization_results.yaml`` (``best_params``, ``best_value``, or
+    ``solutions`` for several objectives), or ``None`` for other sweeps."""
+    path = Path(multirun_dir) / STUDY
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
+def study_markdown(study: dict[str, Any]) -> str:
+    """One line per best trial of an Optuna study: its value(s) and parameters."""
+    best = study.get("solutions") or [
+        {"values": [study["best_value"]], "params": study["best_params"]}
+    ]
+    lines = [
+        "Optuna best: "
+        + ", ".join(_format(v) for v in trial["values"])
+        + " at "
+        + " ".join(f"{k}={_format(v)}" for k, v in trial["params"].items())
+        for trial in best
+    ]
+    return "\n" + "\n".join(lines) + "\n"
 
 
 def _format(value: Any) -> str:
@@ -424,7 +449,9 @@ def aggregate(multirun_dir: Path, out_dir: Path | None = None, wandb: bool = Fal
     atomic_write_text(table.csv, to_csv(columns, rows))
     view_columns, view_rows = headline_view(table)
     table.markdown = out / "sweep.md"
-    atomic_write_text(table.markdown, to_markdown(view_columns, view_rows))
+    table.study = read_study(root)
+    study = study_markdown(table.study) if table.study else ""
+    atomic_write_text(table.markdown, to_markdown(view_columns, view_rows) + study)
     table.plot = plot_sweep(table, out / "sweep.png")
     if wandb:
         log_to_wandb(table, out, view_columns, view_rows)
