@@ -7,14 +7,14 @@ of memory-mapped fields a stage touches):
    ``--particles-per-voxel * grid^3`` DM particles (float32 kpc/h, clustered around halos),
    written chunk by chunk over ``--files`` files, plus FoF/SUBFIND catalogues of the dark and a
    hydro run (one subhalo per halo, stellar mass from the halo mass).
-2. ``fields``: ``dm2gal.sources.TNGSource.build`` (what ``python -m dm2gal.fields data=tng100``
+2. ``fields``: ``dm2gal.io.sources.TNGSource.build`` (what ``python -m dm2gal.fields data=tng100``
    runs): dm, subhalo and stellar fields on the ``grid^3`` mesh by streamed CIC painting into
    memory-mapped store fields, and the catalogues.
 3. ``train``: ``--steps`` optimiser steps of the default network (``conf/model/unet3d.yaml``) with
    the project's data module, module and trainer (paper split, no validation), checkpointed.
 4. ``predict``: ``python -m dm2gal.predict`` of the whole box from that checkpoint (tiled,
    chunked reads, written through a memory map).
-5. ``stats``: P(k) of prediction and truth and r(k) on the whole box, ``dm2gal.stats_torch``.
+5. ``stats``: P(k) of prediction and truth and r(k) on the whole box, ``dm2gal.stats.fast``.
 
 The box side is ``75 * grid / 2048`` Mpc/h, the voxel of the paper's TNG100 grid. Usage::
 
@@ -178,8 +178,9 @@ def stage_snapshot(work: Path, opts: argparse.Namespace) -> str:
 
 
 def stage_fields(work: Path, opts: argparse.Namespace) -> str:
-    from dm2gal.config import compose_train, data_module_config
     from hydra.utils import instantiate
+
+    from dm2gal.train.build import compose_train, data_module_config
 
     cfg = compose_train(data_overrides(work, opts.grid))
     store = instantiate(data_module_config(cfg.data).source).build()
@@ -187,8 +188,9 @@ def stage_fields(work: Path, opts: argparse.Namespace) -> str:
 
 
 def train_config(work: Path, opts: argparse.Namespace):
-    from dm2gal.config import compose_train
     from omegaconf import OmegaConf
+
+    from dm2gal.train.build import compose_train
 
     overrides = [
         *data_overrides(work, opts.grid),
@@ -210,7 +212,7 @@ def train_config(work: Path, opts: argparse.Namespace):
 
 
 def stage_train(work: Path, opts: argparse.Namespace) -> str:
-    from dm2gal.training import build
+    from dm2gal.train.build import build
 
     cfg = train_config(work, opts)
     datamodule, module, trainer = build(cfg)
@@ -220,19 +222,24 @@ def stage_train(work: Path, opts: argparse.Namespace) -> str:
 
 
 def stage_predict(work: Path, opts: argparse.Namespace) -> str:
-    from dm2gal.predict import main
+    from omegaconf import OmegaConf
+
+    from dm2gal.predict import predict
 
     run = work / "train"
-    main([str(run), "--ckpt", str(run / "model.ckpt"), "--store", str(work / "store"),
-          "--out", str(work / "prediction"), "--tile", str(opts.tile)])  # fmt: skip
+    predict(OmegaConf.create({
+        "run_dir": str(run), "ckpt_path": str(run / "model.ckpt"), "store": str(work / "store"),
+        "out": str(work / "prediction"), "name": "stellar", "tile": opts.tile,
+        "batch_size": None, "calibration": None, "samples": 0, "seed": 0,
+    }))  # fmt: skip
     return f"whole {opts.grid}^3 box, tile {opts.tile}"
 
 
 def stage_stats(work: Path, opts: argparse.Namespace) -> str:
     import torch
-    from dm2gal.stats_torch import cross_power_torch
 
     from dm2gal.io.store import FieldStore
+    from dm2gal.stats.fast import cross_power_torch
 
     truth = torch.from_numpy(FieldStore(work / "store").read("stellar", mmap=False))
     pred = torch.from_numpy(FieldStore(work / "prediction").read("stellar", mmap=False))
@@ -269,11 +276,10 @@ def run_stage(name: str, work: Path, opts: argparse.Namespace) -> dict:
     """Run one stage in this process; return its seconds, peak RSS (all resident pages, those
     of memory-mapped files included), peak anonymous RSS (sampled), the RSS after imports
     (``base``; bytes) and a note. Imports are done before the clock starts."""
-    import dm2gal.sources  # noqa: F401
-    import dm2gal.stats_torch  # noqa: F401
-    import dm2gal.training  # noqa: F401
-
+    import dm2gal.io.sources  # noqa: F401
     import dm2gal.predict  # noqa: F401
+    import dm2gal.stats.fast  # noqa: F401
+    import dm2gal.train.pipeline  # noqa: F401
 
     base = status_kib("VmRSS")
     sampler = AnonPeak()

@@ -14,13 +14,12 @@ import logging
 import os
 from pathlib import Path
 
-os.environ.setdefault("DM2GAL_ROOT", str(Path(__file__).resolve().parents[1]))
+import hydra
+from omegaconf import DictConfig
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-import dm2gal.config  # noqa: E402, F401  (registers the ${run_id:} resolver)
-from dm2gal.io import download as dl  # noqa: E402
+from dm2gal.cli import reports_user_errors
+from dm2gal.errors import ConfigError
+from dm2gal.io import download as dl
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +28,7 @@ def run(cfg: DictConfig) -> list[dl.RemoteFile]:
     """List (and unless ``cfg.dry_run``, download) ``cfg.products``; return the files."""
     unknown = [p for p in cfg.products if p not in cfg.catalog]
     if unknown:
-        raise ValueError(f"config key 'products': {unknown} not in catalog {list(cfg.catalog)}")
+        raise ConfigError(f"config key 'products': {unknown} not in catalog {list(cfg.catalog)}")
     api_key = os.environ.get(cfg.api_key_env)
     if not api_key:
         raise dl.DownloadError(
@@ -52,6 +51,7 @@ def run(cfg: DictConfig) -> list[dl.RemoteFile]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="download")
+@reports_user_errors
 def main(cfg: DictConfig) -> None:
     """Hydra entry point of ``python -m dm2gal.download``."""
     run(cfg)

@@ -22,9 +22,10 @@ from hydra import compose, initialize_config_dir
 from tng_layout import make_pair
 
 from dm2gal.download import run
-from dm2gal.fields import main as build_fields
+from dm2gal.fields import build_fields
 from dm2gal.io import download as dl
 from dm2gal.io.store import FieldStore
+from dm2gal.train.build import compose_train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 KEY = "s3cret-key-0123456789"
@@ -214,9 +215,9 @@ def test_download_resumes_retries_and_feeds_fields(api, pair, tmp_path, key):
     assert size // 2 - 1024 < resumed <= size // 2 and resumed % 1024 == 0
     assert [p for m, p, _ in api.log].count("/api/TNG100-1/files/groupcat-99/") == 3
 
-    store = build_fields(["data=tng100", f"data.root={dest}", "data.grid=8",
+    store = build_fields(compose_train(["data=tng100", f"data.root={dest}", "data.grid=8",
                           "data.source.box=10.0", f"paths.data_dir={tmp_path}/data",
-                          "data.source.progress=false"])  # fmt: skip
+                          "data.source.progress=false"]))  # fmt: skip
     dm = FieldStore(store).read("dm")
     assert dm.sum(dtype=np.float64) == pytest.approx(len(pair.dm_pos) * pair.dm_mass, rel=1e-6)
 
@@ -246,12 +247,13 @@ def test_dry_run_lists_sizes_and_writes_nothing(api, tmp_path, key, capsys):
 def test_wrong_key_is_a_clear_error_and_never_written(api, tmp_path):
     env = {**os.environ, "TNG_API_KEY": "wrong-" + KEY, "PYTHONPATH": os.pathsep.join(sys.path)}
     cmd = [sys.executable, "-m", "dm2gal.download", f"base_url={api.base}",
-           f"dest={tmp_path / 'd'}", f"hydra.run.dir={tmp_path / 'run'}", *FAST]  # fmt: skip
+           f"dest={tmp_path / 'd'}", *FAST]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert done.returncode != 0
     assert "HTTP 401, the API key was rejected" in done.stderr
-    written = [p.read_text(errors="replace") for p in (tmp_path / "run").rglob("*") if p.is_file()]
-    assert written and not any(KEY in text for text in [done.stdout, done.stderr, *written])
+    # nothing is written anywhere (the command keeps no run directory or log), nor printed
+    written = [p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file()]
+    assert not any(KEY in text for text in [done.stdout, done.stderr, *written])
     unset = {k: v for k, v in env.items() if k != "TNG_API_KEY"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=unset, cwd=tmp_path, timeout=120)
     assert "environment variable TNG_API_KEY (config key 'api_key_env') is not set" in done.stderr

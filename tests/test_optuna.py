@@ -12,12 +12,12 @@ import pytest
 import submitit
 import yaml
 from conftest import ROOT, mock_cache_dir
-from dm2gal.config import compose_train
 from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 from optuna.distributions import CategoricalDistribution, LogUniformDistribution
 from test_sweep import sweep_env
 
 from dm2gal.sweep import aggregate, find_runs
+from dm2gal.train.build import compose_train
 
 OPTUNA = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 # a 4-trial study of seconds-long smoke trainings; crop 7 is a size the UNet rejects, and the
@@ -61,7 +61,7 @@ def test_optuna_search_spaces():
     assert "loss" not in two
     cfg = compose_train(["hparams_search=optuna_twophase"])
     assert cfg.model._target_ == "dm2gal.models.TwoPhaseNet"
-    assert cfg.loss._target_ == "dm2gal.losses.TwoPhaseLoss"
+    assert cfg.loss._target_ == "dm2gal.train.losses.TwoPhaseLoss"
 
 
 def sbatch_options(tmp_path: Path, launcher: str, monkeypatch) -> dict[str, str]:

@@ -31,6 +31,8 @@ from requests.adapters import HTTPAdapter
 from requests.exceptions import ChunkedEncodingError
 from urllib3.util.retry import Retry
 
+from dm2gal.errors import UserError
+
 KINDS = {"snapshot": ("snapdir", "snap"), "groupcat": ("groups", "fof_subhalo_tab")}
 RETRY_STATUS = (429, 500, 502, 503, 504)
 # a transfer cut short: resumed from the bytes on disk
@@ -39,7 +41,7 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 PART_SUFFIX = ".part"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A listing or file could not be fetched or verified (the message names the URL)."""
 
 
