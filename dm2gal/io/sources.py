@@ -58,23 +58,25 @@ class CachedSource:
     def write(self, store: FieldStore, fingerprint: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def is_built(self, fingerprint: dict[str, Any]) -> bool:
-        """True if ``store_dir`` holds every field (and catalogue) built from ``fingerprint``."""
-        store = FieldStore(self.store_dir)
+    def is_built(self, fingerprint: dict[str, Any], root: Path) -> bool:
+        """True if ``root`` holds every field (and catalogue) built from ``fingerprint``."""
+        store = FieldStore(root)
         try:
             meta = store.meta()
         except StoreError:
             return False
         done = all(name in meta["fields"] and store.path(name).is_file() for name in FIELDS)
-        catalogs = not fingerprint.get("catalogs") or (self.store_dir / CATALOGS_FILE).is_file()
+        catalogs = not fingerprint.get("catalogs") or (root / CATALOGS_FILE).is_file()
         return done and catalogs and meta["attrs"].get("fingerprint") == config_hash(fingerprint)
 
     def build(self) -> FieldStore:
-        """Return the store, building it first if missing or out of date."""
+        """Return the store, building it first (in a staging directory renamed when complete)
+        if missing or out of date; a store another process completed meanwhile is kept."""
         fingerprint = self.fingerprint()
-        if self.is_built(fingerprint):
+        if self.is_built(fingerprint, self.store_dir):
             return FieldStore(self.store_dir)
-        with staged_dir(self.store_dir) as staging:
+        keep = lambda root: self.is_built(fingerprint, root)  # noqa: E731
+        with staged_dir(self.store_dir, keep=keep) as staging:
             self.write(FieldStore(staging), fingerprint)
         return FieldStore(self.store_dir)
 

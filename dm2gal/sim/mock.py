@@ -36,8 +36,8 @@ from dm2gal.io.catalog import (
     save_catalogs,
 )
 from dm2gal.io.paint import paint
-from dm2gal.io.sources import FIELDS
-from dm2gal.io.store import FieldStore, StoreError, config_hash, file_hash, staged_dir
+from dm2gal.io.sources import FIELDS, CachedSource
+from dm2gal.io.store import FieldStore, StoreError, config_hash, file_hash
 from dm2gal.sim.cosmology import RHO_CRIT, Cosmology
 from dm2gal.sim.fof import friends_of_friends
 from dm2gal.sim.galaxies import (
@@ -80,7 +80,7 @@ def _positive_float(key: str, value: Any) -> float:
     return float(value)
 
 
-class MockUniverse:
+class MockUniverse(CachedSource):
     """A seeded mock universe of side ``box`` Mpc/h with ``particles^3`` DM particles.
 
     Args:
@@ -324,22 +324,22 @@ class MockUniverse:
             return f"{catalogs} fails its content hash"
         return None
 
-    def build(self) -> FieldStore:
-        """Return the store of this mock: load it if cached and intact, else generate it."""
-        if self.store_dir.exists():
-            problem = self.cache_problem()
-            if problem is None:
-                log.info("mock universe loaded from %s", self.store_dir)
-                return FieldStore(self.store_dir)
+    def fingerprint(self) -> dict[str, Any]:
+        return self.config
+
+    def is_built(self, fingerprint: dict[str, Any], root: Path) -> bool:
+        """True if ``root`` holds this mock intact (see :meth:`cache_problem`); a broken cache
+        is reported before it is regenerated."""
+        problem = self.cache_problem(root)
+        if problem is not None and root.exists():
             warnings.warn(
-                f"mock cache {self.store_dir} is unusable ({problem}); regenerating it",
-                stacklevel=2,
+                f"mock cache {root} is unusable ({problem}); regenerating it", stacklevel=3
             )
-        log.info("generating mock universe in %s", self.store_dir)
-        # a store another process completed meanwhile is kept
-        with staged_dir(self.store_dir, keep=lambda root: self.cache_problem(root) is None) as tmp:
-            self._generate(tmp)
-        return FieldStore(self.store_dir)
+        return problem is None
+
+    def write(self, store: FieldStore, fingerprint: dict[str, Any]) -> None:
+        log.info("generating mock universe for %s", self.store_dir)
+        self._generate(store.root)
 
     def catalogs(self) -> tuple[HaloCatalog, GalaxyCatalog]:
         """Halo and galaxy catalogues of this mock (building it if needed)."""
