@@ -28,30 +28,31 @@ INTERVALS = ("epoch", "step")
 def warmup_cosine(
     optimizer: torch.optim.Optimizer,
     total_steps: int,
-    warmup_steps: int = 100,
+    warmup_fraction: float = 0.05,
     final_factor: float = 0.01,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up then cosine decay, stepped once per optimiser step.
 
-    The learning rate is the optimiser's ``lr`` times ``(s + 1) / warmup_steps`` for the first
-    ``warmup_steps`` steps ``s``, then ``final_factor + (1 - final_factor) (1 + cos(pi t)) / 2``
-    with ``t = (s - warmup_steps) / (total_steps - warmup_steps)`` going from 0 to 1 (held at
-    ``final_factor`` past ``total_steps``).
+    With ``w = round(warmup_fraction * total_steps)`` warm-up steps, the learning rate is the
+    optimiser's ``lr`` times ``(s + 1) / w`` for steps ``s < w``, then
+    ``final_factor + (1 - final_factor) (1 + cos(pi t)) / 2`` with
+    ``t = (s - w) / (total_steps - w)`` going from 0 to 1 (held at ``final_factor`` past
+    ``total_steps``).
     """
     if int(total_steps) != total_steps or total_steps < 1:
         raise ValueError(f"warmup_cosine: total_steps must be an integer >= 1, got {total_steps}")
-    if int(warmup_steps) != warmup_steps or not 0 <= warmup_steps < total_steps:
+    if not 0 <= warmup_fraction < 1:
         raise ValueError(
-            f"optim.scheduler.warmup_steps: expected an integer in [0, total_steps = "
-            f"{total_steps}), got {warmup_steps}"
+            f"optim.scheduler.warmup_fraction: expected [0, 1), got {warmup_fraction}"
         )
     if not 0 <= final_factor <= 1:
         raise ValueError(f"optim.scheduler.final_factor: expected [0, 1], got {final_factor}")
+    warmup = round(warmup_fraction * total_steps)
 
     def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        t = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+        if step < warmup:
+            return (step + 1) / warmup
+        t = min(1.0, (step - warmup) / (total_steps - warmup))
         return final_factor + (1.0 - final_factor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

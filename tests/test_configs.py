@@ -63,8 +63,11 @@ def test_optim_options_build_optimisers(compose, name: str):
     params = [torch.nn.Parameter(torch.zeros(3))]
     optimizer = instantiate(cfg.optim.optimizer)(params=params)
     assert isinstance(optimizer, torch.optim.Optimizer)
+    assert cfg.optim.interval in ("epoch", "step")
     if cfg.optim.scheduler is not None:
-        assert instantiate(cfg.optim.scheduler)(optimizer=optimizer) is not None
+        # schedulers stepped per optimiser step also get the run's number of steps
+        extra = {"total_steps": 100} if cfg.optim.interval == "step" else {}
+        assert instantiate(cfg.optim.scheduler)(optimizer=optimizer, **extra) is not None
 
 
 @pytest.mark.parametrize("name", options("sampler"))
