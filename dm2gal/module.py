@@ -42,9 +42,7 @@ def warmup_cosine(
     if int(total_steps) != total_steps or total_steps < 1:
         raise ValueError(f"warmup_cosine: total_steps must be an integer >= 1, got {total_steps}")
     if not 0 <= warmup_fraction < 1:
-        raise ValueError(
-            f"optim.scheduler.warmup_fraction: expected [0, 1), got {warmup_fraction}"
-        )
+        raise ValueError(f"optim.scheduler.warmup_fraction: expected [0, 1), got {warmup_fraction}")
     if not 0 <= final_factor <= 1:
         raise ValueError(f"optim.scheduler.final_factor: expected [0, 1], got {final_factor}")
     warmup = round(warmup_fraction * total_steps)
@@ -88,7 +86,8 @@ class Dm2galModule(L.LightningModule):
         super().__init__()
         if scheduler_interval not in INTERVALS:
             raise ValueError(
-                f"module.scheduler_interval: expected one of {INTERVALS}, got {scheduler_interval!r}"
+                f"module.scheduler_interval: expected one of {INTERVALS}, "
+                f"got {scheduler_interval!r}"
             )
         # factories stay out of the checkpoint: it holds plain values only
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
