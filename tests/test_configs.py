@@ -51,6 +51,20 @@ def test_model_options_build_field_nets(compose, name: str):
     assert net.context >= 0
 
 
+@pytest.mark.parametrize(
+    "overrides, net, loss",
+    [
+        ([], "TwoPhaseNet", "TwoPhaseLoss"),  # the default network picks its loss
+        (["model=unet3d"], "UNet3d", "MSELoss"),
+        (["model=resnet3d", "loss=huber"], "ResNet3d", "HuberLoss"),
+        (["model=twophase", "loss=weighted_mse"], "TwoPhaseNet", "WeightedMSELoss"),
+    ],
+)
+def test_model_and_loss_pairing(compose, overrides: list[str], net: str, loss: str):
+    cfg = compose(overrides, tiny=False)
+    assert cfg.model._target_.endswith(net) and cfg.loss._target_.endswith(loss)
+
+
 @pytest.mark.parametrize("name", options("loss"))
 def test_loss_options_instantiate(compose, name: str):
     loss = instantiate(compose([f"loss={name}"]).loss)
