@@ -14,16 +14,19 @@ os.environ.setdefault("DM2GAL_ROOT", str(Path(__file__).resolve().parent))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-import dm2gal.config  # noqa: E402, F401  (registers the ${run_id:} resolver)
-from dm2gal.evaluation import evaluate_paths  # noqa: E402
+from dm2gal.cli import reports_user_errors  # noqa: E402
+from dm2gal.eval.evaluation import evaluate_paths  # noqa: E402
+from dm2gal.sweep import aggregate  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+@reports_user_errors
 def main(cfg: DictConfig) -> None:
     """Recompute predictions, statistics, plots and tables next to each run."""
     if cfg.run_dir is None and cfg.ckpt_path is None:
         raise ValueError("give run_dir=<run or multirun directory> or ckpt_path=<checkpoint>")
-    evaluate_paths(cfg)
+    if len(evaluate_paths(cfg)) > 1:
+        aggregate(Path(cfg.run_dir), wandb=bool(cfg.wandb))
 
 
 if __name__ == "__main__":

@@ -16,15 +16,18 @@ and weights.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dm2gal.losses import MSELoss, TwoPhaseLoss
+from dm2gal.io.store import atomic_write_text
 from dm2gal.models import FieldNet, PaperNet, ResNet3d, TwoPhaseNet, UNet3d, count_parameters
+from dm2gal.train.losses import MSELoss, TwoPhaseLoss
 
 # name -> (class, constructor arguments, output side, batch size)
 PRESETS = {
@@ -161,6 +164,7 @@ def main() -> None:
     parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     parser.add_argument("--warmup", type=int, default=None, help="untimed calls (default 1 / 3)")
     parser.add_argument("--steps", type=int, default=None, help="timed calls (default 2 / 10)")
+    parser.add_argument("--json", type=Path, help="also write the table's rows to this file")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -181,12 +185,15 @@ def main() -> None:
         raise SystemExit(f"--models: unknown {unknown}; choose from {sorted(PRESETS[preset])}")
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(
-        f"# {where}, torch {torch.__version__}, preset {preset}, threads "
+    title = (
+        f"{where}, torch {torch.__version__}, preset {preset}, threads "
         f"{torch.get_num_threads()}, compile {args.compile}, channels_last {args.channels_last}"
     )
+    print(f"# {title}")
     rows = [row for name in names for row in bench_model(name, PRESETS[preset][name], device, args)]
     print_table(rows)
+    if args.json:
+        atomic_write_text(args.json, json.dumps({"title": title, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

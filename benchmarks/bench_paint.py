@@ -4,7 +4,8 @@ Writes a multi-file TNG-layout snapshot (float64 kpc/h coordinates, DM mass in M
 ``--particles`` particles, then paints it onto ``--grid``^3 in two fresh subprocesses (so each
 peak RSS is its own):
 
-- ``streamed``: :func:`dm2gal.fields.paint_field`, chunk by chunk, into a memory-mapped store field;
+- ``streamed``: :func:`dm2gal.io.paint.paint_field`, chunk by chunk, into a memory-mapped store
+  field;
 - ``pylians``: read every particle into memory, then one ``MAS_library.MA`` call, then store it.
 
 Both times include reading the files. Usage::
@@ -42,8 +43,8 @@ def run(mode: str, directory: Path, grid: int, chunk_rows: int) -> dict[str, flo
     """Paint the snapshot in ``directory`` with ``mode``; return timings and peak RSS."""
     import MAS_library as masl
 
-    from dm2gal.fields import paint_field
     from dm2gal.io.gadget import Snapshot
+    from dm2gal.io.paint import paint_field
     from dm2gal.io.store import FieldStore
 
     base = _status_mib("VmRSS")

@@ -1,4 +1,4 @@
-"""Time full-volume prediction (``dm2gal.predict.predict_region``) in voxels per second.
+"""Time full-volume prediction (``dm2gal.infer.predict.predict_region``) in voxels per second.
 
 Two networks from their configs: the default ``conf/model/unet3d.yaml`` over a whole ``--grid``^3
 box at each of ``--tiles`` output tile sides, and the paper's centre-voxel network
@@ -15,13 +15,14 @@ them). Usage::
     python benchmarks/bench_predict.py --grid 64 --tiles 16 32 64 --threads 2
     python benchmarks/bench_predict.py --grid 512 --tiles 64 128 --unet channels=64 levels=2
 
-Prints a Markdown table.
+Prints a Markdown table (``--json PATH``: its rows to a file too).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,8 +34,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from dm2gal.data.regions import Region
+from dm2gal.infer.predict import plan_chunks, predict_region, read_block, tile_size
+from dm2gal.io.store import atomic_write_text
 from dm2gal.models.base import FieldNet, center_crop, count_parameters
-from dm2gal.predict import plan_chunks, predict_region, read_block, tile_size
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 
@@ -111,6 +113,7 @@ def main() -> None:
     parser.add_argument("--paper", nargs="*", default=[], help="key=value overrides of dm2gal")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu (+ cuda)")
+    parser.add_argument("--json", type=Path, help="also write the table's rows to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -122,11 +125,36 @@ def main() -> None:
         for i in range(2):
             np.save(f"{tmp}/{i}.npy", rng.lognormal(20.0, 1.0, (args.grid,) * 3).astype(np.float32))
         fields = [np.load(f"{tmp}/{i}.npy", mmap_mode="r") for i in range(2)]
-        run_all(args, fields, devices)
+        title, rows = run_all(args, fields, devices)
+    if args.json:
+        atomic_write_text(args.json, json.dumps({"title": title, "rows": rows}, indent=1))
 
 
-def run_all(args: argparse.Namespace, fields: list[np.ndarray], devices: list[str]) -> None:
-    """Print the table."""
+COLUMNS = [
+    "model",
+    "params",
+    "context",
+    "device",
+    "dtype",
+    "region",
+    "tile",
+    "batch",
+    "s",
+    "voxels/s",
+]
+
+
+def run_all(
+    args: argparse.Namespace, fields: list[np.ndarray], devices: list[str]
+) -> tuple[str, list[dict[str, str]]]:
+    """Print the table; return its title and rows."""
+    rows = []
+
+    def emit(*cells: object) -> None:
+        cells = [str(c) for c in cells]
+        print("| " + " | ".join(cells) + " |", flush=True)
+        rows.append(dict(zip(COLUMNS, cells, strict=True)))
+
     unet, paper = load_net("unet3d", args.unet), load_net("dm2gal", args.paper)
     box = Region((0, 0, 0), (args.grid,) * 3, args.grid)
     unet_settings = [(tile, args.batch) for tile in args.tiles]
@@ -140,8 +168,9 @@ def run_all(args: argparse.Namespace, fields: list[np.ndarray], devices: list[st
             [(1, batch) for batch in args.paper_batches],
         ),
     ]
-    print(f"torch {torch.__version__}, {args.threads} CPU threads")
-    print("| model | params | context | device | dtype | region | tile | batch | s | voxels/s |")
+    title = f"torch {torch.__version__}, {args.threads} CPU threads"
+    print(title)
+    print("| " + " | ".join(COLUMNS) + " |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     voxels = args.grid**3
     for field in fields:  # page the memory-mapped fields in
@@ -150,9 +179,18 @@ def run_all(args: argparse.Namespace, fields: list[np.ndarray], devices: list[st
         t = tile_size(unet, tile)
         step = t - t % unet.period
         seconds = time_reads(fields, unet.context, t, step, box, threads)
-        print(
-            f"| host reads, {threads} thread{'s' * (threads > 1)} | - | {unet.context} | cpu "
-            f"| fp32 | {args.grid}^3 | {step} | - | {seconds:.3f} | {voxels / seconds:.3g} |"
+        name = f"host reads, {threads} thread{'s' * (threads > 1)}"
+        emit(
+            name,
+            "-",
+            unet.context,
+            "cpu",
+            "fp32",
+            f"{args.grid}^3",
+            step,
+            "-",
+            f"{seconds:.3f}",
+            f"{voxels / seconds:.3g}",
         )
     for name, net, region, settings in runs:
         voxels = int(np.prod(region.size))
@@ -161,11 +199,19 @@ def run_all(args: argparse.Namespace, fields: list[np.ndarray], devices: list[st
             for tile, batch in settings:
                 t = tile_size(net, tile)
                 seconds = time_prediction(net, fields, region, tile, batch, device)
-                print(
-                    f"| {name} | {count_parameters(net):,} | {net.context} | {device} | {dtype} "
-                    f"| {region.size[0]}^3 | {t} | {batch} | {seconds:.3f} "
-                    f"| {voxels / seconds:.3g} |"
+                emit(
+                    name,
+                    f"{count_parameters(net):,}",
+                    net.context,
+                    device,
+                    dtype,
+                    f"{region.size[0]}^3",
+                    t,
+                    batch,
+                    f"{seconds:.3f}",
+                    f"{voxels / seconds:.3g}",
                 )
+    return title, rows
 
 
 if __name__ == "__main__":

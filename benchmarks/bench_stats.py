@@ -7,20 +7,25 @@ The torch bispectrum is timed cold (caches cleared before each call: mode tables
 counts are rebuilt, as for the first field of a set) and warm (counts cached, as for every
 further field measured with the same set: model, truth, HODs). The last column is Pylians' time
 per triangle over the row's. Usage: ``python benchmarks/bench_stats.py --grids 128 256
---threads 2``. Prints a Markdown table.
+--threads 2``; on a GPU machine without Pylians: ``--grids 512 --devices cuda --no-pylians``.
+Prints a Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from dm2gal import stats
-from dm2gal.stats_torch import bispectrum_torch, clear_caches, power_spectrum_torch
+from dm2gal.io.store import atomic_write_text
+from dm2gal.stats import base
+from dm2gal.stats import pylians as stats
+from dm2gal.stats.fast import bispectrum_torch, clear_caches, power_spectrum_torch
 
 
 def timed(fn: Callable[[], object], repeat: int, sync: Callable[[], None] = lambda: None) -> float:
@@ -44,22 +49,27 @@ def main() -> None:
     parser.add_argument("--angles", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-pylians-bk", action="store_true", help="Pylians Bk is slow")
+    parser.add_argument("--no-pylians", action="store_true", help="torch rows only")
+    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu (+ cuda)")
+    parser.add_argument("--json", type=Path, help="also write the table's rows to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     thetas = np.linspace(0.0, np.pi, args.angles)
-    pairs = stats.DEFAULT_K_PAIRS
+    pairs = base.DEFAULT_K_PAIRS
     triangles = [(k1, k2, t) for k1, k2 in pairs for t in thetas]
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
     rows = []
     for n in args.grids:
         rng = np.random.default_rng(0)
         field = rng.gamma(2.0, 1e9, size=(n, n, n)).astype(np.float32)
-        t = timed(
-            lambda f=field: stats.power_spectrum(f, args.box, threads=args.threads), args.repeat
-        )
-        rows.append((n, f"Pylians ({args.threads} thr)", "P(k)", t))
-        if not args.skip_pylians_bk:
+        if not args.no_pylians:
+            t = timed(
+                lambda f=field: stats.power_spectrum(f, args.box, threads=args.threads),
+                args.repeat,
+            )
+            rows.append((n, f"Pylians ({args.threads} thr)", "P(k)", t))
+        if not (args.skip_pylians_bk or args.no_pylians):
             t = timed(
                 lambda f=field: [
                     stats.bispectrum(f, args.box, k1, k2, thetas, threads=args.threads)
@@ -83,22 +93,32 @@ def main() -> None:
             t = timed(lambda x=x: bispectrum_torch(x, args.box, triangles), args.repeat, sync)
             rows.append((n, name, "Bk set warm", t))
 
-    print(
-        f"box {args.box} Mpc/h, Bk set = {len(pairs)} (k1,k2) pairs {pairs} x {args.angles} angles"
-    )
-    print(
-        "| grid | implementation | statistic | time [s] | per triangle [ms] "
-        "| speed-up vs Pylians per triangle |"
-    )
+    title = f"box {args.box} Mpc/h, Bk set = {len(pairs)} (k1,k2) pairs {pairs}"
+    title += f" x {args.angles} angles"
+    print(title)
+    columns = [
+        "grid",
+        "implementation",
+        "statistic",
+        "time [s]",
+        "per triangle [ms]",
+        "speed-up vs Pylians per triangle",
+    ]
+    print("| " + " | ".join(columns) + " |")
     print("|---:|---|---|---:|---:|---:|")
     pylians_bk = {
         n: t for n, impl, what, t in rows if impl.startswith("Pylians") and what == "Bk set"
     }
+    table = []
     for n, impl, what, t in rows:
         bk = what.startswith("Bk set")
         per = f"{1e3 * t / len(triangles):.2f}" if bk else ""
         speedup = f"{pylians_bk[n] / t:.1f}x" if bk and n in pylians_bk else ""
-        print(f"| {n}^3 | {impl} | {what} | {t:.4f} | {per} | {speedup} |")
+        cells = [f"{n}^3", impl, what, f"{t:.4f}", per, speedup]
+        print("| " + " | ".join(cells) + " |")
+        table.append(dict(zip(columns, cells, strict=True)))
+    if args.json:
+        atomic_write_text(args.json, json.dumps({"title": title, "rows": table}, indent=1))
 
 
 if __name__ == "__main__":

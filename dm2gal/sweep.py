@@ -1,76 +1,99 @@
 """Multirun aggregation: one comparison table (CSV + Markdown) and a plot for a sweep.
 
-``python -m dm2gal.sweep <multirun_dir>`` (or :func:`aggregate`) reads every run directory of a
+``python -m dm2gal.sweep dir=<multirun_dir>`` (or :func:`aggregate`) reads every run directory of a
 Hydra multirun folder: its overrides (``.hydra/overrides.yaml``), its final metrics
-(``results.json`` written by :func:`dm2gal.training.train`, else the last values of
+(``results.json`` written by :func:`dm2gal.train.pipeline.train`, else the last values of
 ``csv/metrics.csv``) and its test-region statistics (``evaluation/metrics.json``, as
-``eval/<field>/<statistic>``) when present. A run is ``ok`` when training completed, ``failed``
-when it recorded an error or left no metrics, ``incomplete`` when it has metrics but no result
-(still running, or killed). Writes ``sweep.csv``, ``sweep.md`` and ``sweep.png`` into the folder.
+``eval/<field>/<statistic>``, plus the network-minus-HOD margins ``eval/margin/<statistic>``)
+when present. A run is ``ok`` when training completed, ``failed`` when it recorded an error or
+left no metrics, ``incomplete`` when it has metrics but no result (still running, or killed).
+
+Writes into the folder: ``sweep.csv`` (every column), ``sweep.md`` (the view to read: the swept
+keys and the headline scores of :mod:`dm2gal.eval.headline`, runs sorted by each run's
+``optimized_metric``, the HODs and the oracle once as reference rows) and ``sweep.png`` (every
+run's P(k) ratio and r(k) over the references, and bars of the headline scores with the
+references as lines). :func:`log_to_wandb` logs the table to a W&B run of the sweep's group.
+After an Optuna study (``hparams_search=optuna``) ``sweep.md`` ends with its best trial.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import hydra
+import numpy as np
 import yaml
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from omegaconf import DictConfig
 
-from dm2gal.io.store import atomic_path, atomic_write_text
+from dm2gal.cli import reports_user_errors
+from dm2gal.eval.headline import (
+    headline_metrics,
+    is_reference,
+    margins,
+    nest,
+    read_columns,
+)
+from dm2gal.eval.report import save_png
+from dm2gal.io.store import atomic_write_text
+from dm2gal.train.loggers import wandb_logger
+from dm2gal.train.runs import find_runs
 
 FIT_SPLITS = ("train", "val", "test")
-PLOT_METRICS = (
-    "val/loss",
-    "test/loss",
-    "eval/model/log_rmse",
-    "eval/model/pk_ratio_abs_err",
-    "eval/model_calibrated/pk_ratio_abs_err",
-    "eval/model/rk_mean",
-)
+#: the whole-range scores drawn as bar panels (besides the optimised metric)
+BAR_METRICS = ("pk_ratio_abs_err", "rk_mean", "bk_ratio_abs_err")
+#: how ``callbacks.model_checkpoint.mode`` ranks the optimised metric
+ORDER_MODES = ("min", "max")
+STUDY = "optimization_results.yaml"  # written by the Optuna sweeper
 
 
 @dataclass
 class SweepTable:
-    """The aggregated sweep: ``rows`` (one dict per run) over ``columns``, and where the table
-    and the plot were written."""
+    """The aggregated sweep of the multirun folder ``root``: ``rows`` (one dict per run) over
+    ``columns``, the runs' ``optimized_metric`` (``objective``, ranked by ``mode``), and where
+    the tables and the plot were written."""
 
     columns: list[str]
     rows: list[dict[str, Any]]
     overrides: list[str] = field(default_factory=list)
+    objective: str | None = None
+    mode: str = "min"
+    root: Path = Path(".")
     csv: Path | None = None
     markdown: Path | None = None
     plot: Path | None = None
+    study: dict[str, Any] | None = None
 
     def column(self, name: str) -> list[Any]:
         """The values of one column, ``None`` where a run has none."""
         return [row.get(name) for row in self.rows]
 
+    @property
+    def swept(self) -> list[str]:
+        """The overrides whose value differs between runs (all of them for a single run)."""
+        if len(self.rows) < 2:
+            return list(self.overrides)
+        return [k for k in self.overrides if len({str(v) for v in self.column(k)}) > 1]
 
-def _natural_key(path: Path) -> list[Any]:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
+    def label(self, row: dict[str, Any]) -> str:
+        """A run's swept values (``model=unet3d, loss=mse``), else its directory."""
+        return ", ".join(f"{k}={row.get(k)}" for k in self.swept) or row["run"]
 
-
-def find_runs(multirun_dir: Path) -> list[Path]:
-    """Run directories (those holding ``.hydra/overrides.yaml``) under ``multirun_dir``, in job
-    order; a run directory itself gives ``[multirun_dir]``."""
-    multirun_dir = Path(multirun_dir)
-    if not multirun_dir.is_dir():
-        raise FileNotFoundError(f"{multirun_dir}: multirun directory not found")
-    runs = {
-        p.parent.parent
-        for p in multirun_dir.glob("**/.hydra/overrides.yaml")
-        if ".submitit" not in p.parts
-    }
-    if not runs:
-        raise FileNotFoundError(f"{multirun_dir}: no run directory (*/.hydra/overrides.yaml)")
-    return sorted(runs, key=_natural_key)
+    def sorted_rows(self) -> list[dict[str, Any]]:
+        """The rows by :attr:`objective` (best first, per :attr:`mode`), rows without it last."""
+        if self.objective is None:
+            return list(self.rows)
+        sign = 1.0 if self.mode == "min" else -1.0
+        scored = [r for r in self.rows if isinstance(r.get(self.objective), float)]
+        rest = [r for r in self.rows if not isinstance(r.get(self.objective), float)]
+        return sorted(scored, key=lambda r: sign * r[self.objective]) + rest
 
 
 def read_overrides(run_dir: Path) -> dict[str, str]:
@@ -126,12 +149,37 @@ def read_evaluation(run_dir: Path) -> dict[str, float]:
     if not path.is_file():
         return {}
     models = json.loads(path.read_text()).get("models", {})
-    return {
+    out = {
         f"eval/{name}/{key}": number
         for name, values in models.items()
         for key, value in values.items()
         if (number := _float(value)) is not None
     }
+    scores = nest({k.removeprefix("eval/"): v for k, v in out.items()})
+    return out | {f"eval/margin/{k}": v for k, v in margins(scores).items()}
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """The run's composed config (``.hydra/config.yaml``; empty if absent)."""
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return {}
+    config = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a mapping, got {type(config).__name__}")
+    return config
+
+
+def objective_of(configs: list[dict[str, Any]]) -> tuple[str | None, str]:
+    """The first run's ``optimized_metric`` and its checkpoint ``mode`` (``min`` / ``max``)."""
+    for config in configs:
+        if config.get("optimized_metric"):
+            checkpoint = (config.get("callbacks") or {}).get("model_checkpoint") or {}
+            mode = checkpoint.get("mode", "min")
+            if mode not in ORDER_MODES:
+                raise ValueError(f"callbacks.model_checkpoint.mode must be min or max, got {mode}")
+            return str(config["optimized_metric"]), mode
+    return None, "min"
 
 
 def run_row(run_dir: Path, root: Path) -> dict[str, Any]:
@@ -163,6 +211,28 @@ def run_row(run_dir: Path, root: Path) -> dict[str, Any]:
     return row
 
 
+def read_study(multirun_dir: Path) -> dict[str, Any] | None:
+    """The Optuna sweeper's ``optimization_results.yaml`` (``best_params``, ``best_value``, or
+    ``solutions`` for several objectives), or ``None`` for other sweeps."""
+    path = Path(multirun_dir) / STUDY
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
+def study_markdown(study: dict[str, Any]) -> str:
+    """One line per best trial of an Optuna study: its value(s) and parameters."""
+    best = study.get("solutions") or [
+        {"values": [study["best_value"]], "params": study["best_params"]}
+    ]
+    lines = [
+        "Optuna best: "
+        + ", ".join(_format(v) for v in trial["values"])
+        + " at "
+        + " ".join(f"{k}={_format(v)}" for k, v in trial["params"].items())
+        for trial in best
+    ]
+    return "\n" + "\n".join(lines) + "\n"
+
+
 def _format(value: Any) -> str:
     if value is None:
         return ""
@@ -190,41 +260,176 @@ def to_csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def plot_sweep(table: SweepTable, path: Path, metrics: tuple[str, ...] = PLOT_METRICS) -> Path:
-    """Bar charts, one panel per metric present, one bar per run labelled by its varying
-    overrides; failed runs are marked in red."""
-    import matplotlib
+def eval_fields(rows: list[dict[str, Any]]) -> list[str]:
+    """The evaluated fields (``model``, ``hod_binned``, ...) in order of first appearance."""
+    out: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            parts = key.split("/")
+            if len(parts) == 3 and parts[0] == "eval" and parts[1] != "margin":
+                out[parts[1]] = None
+    return list(out)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    shown = [m for m in metrics if any(v is not None for v in table.column(m))]
-    shown = shown or ["status"]
-    varying = [k for k in table.overrides if len(set(map(str, table.column(k)))) > 1]
-    labels = ["\n".join(f"{k}={row.get(k)}" for k in varying) or row["run"] for row in table.rows]
-    x = range(len(table.rows))
-    fig, axes = plt.subplots(
-        1, len(shown), figsize=(2 + 1.2 * len(x) * len(shown), 4), squeeze=False
+def references(table: SweepTable) -> dict[str, dict[str, Any]]:
+    """``{field: row}`` of each reference field (HOD, oracle): the first run that has it."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in eval_fields(table.rows):
+        if is_reference(name):
+            out[name] = next(r for r in table.rows if any(k.startswith(f"eval/{name}/") for k in r))
+    return out
+
+
+def headline_view(table: SweepTable) -> tuple[list[str], list[dict[str, Any]]]:
+    """The table to read: run, field, status, the swept keys, the optimised metric and the
+    headline scores of each network field (one row per run and field, sorted by the optimised
+    metric), with each reference field (HOD, oracle) once as a row on top."""
+    fields = eval_fields(table.rows)
+    metrics = headline_metrics(
+        key.split("/")[2] for row in table.rows for key in row if key.count("/") == 2
     )
-    for ax, metric in zip(axes[0], shown, strict=True):
-        values = [v if isinstance(v, float) else math.nan for v in table.column(metric)]
-        colors = ["C0" if row["status"] == "ok" else "C3" for row in table.rows]
-        ax.bar(x, values, color=colors)
-        for i, row in enumerate(table.rows):
-            if row["status"] != "ok":
-                ax.text(i, 0, row["status"], rotation=90, ha="center", va="bottom", color="C3")
-        ax.set_title(metric)
-        ax.set_xticks(list(x), labels, rotation=45, ha="right", fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    metrics = [m for m in metrics if any(f"eval/{f}/{m}" in r for r in table.rows for f in fields)]
+    objective = [table.objective] if table.objective in table.columns else []
+    columns = ["run", *(["field"] if fields else []), "status", *table.swept, *objective, *metrics]
+    rows = [
+        {"run": "", "field": name, "status": "reference"}
+        | {m: row.get(f"eval/{name}/{m}") for m in metrics}
+        for name, row in references(table).items()
+    ]
+    for row in table.sorted_rows():
+        base = {c: row.get(c) for c in ("run", "status", *table.swept, *objective)}
+        networks = [
+            f
+            for f in fields
+            if not is_reference(f) and any(k.startswith(f"eval/{f}/") for k in row)
+        ]
+        for name in networks:
+            rows.append(base | {"field": name} | {m: row.get(f"eval/{name}/{m}") for m in metrics})
+        if not networks:
+            rows.append(base)
+    return columns, rows
+
+
+def _reference_style(name: str) -> dict[str, Any]:
+    return {"color": "k", "ls": "--" if name.startswith("oracle_") else "-", "lw": 1.2}
+
+
+def _plot_curves(ax: Axes, table: SweepTable, stem: str, prefix: str) -> bool:
+    """Overlay column ``<prefix>model`` of every run's ``evaluation/<stem>.csv`` over the
+    reference columns (HODs, oracle) of the first; False when no run has the file."""
+    tables = [
+        (row, read_columns(path))
+        for row in table.sorted_rows()
+        if (path := table.root / row["run"] / "evaluation" / f"{stem}.csv").is_file()
+    ]
+    if not tables:
+        return False
+    ax.axhline(1.0, color="0.6", lw=0.8, zorder=0)
+    first = tables[0][1]
+    for name in first:
+        if name.startswith(prefix) and is_reference(ref := name.removeprefix(prefix)):
+            ax.semilogx(first["k"], first[name], label=ref, **_reference_style(ref))
+    for row, columns in tables:
+        if f"{prefix}model" in columns:
+            ax.semilogx(columns["k"], columns[f"{prefix}model"], label=table.label(row))
+    ax.legend(fontsize=7)
+    return True
+
+
+def _plot_bars(ax: Axes, table: SweepTable, metric: str) -> None:
+    """One bar per run (failed ones red and marked), each reference's value as a line."""
+    rows = table.sorted_rows()
+    values = [row.get(metric) if isinstance(row.get(metric), float) else math.nan for row in rows]
+    colors = ["C0" if row["status"] == "ok" else "C3" for row in rows]
+    x = np.arange(len(rows))
+    ax.bar(x, values, color=colors)
+    for i, row in enumerate(rows):
+        if row["status"] != "ok":
+            ax.text(i, 0, row["status"], rotation=90, ha="center", va="bottom", color="C3")
+    name = metric.split("/")[-1]
+    if metric.startswith("eval/"):
+        for ref, row in references(table).items():
+            if isinstance(value := row.get(f"eval/{ref}/{name}"), float):
+                ax.axhline(value, label=ref, **_reference_style(ref))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    if metric.startswith("eval/"):
+        ax.set_title(f"{name}\n({metric.split('/')[1]}, test region)", fontsize=9)
+    else:
+        ax.set_title(f"{metric}\n(optimised metric)", fontsize=9)
+    ax.set_xticks(x, [table.label(r) for r in rows], rotation=45, ha="right", fontsize=7)
+
+
+def plot_sweep(table: SweepTable, path: Path) -> Path:
+    """Top: every run's P(k) ratio and r(k) with the references (HODs solid, oracle dashed);
+    bottom: bars of the optimised metric and the model's headline scores, references as lines.
+    Runs are labelled by their swept values; failed runs are marked in red."""
+    bars = [table.objective] if table.objective else []
+    bars += [f"eval/model/{m}" for m in BAR_METRICS]
+    bars = [m for m in bars if any(isinstance(v, float) for v in table.column(m))] or ["status"]
+    fig = Figure(figsize=(max(10.0, 3.2 * len(bars)), 8.5), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.0, 1.0])
+    pk_ax, rk_ax = top.subplots(1, 2)
+    if _plot_curves(pk_ax, table, "pk", "ratio_"):
+        pk_ax.set(xlabel=r"$k\ [h\,\mathrm{Mpc}^{-1}]$", ylabel="P(k) / P_truth(k)")
+        pk_ax.set_title("P(k) ratio, test region", fontsize=10)
+    if _plot_curves(rk_ax, table, "rk", "r_"):
+        rk_ax.set(xlabel=r"$k\ [h\,\mathrm{Mpc}^{-1}]$", ylabel="r(k) with truth")
+        rk_ax.set_title("cross-correlation r(k), test region", fontsize=10)
+    for ax, metric in zip(bottom.subplots(1, len(bars), squeeze=False)[0], bars, strict=True):
+        if metric == "status":
+            ax.set_title("no metric recorded", fontsize=9)
+            continue
+        _plot_bars(ax, table, metric)
+    save_png(fig, path)
     return path
 
 
-def aggregate(multirun_dir: Path, out_dir: Path | None = None) -> SweepTable:
+def log_to_wandb(table: SweepTable, out: Path, columns: list[str], rows: list[dict]) -> None:
+    """Log the sweep's full table (``sweep/runs``) and its headline view (``sweep/headline``)
+    to a W&B run (job type ``sweep``) in the group of the sweep's runs (their
+    ``logger.wandb.group``, else the multirun directory's name, as in training), offline unless
+    an account is configured (:func:`dm2gal.train.loggers.wandb_logger`). Its id is kept in
+    ``out/wandb_id.txt``: aggregating again updates the same W&B run."""
+    import wandb  # lazy: optional on GPU machines, slow to import
+
+    config = read_config(table.root / table.rows[0]["run"]) if table.rows else {}
+    settings = (config.get("logger") or {}).get("wandb") or {}
+    group = settings.get("group") or table.root.name
+    logger = wandb_logger(
+        save_dir=str(out),
+        persist_id=True,
+        project=settings.get("project", "dm2gal"),
+        group=group,
+        job_type="sweep",
+        name=f"{group}-sweep",
+    )
+    run = logger.experiment
+    try:
+        run.log(
+            {
+                "sweep/runs": _wandb_table(wandb, table.columns, table.rows),
+                "sweep/headline": _wandb_table(wandb, columns, rows),
+            }
+        )
+    finally:
+        run.finish()
+
+
+def _wandb_table(wandb: Any, columns: list[str], rows: list[dict[str, Any]]) -> Any:
+    """A ``wandb.Table`` of ``rows`` over ``columns``: numbers as numbers, other values as text."""
+
+    def cell(value: Any) -> Any:
+        return value if value is None or isinstance(value, int | float) else str(value)
+
+    data = [[cell(row.get(c)) for c in columns] for row in rows]
+    return wandb.Table(columns=columns, data=data, allow_mixed_types=True)
+
+
+def aggregate(multirun_dir: Path, out_dir: Path | None = None, wandb: bool = False) -> SweepTable:
     """Aggregate every run of ``multirun_dir`` into ``sweep.csv``, ``sweep.md`` and
-    ``sweep.png`` in ``out_dir`` (default: ``multirun_dir``); return the table."""
+    ``sweep.png`` in ``out_dir`` (default: ``multirun_dir``), and with ``wandb`` into a W&B
+    run of the sweep's group (:func:`log_to_wandb`); return the table."""
     root = Path(multirun_dir)
     runs = find_runs(root)
     rows = [run_row(run, root) for run in runs]
@@ -238,22 +443,35 @@ def aggregate(multirun_dir: Path, out_dir: Path | None = None) -> SweepTable:
     columns = ["run", "status", *overrides, *metrics, *evals, "global_step", "error"]
     out = Path(out_dir) if out_dir is not None else root
     out.mkdir(parents=True, exist_ok=True)
-    table = SweepTable(columns, rows, overrides)
+    objective, mode = objective_of([read_config(run) for run in runs])
+    table = SweepTable(columns, rows, overrides, objective, mode, root=root)
     table.csv = out / "sweep.csv"
     atomic_write_text(table.csv, to_csv(columns, rows))
+    view_columns, view_rows = headline_view(table)
     table.markdown = out / "sweep.md"
-    atomic_write_text(table.markdown, to_markdown(columns, rows))
+    table.study = read_study(root)
+    study = study_markdown(table.study) if table.study else ""
+    atomic_write_text(table.markdown, to_markdown(view_columns, view_rows) + study)
     table.plot = plot_sweep(table, out / "sweep.png")
+    if wandb:
+        log_to_wandb(table, out, view_columns, view_rows)
     return table
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m dm2gal.sweep <multirun_dir> [--out DIR]``: write and print the table."""
-    parser = argparse.ArgumentParser(prog="python -m dm2gal.sweep", description=__doc__)
-    parser.add_argument("multirun_dir", type=Path, help="a Hydra multirun directory")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: same)")
-    args = parser.parse_args(argv)
-    table = aggregate(args.multirun_dir, args.out)
+def logged_to_wandb(multirun_dir: Path) -> bool:
+    """Whether the sweep's runs logged to W&B (a ``logger.wandb`` node in the first run's
+    config)."""
+    runs = find_runs(Path(multirun_dir))
+    return bool(runs) and bool((read_config(runs[0]).get("logger") or {}).get("wandb"))
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="sweep")
+@reports_user_errors
+def main(cfg: DictConfig) -> None:
+    """Write the table and plot of ``cfg.dir`` (``conf/sweep.yaml``), print the headline table;
+    log to W&B when ``cfg.wandb`` says so (null: when the runs did)."""
+    use_wandb = logged_to_wandb(Path(cfg.dir)) if cfg.wandb is None else bool(cfg.wandb)
+    table = aggregate(Path(cfg.dir), Path(cfg.out) if cfg.out else None, wandb=use_wandb)
     print(table.markdown.read_text())
     print(f"wrote {table.csv}, {table.markdown}, {table.plot}")
 

@@ -32,7 +32,7 @@ def compose_train(tmp_path: Path, overrides: list[str] = (), tiny: bool = True) 
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from dm2gal.config import compose_train as compose
+    from dm2gal.train.build import compose_train as compose
 
     cfg = compose([*(TINY if tiny else []), *overrides], hydra_node=True)
     HydraConfig().set_config(cfg)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dm2gal.calibration import (
+from dm2gal.data.regions import Region
+from dm2gal.data.splits import make_splits
+from dm2gal.infer.calibration import (
     QuantileMap,
     calibrate_store_field,
     fit_calibration,
     training_slabs,
 )
-from dm2gal.data.regions import Region
-from dm2gal.data.splits import make_splits
 from dm2gal.io.store import FieldStore
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
@@ -11,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from dm2gal.models.base import FieldNet
-from dm2gal.training import build, check_config, instantiate_group
+from dm2gal.train.build import build, check_config, data_module_config, instantiate_group
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -153,9 +154,83 @@ def test_unknown_option_is_hydras_error(compose):
         ("data.batch_size=0", "data.batch_size"),
         ("evaluation.calibration_voxels=-1", "evaluation.calibration_voxels"),
         ("evaluation.calibration_voxels=1.5", "evaluation.calibration_voxels"),
+        ("sampler.bins=abc", "sampler.bins"),
+        ("sampler.bins=0", "sampler.bins"),
+        ("sampler.samples_per_epoch=2.5", "sampler.samples_per_epoch"),
+        ("optim.optimizer.lr=-1", "optim.optimizer.lr"),
+        ("optim.optimizer.lr=0", "optim.optimizer.lr"),
+        ("optim.optimizer.lr=fast", "optim.optimizer.lr"),
+        ("optim.optimizer.weight_decay=-1e-4", "optim.optimizer.weight_decay"),
     ],
 )
 def test_bad_values_name_the_key(compose, override: str, key: str):
     cfg = compose([override])
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         check_config(cfg)
+
+
+def test_sampler_rejects_a_non_integer_bin_count():
+    from dm2gal.data.sampler import MassBinSampler
+
+    with pytest.raises(ValueError, match=r"sampler\.bins: expected an integer >= 1, got 'abc'"):
+        MassBinSampler(4, np.zeros(4), bins="abc")
+
+
+def test_input_larger_than_the_box_fails_before_any_data(compose, tmp_path: Path):
+    # unet3d has a context of 8 voxels: an 8-voxel crop needs 24^3 inputs, more than 16^3
+    cfg = compose(["data.source.grid=16", "data.crop=8", f"paths.data_dir={tmp_path / 'd'}"])
+    with pytest.raises(ValueError) as err:
+        build(cfg)
+    message = str(err.value)
+    assert "'data.crop' = 8" in message and "'data.source.grid' = 16" in message
+    assert "context of model UNet3d (8 voxels" in message
+    assert not (tmp_path / "d").exists()  # no mock generated
+
+
+REQUIRED = {
+    "tng100": ["data.root=/nonexistent"],
+    "camels": ["data.root=/nonexistent/IllustrisTNG/LH_0"],
+    "fields": ["data.dm=a.npy", "data.subhalo=b.npy", "data.stellar=c.npy", "data.box=75"],
+}
+
+
+@pytest.mark.parametrize("name", options("data"))
+def test_smoke_experiment_composes_with_every_data_option(compose, name: str):
+    cfg = compose([f"data={name}", *REQUIRED.get(name, [])])
+    assert cfg.task_name == "smoke" and cfg.data.crop == 8
+    source = instantiate(data_module_config(cfg.data).source)  # reads and writes nothing
+    assert cfg.data.source._target_.endswith(f".{type(source).__name__}")
+
+
+def _arrays(tmp_path: Path, grid: int = 64) -> list[str]:
+    rng = np.random.default_rng(3)
+    out = []
+    for name in ("dm", "subhalo", "stellar"):
+        path = tmp_path / f"{name}.npy"
+        np.save(path, rng.lognormal(20.0, 1.0, (grid,) * 3).astype(np.float32))
+        out.append(f"data.{name}={path}")
+    return out
+
+
+def test_smoke_trains_on_own_arrays_with_their_box(compose, tmp_path: Path):
+    cfg = compose(["data=fields", *_arrays(tmp_path), "data.box=40", "trainer.fast_dev_run=true",
+                   f"paths.data_dir={tmp_path / 'd'}"])  # fmt: skip
+    datamodule, module, trainer = build(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    assert datamodule.box == 40.0 and datamodule.grid == 64
+    assert datamodule.splits.val.start == (44, 44, 44)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.box=-3", r"config key 'data\.box' must be a positive number, got -3"),
+        ("data.source.box=50", r"'data\.box' = 40 and 'data\.source\.box' = 50 disagree"),
+    ],
+)
+def test_a_bad_data_box_is_not_ignored(compose, tmp_path: Path, override: str, message: str):
+    cfg = compose(["data=fields", *REQUIRED["fields"][:3], "data.box=40", override,
+                   f"paths.data_dir={tmp_path / 'd'}"])  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        build(cfg)
+    assert not (tmp_path / "d").exists()

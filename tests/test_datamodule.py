@@ -160,7 +160,7 @@ def test_worker_processes_load_the_same_crops(tmp_path):
     [
         ({"crop": -2}, "data.crop"),
         ({"crop": 17}, "data.crop: 17 voxels is larger than the box"),
-        ({"crop": 8, "context": 5}, r"data.crop \+ 2 \* data.context"),
+        ({"crop": 8, "context": 5}, r"data.crop = 8 plus twice the network's context \(5 voxels"),
         ({"splits": {"preset": None, "test": [0, 6], "val": [5, 9]}}, "overlap"),
         ({"crop": 4, "context": 2}, "no training anchors left"),
         ({"augment": "flips"}, "data.augment"),

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 sys.path.insert(0, {tests!r})
 from conftest import compose_train
-from dm2gal.training import train
+from dm2gal.train.pipeline import train
 
 cfg = compose_train(Path({out!r}), {overrides!r})
 metrics = train(cfg)

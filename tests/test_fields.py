@@ -6,7 +6,7 @@ import MAS_library as masl
 import numpy as np
 import pytest
 
-from dm2gal.fields import paint, paint_chunks, paint_field
+from dm2gal.io.paint import paint, paint_chunks, paint_field
 from dm2gal.io.store import FieldStore
 
 GRID, BOX = 16, 10.0

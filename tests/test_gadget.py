@@ -133,3 +133,41 @@ def test_no_masses_and_zero_mass_table(tmp_path):
 def test_bad_column(pair):
     with pytest.raises(SimFileError, match=r"'Subhalo/SubhaloMass' has shape \(\d+,\), cannot"):
         GroupCatalog.find(pair.hydro_dir, 99).read("Subhalo", ["SubhaloMass[2]"])
+
+
+@pytest.mark.parametrize(
+    ("kind", "chunk", "key", "value", "shown"),
+    [
+        ("snap", 1, "BoxSize", 20_000.0, "20000.0 differs from 10000.0"),
+        ("snap", 2, "Redshift", 0.5, "0.5 differs from 0.0"),
+        ("snap", 2, "Omega0", 0.25, "0.25 differs from 0.3089"),
+        ("snap", 1, "OmegaLambda", 0.75, "0.75 differs from 0.6911"),
+        ("snap", 2, "HubbleParam", 0.7, "0.7 differs from 0.6774"),
+        ("snap", 1, "NumFilesPerSnapshot", np.int32(4), "4 differs from 3"),
+        ("snap", 2, "NumPart_Total", np.array([0, 7, 0, 0, 0, 0], np.uint32), "[0, 7, 0, 0, 0,"),
+        ("snap", 1, "MassTable", np.array([0, 0.1, 0, 0, 0, 0]), "[0.0, 0.1, 0.0, 0.0, 0.0, 0.0]"),
+        ("groups", 1, "BoxSize", 20_000.0, "20000.0 differs from 10000.0"),
+        ("groups", 2, "NumFiles", np.int32(2), "2 differs from 3"),
+        ("groups", 2, "Ngroups_Total", np.int32(41), "41 differs from 40"),
+        ("groups", 1, "Nsubgroups_Total", np.int32(7), "7 differs from 120"),
+    ],
+)
+def test_every_chunk_header_agrees_with_the_first(pair, kind, chunk, key, value, shown):
+    stem = "snapdir_099/snap_099" if kind == "snap" else "groups_099/fof_subhalo_tab_099"
+    path = pair.dark_dir / f"{stem}.{chunk}.hdf5"
+    with h5py.File(path, "a") as f:
+        f["Header"].attrs[key] = value
+    reader = Snapshot if kind == "snap" else GroupCatalog
+    with pytest.raises(SimFileError) as err:
+        reader.find(pair.dark_dir, 99)
+    message = str(err.value)
+    assert message.startswith(f"{path}: Header/{key} = ")
+    assert shown in message and f"{stem}.0.hdf5" in message
+
+
+def test_chunk_without_a_header_key_of_the_first(pair):
+    path = pair.dark_dir / "groups_099" / "fof_subhalo_tab_099.2.hdf5"
+    with h5py.File(path, "a") as f:
+        del f["Header"].attrs["HubbleParam"]
+    with pytest.raises(SimFileError, match=r"tab_099\.2\.hdf5: missing header key 'Header/Hubble"):
+        GroupCatalog.find(pair.dark_dir, 99)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import run_script
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from scipy.special import erf
 
-from dm2gal.catalog import GalaxyCatalog, HaloCatalog, save_catalogs
 from dm2gal.data.regions import Region
 from dm2gal.hod import BinnedHOD, Zheng07HOD, build_hod_field
 from dm2gal.hod.zheng07 import nfw_radius_quantile
+from dm2gal.io.catalog import GalaxyCatalog, HaloCatalog, save_catalogs
 from dm2gal.io.store import FieldStore
 
 BOX, GRID = 50.0, 16
@@ -289,11 +290,10 @@ def test_zheng07_without_training_satellites_warns_and_paints_centrals_only(cata
 def test_cli_builds_and_records_the_field_on_a_tiny_mock(tmp_path):
     from functools import partial
 
-    from dm2gal.config import compose_train, data_module_config
-    from dm2gal.hod.__main__ import main
+    from dm2gal.train.build import compose_train, data_module_config
 
     overrides = [f"paths.data_dir={tmp_path}", "seed=5", "experiment=smoke"]
-    assert main(["hod=binned", *overrides]) == "hod_binned"
+    run_script("dm2gal.hod", "hod=binned", *overrides, cwd=tmp_path)
     (store_dir,) = (tmp_path / "mock").iterdir()
     store = FieldStore(store_dir)
     meta = store.field_meta("hod_binned")

@@ -10,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from dm2gal.losses import HuberLoss, MSELoss, TwoPhaseLoss, WeightedMSELoss
+from dm2gal.train.losses import HuberLoss, MSELoss, OccupancyNLL, TwoPhaseLoss, WeightedMSELoss
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -103,6 +103,7 @@ def test_bad_shapes_and_arguments_raise() -> None:
         ("huber", HuberLoss),
         ("weighted_mse", WeightedMSELoss),
         ("twophase", TwoPhaseLoss),
+        ("nll", OccupancyNLL),
     ],
 )
 def test_loss_configs_instantiate(name: str, cls: type) -> None:
@@ -112,13 +113,13 @@ def test_loss_configs_instantiate(name: str, cls: type) -> None:
 
 @pytest.mark.parametrize(
     "loss",
-    [MSELoss(), HuberLoss(delta=0.5), WeightedMSELoss(bins=3), TwoPhaseLoss()],
+    [MSELoss(), HuberLoss(delta=0.5), WeightedMSELoss(bins=3), TwoPhaseLoss(), OccupancyNLL()],
     ids=lambda loss: loss.name,
 )
 def test_invalid_voxels_do_not_count(loss):
     """Voxels outside ``batch["valid"]`` (tiles past a held-out region) change nothing."""
     g = torch.Generator().manual_seed(0)
-    channels = 2 if loss.name == "twophase" else 1
+    channels = {"twophase": 2, "nll": 7}.get(loss.name, 1)
     output = torch.randn(2, channels, 4, 4, 4, generator=g)
     target = torch.randn(2, 1, 4, 4, 4, generator=g)
     valid = torch.zeros(2, 1, 4, 4, 4, dtype=bool)

@@ -9,8 +9,16 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from dm2gal.losses import MSELoss, TwoPhaseLoss
-from dm2gal.models import FieldNet, PaperNet, ResNet3d, TwoPhaseNet, UNet3d, count_parameters
+from dm2gal.models import (
+    FieldNet,
+    PaperNet,
+    ProbabilisticNet,
+    ResNet3d,
+    TwoPhaseNet,
+    UNet3d,
+    count_parameters,
+)
+from dm2gal.train.losses import MSELoss, OccupancyNLL, TwoPhaseLoss
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -20,6 +28,7 @@ SMALL = {
     "unet3d_l1": (lambda: UNet3d(channels=4, levels=1, convs=1), 2),
     "resnet3d": (lambda: ResNet3d(channels=4, blocks=2), 3),
     "twophase": (lambda: TwoPhaseNet(channels=4, levels=1, convs=2), 2),
+    "probabilistic": (lambda: ProbabilisticNet(channels=4, levels=1, convs=2, components=2), 2),
     "paper": (lambda: PaperNet(channels=1), 1),
 }
 
@@ -33,7 +42,7 @@ def _input(net: FieldNet, n: int, batch: int = 2, seed: int = 0) -> torch.Tensor
 def test_declared_output_shape(key: str) -> None:
     make, n = SMALL[key]
     net = make().eval()
-    out_channels = 2 if key == "twophase" else 1
+    out_channels = {"twophase": 2, "probabilistic": 7}.get(key, 1)
     with torch.no_grad():
         x = _input(net, n, batch=3)
         assert net(x).shape == (3, out_channels, n, n, n)
@@ -116,8 +125,10 @@ def test_invalid_input_raises(net: FieldNet, shape: tuple, match: str) -> None:
 
 
 def test_invalid_constructor_arguments_raise() -> None:
-    with pytest.raises(ValueError, match="out_channels must be 1"):
+    with pytest.raises(ValueError, match="TwoPhaseNet: out_channels must be 1"):
         TwoPhaseNet(out_channels=2)
+    with pytest.raises(ValueError, match="ProbabilisticNet: out_channels must be 1"):
+        ProbabilisticNet(out_channels=2)
     with pytest.raises(ValueError, match="levels"):
         UNet3d(levels=0)
     with pytest.raises(ValueError, match="blocks"):
@@ -160,13 +171,27 @@ OVERFIT = {
     "unet3d": (lambda: UNet3d(channels=4, levels=2, convs=1), MSELoss(), 2, 4, 60),
     "resnet3d": (lambda: ResNet3d(channels=4, blocks=2), MSELoss(), 3, 4, 80),
     "twophase": (lambda: TwoPhaseNet(channels=4, levels=1, convs=1), TwoPhaseLoss(), 2, 4, 80),
+    "probabilistic": (
+        lambda: ProbabilisticNet(channels=4, levels=1, convs=1),
+        OccupancyNLL(),
+        2,
+        4,
+        80,
+    ),
     # 65^3 inputs make every step cost seconds on one CPU core
     "paper": (lambda: PaperNet(channels=2), MSELoss(), 1, 2, 40),
 }
 
 
 @pytest.mark.parametrize(
-    "key", ["unet3d", "resnet3d", "twophase", pytest.param("paper", marks=pytest.mark.slow)]
+    "key",
+    [
+        "unet3d",
+        "resnet3d",
+        "twophase",
+        "probabilistic",
+        pytest.param("paper", marks=pytest.mark.slow),
+    ],
 )
 def test_overfits_one_batch(key: str) -> None:
     make, loss_fn, n, batch, steps = OVERFIT[key]
@@ -175,7 +200,7 @@ def test_overfits_one_batch(key: str) -> None:
     assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
 
 
-@pytest.mark.parametrize("name", ["unet3d", "resnet3d", "dm2gal", "twophase"])
+@pytest.mark.parametrize("name", ["unet3d", "resnet3d", "dm2gal", "twophase", "probabilistic"])
 def test_model_configs_instantiate(name: str) -> None:
     cfg = OmegaConf.load(CONF / "model" / f"{name}.yaml")
     net = instantiate(cfg)

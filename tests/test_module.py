@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from dm2gal.losses import MSELoss
 from dm2gal.models import UNet3d
-from dm2gal.module import Dm2galModule, warmup_cosine
-from dm2gal.training import build
+from dm2gal.train.build import build
+from dm2gal.train.losses import MSELoss
+from dm2gal.train.module import Dm2galModule, warmup_cosine
 
 
 def _lrs(steps: int, **kwargs) -> list[float]:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from dm2gal.data.regions import Region
 from dm2gal.data.transforms import FieldTransform
-from dm2gal.io.store import FieldStore, StoreError
-from dm2gal.models import PaperNet, ResNet3d, UNet3d
-from dm2gal.models.base import FieldNet
-from dm2gal.predict import (
+from dm2gal.errors import ConfigError
+from dm2gal.infer.predict import (
+    PredictOptions,
+    check_tile,
     chunk_grid,
     predict_region,
     predict_store,
@@ -21,6 +23,9 @@ from dm2gal.predict import (
     tile_size,
     tiles_per_chunk,
 )
+from dm2gal.io.store import FieldStore, StoreError
+from dm2gal.models import PaperNet, ResNet3d, UNet3d
+from dm2gal.models.base import FieldNet
 
 GRID = 24
 
@@ -195,8 +200,7 @@ def test_whole_box_prediction_into_a_store(fields, tmp_path):
         tmp_path / "out",
         "stellar",
         {"run_dir": "r"},
-        tile=8,
-        progress=False,
+        options=PredictOptions(tile=8, progress=False),
     )
     np.testing.assert_array_equal(out.read("stellar"), want)
     meta = out.field_meta("stellar")
@@ -206,10 +210,10 @@ def test_whole_box_prediction_into_a_store(fields, tmp_path):
     other = FieldStore(tmp_path / "other")
     other.init(30.0, GRID // 2)
     with pytest.raises(StoreError, match="not the input store's"):
-        predict_store(net, transform, source, ["dm", "subhalo"], other.root, "stellar", tile=8)
+        predict_store(net, transform, source, ["dm", "subhalo"], other.root, "stellar")
     assert other.fields() == [] and not other.path("stellar").exists()
     with pytest.raises(StoreError, match="would overwrite its field 'dm'"):
-        predict_store(net, transform, source, ["dm", "subhalo"], source.root, "dm", tile=8)
+        predict_store(net, transform, source, ["dm", "subhalo"], source.root, "dm")
     with pytest.raises(ValueError, match="trained on voxels of 2.5 Mpc/h"):
         predict_store(net, transform, source, ["dm", "subhalo"], other.root, "x", voxel_size=2.5)
 
@@ -233,3 +237,55 @@ def test_cuda_bf16_prediction_matches_cpu(fields):
     gpu = _predict(net, fields, region, tile=10, device="cuda", channels_last=True)
     y_gpu, y_cpu = np.log(gpu), np.log(cpu)  # the network's output (denormalised by exp)
     np.testing.assert_allclose(y_gpu, y_cpu, rtol=0, atol=1e-2 * np.abs(y_cpu).max())
+
+
+@pytest.mark.parametrize("tile", [0, -8, 2.5, "8", True, None])
+def test_a_tile_must_be_a_positive_integer(tile):
+    with pytest.raises(ConfigError, match=r"tile: expected an integer >= 1 \(output voxels per"):
+        check_tile(UNet3d(2, 1, 2, levels=2, convs=1), tile)
+
+
+@pytest.mark.parametrize(
+    ("make", "tile", "message"),
+    [
+        (lambda: UNet3d(2, 1, 2, levels=2, convs=1), 3, r"n % 4 == 2 \(nearest: 2 or 6\)"),
+        (lambda: UNet3d(2, 1, 2, levels=2, convs=1), 8, r"n % 4 == 2 \(nearest: 6 or 10\)"),
+        (lambda: PaperNet(in_channels=2, channels=1), 4, r"only side 1 \(nearest: 1\)"),
+    ],
+)
+def test_a_tile_the_network_does_not_take_is_refused_not_rounded(make, tile, message):
+    net = make()
+    with pytest.raises(ConfigError, match=rf"tile: {type(net).__name__} does not take outputs of "
+                       rf"{tile} voxels per side; valid sides: .*{message}"):  # fmt: skip
+        check_tile(net, tile)
+    valid = next(n for n in range(1, 20) if net.valid_output(n))
+    assert check_tile(net, valid) == valid
+
+
+def test_predict_command_refuses_a_bad_tile_and_writes_nothing(compose, tmp_path: Path):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from dm2gal.predict import predict
+    from dm2gal.train.build import build
+
+    cfg = compose(["callbacks=none", "trainer.limit_train_batches=1"])
+    datamodule, module, trainer = build(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    trainer.save_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml", resolve=True)
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    out = tmp_path / "box"
+    cases = {
+        "0": "expected an integer >= 1",
+        "-8": "expected an integer >= 1",
+        "2.5": "expected an integer >= 1",
+        "3": r"UNet3d does not take outputs of 3 voxels per side; .*\(nearest: 2 or 4\)",
+    }
+    for tile, message in cases.items():
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            args = hydra_compose("predict", [f"run_dir={tmp_path}", f"out={out}", f"tile={tile}"])
+        with pytest.raises(ConfigError, match=f"tile: {message}"):
+            predict(args)
+        assert not out.exists()

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dm2gal.fields import paint
 from dm2gal.io.gadget import Snapshot
+from dm2gal.io.paint import paint
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
 RHO_CRIT = 2.775366e11  # critical density, (Msun/h) / (Mpc/h)^3

@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import struct
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from dm2gal.report import PLOTS, write_report
+from dm2gal.eval.report import PLOTS, ReportOptions, write_report
 
 BOX = 75.0  # Mpc/h
 N = 16
@@ -42,10 +43,8 @@ def read_csv(path) -> list[dict[str, str]]:
 def test_write_report_writes_every_artefact(tmp_path):
     truth, preds = fields()
     logged = {}
-    metrics = write_report(
-        tmp_path, BOX, truth, preds, k_pairs=K_PAIRS, thetas=THETAS, slice_width=3,
-        logger=logged.__setitem__,
-    )  # fmt: skip
+    options = ReportOptions(k_pairs=K_PAIRS, thetas=THETAS, slice_width=3)
+    metrics = write_report(tmp_path, BOX, truth, preds, options, logger=logged.__setitem__)
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
     assert set(metrics["models"]) == {"model", "hod"}
     model, hod = metrics["models"]["model"], metrics["models"]["hod"]
@@ -75,10 +74,45 @@ def test_write_report_writes_every_artefact(tmp_path):
 
 def test_perfect_prediction_scores_perfectly(tmp_path):
     truth, _ = fields()
-    metrics = write_report(tmp_path, BOX, truth, {"copy": truth.copy()}, k_pairs=K_PAIRS)
+    options = ReportOptions(k_pairs=K_PAIRS)
+    metrics = write_report(tmp_path, BOX, truth, {"copy": truth.copy()}, options)
     scores = metrics["models"]["copy"]
     assert scores["rk_mean"] == pytest.approx(1.0, abs=1e-9)
     assert scores["total_mass_rel_err"] == scores["log_rmse"] == scores["bk_ratio_abs_err"] == 0.0
+
+
+def test_band_scores_and_oracle_ratios(tmp_path):
+    """Band keys per field, the band edges in metrics.json, ratios to oracle_mean's 1 - r^2."""
+    truth, preds = fields()
+    bands = {"low": [0.0, 0.2], "high": [0.2, 0.6]}
+    options = ReportOptions(k_pairs=K_PAIRS, thetas=THETAS, slice_width=3, bands=bands)
+    with_oracle = {**preds, "oracle_mean": preds["model"]}
+    metrics = write_report(tmp_path, BOX, truth, with_oracle, options)
+    assert metrics["bands"] == bands
+    pk = read_csv(tmp_path / "pk.csv")
+    rk = read_csv(tmp_path / "rk.csv")
+    k = np.array([float(row["k"]) for row in pk])
+    for name, scores in metrics["models"].items():
+        ratio = np.array([float(row[f"ratio_{name}"]) for row in pk])
+        r = np.array([float(row[f"r_{name}"]) for row in rk])
+        for band, (lo, hi) in bands.items():
+            sel = (k > lo) & (k <= hi)
+            assert scores[f"rk_mean_{band}"] == pytest.approx(r[sel].mean(), rel=1e-6)
+            err = np.abs(ratio[sel] - 1).mean()
+            assert scores[f"pk_ratio_abs_err_{band}"] == pytest.approx(err, rel=1e-6)
+            decor = scores[f"decorrelation_{band}"]
+            assert decor == pytest.approx(np.mean(1 - r[sel] ** 2), rel=1e-6)
+            oracle = metrics["models"]["oracle_mean"][f"decorrelation_{band}"]
+            assert scores[f"decorrelation_ratio_{band}"] == pytest.approx(decor / oracle)
+    assert metrics["models"]["oracle_mean"]["decorrelation_ratio_low"] == 1.0
+    assert metrics["models"]["hod"]["decorrelation_ratio_high"] > 5  # an unrelated field
+    # without an oracle: band scores, no ratios; default bands of the 16^3 / 75 Mpc/h grid
+    plain = write_report(tmp_path / "plain", BOX, truth, preds, replace(options, bands=None))
+    assert list(plain["bands"]) == ["large", "rest"]  # k_Nyq / 2 = 0.335 h/Mpc < 1 h/Mpc
+    assert "rk_mean_large" in plain["models"]["model"]
+    assert not any(key.startswith("decorrelation_ratio") for key in plain["models"]["model"])
+    with pytest.raises(ValueError, match="evaluation.report.bands"):
+        ReportOptions(bands={"x": [2.0, 1.0]})
 
 
 @pytest.mark.parametrize(
@@ -87,6 +121,7 @@ def test_perfect_prediction_scores_perfectly(tmp_path):
         ({}, {}, "predictions is empty"),
         ({"truth": None}, {}, "cannot be named 'truth'"),
         ({"model": np.ones((8, 8, 8), np.float32)}, {}, "has shape"),
+        ({"model": None}, {"slice_width": N + 1}, "slice_width"),
         ({"model": None}, {"slice_width": 0}, "slice_width"),
         ({"model": None}, {"k_pairs": ((0.5, 0.6),)}, "beyond the grid"),
     ],
@@ -96,5 +131,20 @@ def test_bad_input_raises_and_writes_nothing(tmp_path, preds, kwargs, match):
     preds = {name: truth if f is None else f for name, f in preds.items()}
     out = tmp_path / "report"
     with pytest.raises(ValueError, match=match):
-        write_report(out, BOX, truth, preds, **{"k_pairs": K_PAIRS, **kwargs})
+        write_report(out, BOX, truth, preds, ReportOptions(**{"k_pairs": K_PAIRS, **kwargs}))
     assert not out.exists()
+
+
+def test_torch_report_agrees_with_the_pylians_reference(tmp_path):
+    """Reports measure with torch by default; every score equals the Pylians path's to 1e-5."""
+    truth, preds = fields()
+    got = {}
+    for backend in ("torch", "pylians"):
+        options = ReportOptions(k_pairs=K_PAIRS, thetas=THETAS, backend=backend)
+        got[backend] = write_report(tmp_path / backend, BOX, truth, preds, options)["models"]
+    for name, scores in got["pylians"].items():
+        for key, value in scores.items():
+            assert got["torch"][name][key] == pytest.approx(value, rel=1e-5, abs=1e-7), (name, key)
+    pk = {b: read_csv(tmp_path / b / "pk.csv") for b in got}
+    for row_t, row_p in zip(pk["torch"], pk["pylians"], strict=True):
+        assert float(row_t["pk_model"]) == pytest.approx(float(row_p["pk_model"]), rel=1e-5)

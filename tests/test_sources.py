@@ -15,10 +15,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tng_layout import make_pair
 
-import dm2gal.config  # noqa: F401  (config resolvers)
-from dm2gal.catalog import load_catalogs
+import dm2gal.train.build  # noqa: F401  (config resolvers)
+from dm2gal.io.catalog import load_catalogs
 from dm2gal.io.gadget import SimFileError
-from dm2gal.sources import ArraySource, CamelsSource, SourceError, TNGSource
+from dm2gal.io.sources import ArraySource, CamelsSource, SourceError, TNGSource
 
 GRID = 16
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -166,6 +166,10 @@ def _catalogue_box(pair):
     _edit_attr((pair.dark_dir / "groups_099").iterdir(), "BoxSize", 20_000.0)
 
 
+def _chunk_box(pair):
+    _edit_attr([pair.hydro_dir / "groups_099" / "fof_subhalo_tab_099.1.hdf5"], "BoxSize", 2e4)
+
+
 BAD = {
     "missing_dir": (
         lambda p: __import__("shutil").rmtree(p.hydro_dir),
@@ -183,6 +187,11 @@ BAD = {
     ),
     "non_finite": (_nan, r"snap_099\.2\.hdf5: 'PartType1/Coordinates' has non-finite"),
     "dark_vs_hydro": (_hydro_cosmology, r"gravity-only vs hydro run: Header/Omega0 differs"),
+    "chunk_box": (
+        _chunk_box,
+        r"fof_subhalo_tab_099\.1\.hdf5: Header/BoxSize = 20000\.0 differs from 10000\.0 in the "
+        r"first chunk .*fof_subhalo_tab_099\.0\.hdf5",
+    ),
     "catalogue_vs_snapshot": (
         _catalogue_box,
         r"snapshot vs its catalogue: Header/BoxSize differs: 10\.0 in .*snap_099\.0\.hdf5 vs 20\.0",
@@ -196,6 +205,48 @@ def test_bad_input_raises_and_writes_nothing(pair, tmp_path, case):
     spoil(pair)
     with pytest.raises(SimFileError, match=message):
         _source(pair, tmp_path).build()
+    assert not (tmp_path / "store").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def _array(path: Path, value=None, shape=(GRID,) * 3) -> None:
+    data = np.random.default_rng(1).uniform(0, 1e10, shape).astype(np.float32)
+    if value is not None:
+        data[3, 2, 1] = value
+    np.save(path, data)
+
+
+def _truncated(path: Path) -> None:
+    _array(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+BAD_ARRAYS = {
+    "nan": (lambda p: _array(p, np.nan), r"stellar\.npy: non-finite or negative masses"),
+    "negative": (lambda p: _array(p, -1.0), r"stellar\.npy: non-finite or negative masses"),
+    "mismatched": (
+        lambda p: _array(p, shape=(GRID // 2,) * 3),
+        r"stellar\.npy: shape \(8, 8, 8\) differs from dm's \(16, 16, 16\)",
+    ),
+    "non_cubic": (
+        lambda p: _array(p, shape=(GRID, GRID, GRID - 1)),
+        r"stellar\.npy: shape \(16, 16, 15\), expected a cube",
+    ),
+    "truncated": (_truncated, r"stellar\.npy: not a \.npy array \(option 'stellar'\)"),
+    "not_npy": (lambda p: p.write_text("x,y\n1,2\n"), r"stellar\.npy: not a \.npy array"),
+    "missing": (lambda p: None, r"stellar\.npy: file not found \(option 'stellar'\)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ARRAYS))
+def test_bad_arrays_raise_naming_the_file_and_write_nothing(tmp_path, case):
+    spoil, message = BAD_ARRAYS[case]
+    paths = {name: tmp_path / f"{name}.npy" for name in ("dm", "subhalo", "stellar")}
+    _array(paths["dm"])
+    _array(paths["subhalo"])
+    spoil(paths["stellar"])
+    with pytest.raises(SourceError, match=message):
+        ArraySource(**paths, box=5.0, store_dir=tmp_path / "store").build()
     assert not (tmp_path / "store").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dm2gal.io.store import FieldStore, StoreError, atomic_write_text, config_hash
+from dm2gal.io.store import FieldStore, StoreError, atomic_write_text, config_hash, staged_dir
 
 
 @pytest.fixture
@@ -75,3 +80,64 @@ def test_atomic_text_has_normal_permissions(tmp_path: Path):
 def test_config_hash_is_stable_and_order_free():
     assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_staged_dir_replaces_the_target_only_when_complete(tmp_path):
+    target = tmp_path / "store"
+    target.mkdir()
+    (target / "a").write_text("old")
+    with pytest.raises(RuntimeError), staged_dir(target) as tmp:
+        (tmp / "a").write_text("half")
+        raise RuntimeError("crash")
+    assert (target / "a").read_text() == "old"
+    with staged_dir(target) as tmp:
+        (tmp / "a").write_text("new")
+    assert (target / "a").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]  # no staging or old dir left
+
+
+def test_staged_dir_keeps_a_target_another_process_finished(tmp_path):
+    target = tmp_path / "store"
+    with staged_dir(target, keep=lambda root: (root / "a").is_file()) as tmp:
+        (tmp / "a").write_text("mine")
+        target.mkdir()
+        (target / "a").write_text("theirs")
+    assert (target / "a").read_text() == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+def test_staging_left_by_a_killed_build_is_removed_by_the_next(tmp_path: Path):
+    target = tmp_path / "store"
+    code = (
+        "import os, signal\n"
+        "from dm2gal.io.store import staged_dir\n"
+        f"with staged_dir({str(target)!r}) as staging:\n"
+        "    (staging / 'catalogs.h5').write_bytes(bytes(367_000))\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    killed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (orphan,) = tmp_path.glob(".store.*.tmp")
+    assert (orphan / "catalogs.h5").stat().st_size == 367_000
+    dead = orphan.with_suffix(".owner").read_text().split()[0]
+    # a build of this (live) process, one of another host, one without an owner file, and
+    # the moved-aside old store of the killed build
+    host = socket.gethostname()
+    for name, owner in (("live", f"{os.getpid()} {host}"), ("other", f"{dead} elsewhere"),
+                        ("unowned", None), ("dead", f"{dead} {host}")):  # fmt: skip
+        (tmp_path / f".store.{name}.{'old' if name == 'dead' else 'tmp'}").mkdir()
+        if owner:
+            (tmp_path / f".store.{name}.owner").write_text(owner)
+
+    with staged_dir(target) as staging:
+        (staging / "meta.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".store.live.owner",
+        ".store.live.tmp",
+        ".store.other.owner",
+        ".store.other.tmp",
+        ".store.unowned.tmp",
+        "store",
+    ]
+    assert [p.name for p in target.iterdir()] == ["meta.json"]

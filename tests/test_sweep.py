@@ -14,11 +14,21 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import ROOT, compose_train, mock_cache_dir
+from conftest import ROOT, compose_train, mock_cache_dir, run_script
+from wandb_offline import read_run
 
-from dm2gal.sweep import aggregate, find_runs, main, read_overrides
+from dm2gal.eval.headline import read_columns
+from dm2gal.sweep import aggregate, read_overrides
+from dm2gal.train.runs import find_runs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+CONFIG = {
+    "optimized_metric": "val/pk_ratio_abs_err",
+    "callbacks": {"model_checkpoint": {"mode": "min"}},
+    "logger": {"wandb": {"project": "dm2gal", "group": None}},
+}
 
 
 def make_run(
@@ -28,9 +38,11 @@ def make_run(
     csv_rows: list[dict] | None = None,
     evaluation: dict | None = None,
 ) -> Path:
-    """A fake Hydra run directory with the files aggregation reads."""
+    """A fake Hydra run directory with the files aggregation reads; with ``evaluation``, also
+    the report's ``pk.csv`` and ``rk.csv`` (flat curves at each field's ``rk_mean``)."""
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(CONFIG))
     if results is not None:
         (run / "results.json").write_text(json.dumps(results))
     if csv_rows is not None:
@@ -42,21 +54,38 @@ def make_run(
     if evaluation is not None:
         (run / "evaluation").mkdir()
         (run / "evaluation" / "metrics.json").write_text(json.dumps({"models": evaluation}))
+        k = [0.5, 1.0, 2.0]
+        for stem, prefix in (("pk", "ratio_"), ("rk", "r_")):
+            header = ["k", *(f"{prefix}{name}" for name in evaluation)]
+            rows = [[x, *(v.get("rk_mean", 1.0) for v in evaluation.values())] for x in k]
+            with (run / "evaluation" / f"{stem}.csv").open("w", newline="") as f:
+                csv.writer(f).writerows([header, *rows])
     return run
 
 
 @pytest.fixture
 def fake_sweep(tmp_path: Path) -> Path:
     root = tmp_path / "multirun"
+    hod = {"rk_mean": 0.5, "pk_ratio_abs_err": 0.375, "k_max": 4.0}
+    oracle = {"rk_mean": 0.875, "pk_ratio_abs_err": 0.125, "k_max": 4.0}
     make_run(
         root / "0",
         ["model=unet3d", "loss=mse"],
         results={
             "status": "completed",
             "global_step": 8,
-            "metrics": {"val/loss": 0.25, "test/loss": 0.5, "model/log_rmse": 9.0},
+            "metrics": {
+                "val/loss": 0.25,
+                "val/pk_ratio_abs_err": 0.5,
+                "test/loss": 0.5,
+                "model/log_rmse": 9.0,
+            },
         },
-        evaluation={"model": {"log_rmse": 1.5, "rk_mean": 0.75}, "hod_binned": {"rk_mean": 0.5}},
+        evaluation={
+            "model": {"log_rmse": 1.5, "rk_mean": 0.75, "pk_ratio_abs_err": 0.25, "k_max": 4.0},
+            "hod_binned": hod,
+            "oracle_mean": oracle,
+        },
     )
     make_run(
         root / "1",
@@ -67,58 +96,108 @@ def fake_sweep(tmp_path: Path) -> Path:
     make_run(
         root / "10",
         ["model=resnet3d", "loss=huber"],
-        csv_rows=[
-            {"epoch": 0, "step": 3, "train/loss": 2.0, "val/loss": ""},
-            {"epoch": 0, "step": 3, "train/loss": "", "val/loss": 1.25},
-            {"epoch": 1, "step": 7, "train/loss": 1.0, "val/loss": ""},
-        ],
+        results={
+            "status": "completed",
+            "global_step": 8,
+            "metrics": {"val/loss": 1.25, "val/pk_ratio_abs_err": 0.25},
+        },
+        evaluation={
+            "model": {"log_rmse": 2.5, "rk_mean": 0.625, "pk_ratio_abs_err": 0.5, "k_max": 4.0},
+            "hod_binned": hod,
+            "oracle_mean": oracle,
+        },
     )
     (root / ".submitit" / "123_0" / ".hydra").mkdir(parents=True)
     (root / ".submitit" / "123_0" / ".hydra" / "overrides.yaml").write_text("[]")
+    (root / ".submitit" / "123_0" / ".hydra" / "config.yaml").write_text("{}")
     return root
 
 
 def test_aggregate_fake_sweep(fake_sweep: Path):
     table = aggregate(fake_sweep)
     assert table.column("run") == ["0", "1", "2", "10"]  # job order, .submitit ignored
-    assert table.column("status") == ["ok", "failed", "failed", "incomplete"]
+    assert table.column("status") == ["ok", "failed", "failed", "ok"]
     assert table.column("model") == ["unet3d", "unet3d", "resnet3d", "resnet3d"]
     assert table.column("loss") == ["mse", "huber", "mse", "huber"]
     assert table.column("val/loss") == [0.25, None, None, 1.25]
-    assert table.column("train/loss") == [None, None, None, 1.0]  # last logged value
-    assert table.column("eval/model/log_rmse") == [1.5, None, None, None]
-    assert table.column("eval/hod_binned/rk_mean") == [0.5, None, None, None]
+    assert table.column("eval/model/log_rmse") == [1.5, None, None, 2.5]
+    assert table.column("eval/hod_binned/rk_mean") == [0.5, None, None, 0.5]
+    # network minus HOD: 0.75 - 0.5 and 0.25 - 0.375; k_max is a setting, not a score
+    assert table.column("eval/margin/rk_mean") == [0.25, None, None, 0.125]
+    assert table.column("eval/margin/pk_ratio_abs_err") == [-0.125, None, None, 0.125]
+    assert "eval/margin/k_max" not in table.columns
     assert "model/log_rmse" not in table.columns  # evaluation comes from metrics.json only
-    assert table.column("global_step") == [8, None, None, None]
+    assert table.column("global_step") == [8, None, None, 8]
     errors = table.column("error")
     assert errors[0] is None and "data.crop" in errors[1] and errors[2] == "no metrics"
+    assert (table.objective, table.mode) == ("val/pk_ratio_abs_err", "min")
 
     with table.csv.open() as f:
         rows = list(csv.DictReader(f))
-    assert [r["status"] for r in rows] == ["ok", "failed", "failed", "incomplete"]
+    assert [r["status"] for r in rows] == ["ok", "failed", "failed", "ok"]
     assert float(rows[0]["eval/model/rk_mean"]) == 0.75
     assert rows[1]["val/loss"] == ""
+    assert set(rows[0]) == set(table.columns)  # every column kept in the CSV
+
+    # the Markdown view: swept keys and headline scores, references once, sorted by objective
     markdown = table.markdown.read_text().splitlines()
-    assert len(markdown) == 2 + 4
-    assert markdown[0].startswith("| run | status | model | loss |")
-    assert "| 0 | ok | unet3d | mse |" in markdown[2]
+    assert markdown[0] == (
+        "| run | field | status | model | loss | val/pk_ratio_abs_err | pk_ratio_abs_err "
+        "| rk_mean |"
+    )
+    assert markdown[2:] == [
+        "|  | hod_binned | reference |  |  |  | 0.375 | 0.5 |",
+        "|  | oracle_mean | reference |  |  |  | 0.125 | 0.875 |",
+        "| 10 | model | ok | resnet3d | huber | 0.25 | 0.5 | 0.625 |",
+        "| 0 | model | ok | unet3d | mse | 0.5 | 0.25 | 0.75 |",
+        "| 1 |  | failed | unet3d | huber |  |  |  |",
+        "| 2 |  | failed | resnet3d | mse |  |  |  |",
+    ]
     assert table.plot.read_bytes()[:8] == PNG_MAGIC
 
 
-def test_cli_writes_to_out_dir(fake_sweep: Path, tmp_path: Path, capsys):
-    main([str(fake_sweep), "--out", str(tmp_path / "report")])
-    assert "| 2 | failed | resnet3d | mse |" in capsys.readouterr().out
-    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [
-        "sweep.csv",
-        "sweep.md",
-        "sweep.png",
-    ]
+def test_headline_view_keeps_bands_and_drops_constant_overrides(tmp_path: Path):
+    """Band scores replace the whole-range one; an override every run shares is not shown."""
+    bands = {"rk_mean": 0.5, "rk_mean_large": 0.875, "rk_mean_small": 0.25, "log_rmse": 1.0}
+    for i, model in enumerate(["unet3d", "resnet3d"]):
+        make_run(
+            tmp_path / str(i),
+            ["experiment=smoke", f"model={model}"],
+            results={"status": "completed", "metrics": {"val/pk_ratio_abs_err": 1.0 - i}},
+            evaluation={"model": bands},
+        )
+    table = aggregate(tmp_path)
+    header = table.markdown.read_text().splitlines()[0]
+    assert header == (
+        "| run | field | status | model | val/pk_ratio_abs_err | rk_mean_large | rk_mean_small |"
+    )
+    assert table.column("experiment") == ["smoke", "smoke"]
+
+
+def test_sweep_table_goes_to_an_offline_wandb_run(fake_sweep: Path, tmp_path: Path):
+    """The W&B run of the sweep: group of the sweep, both tables with their columns."""
+    out = tmp_path / "report"
+    table = aggregate(fake_sweep, out, wandb=True)
+    run = read_run(out)
+    assert (run.group, run.job_type) == ("multirun", "sweep")
+    assert run.tables["sweep/runs"]["columns"] == table.columns
+    assert [row[0] for row in run.tables["sweep/runs"]["data"]] == ["0", "1", "2", "10"]
+    headline = run.tables["sweep/headline"]
+    assert headline["columns"] == table.markdown.read_text().split("\n")[0].strip("| ").split(" | ")
+    assert [row[1] for row in headline["data"][:2]] == ["hod_binned", "oracle_mean"]
+
+
+def test_cli_writes_to_out_dir(fake_sweep: Path, tmp_path: Path):
+    out = tmp_path / "report"
+    result = run_script("dm2gal.sweep", f"dir={fake_sweep}", f"out={out}", "wandb=false")
+    assert "| 2 |  | failed | resnet3d | mse |" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["sweep.csv", "sweep.md", "sweep.png"]
 
 
 def test_bad_inputs_name_the_path(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match="multirun directory not found"):
+    with pytest.raises(FileNotFoundError, match="run or multirun directory not found"):
         find_runs(tmp_path / "missing")
-    with pytest.raises(FileNotFoundError, match="no run directory"):
+    with pytest.raises(FileNotFoundError, match="neither a run directory nor a folder of runs"):
         find_runs(tmp_path)
     (tmp_path / "r" / ".hydra").mkdir(parents=True)
     (tmp_path / "r" / ".hydra" / "overrides.yaml").write_text("a: 1")
@@ -158,7 +237,7 @@ def test_signal_checkpoints_mid_epoch_and_resume_completes(tmp_path: Path):
         calls.append(signum)
         raise Requeued
 
-    from dm2gal.training import train
+    from dm2gal.train.pipeline import train
 
     previous = signal.signal(signal.SIGUSR1, requeue)
     try:
@@ -186,43 +265,6 @@ def sweep_env() -> dict[str, str]:
     return env
 
 
-def wandb_records(path: Path):
-    """Protobuf records of a ``.wandb`` transaction log: a 7-byte ``:W&B`` header, then
-    LevelDB-log chunks (crc32, little-endian length, type 1 full / 2 first / 3 middle / 4 last)
-    that never straddle a 32 KiB block."""
-    from wandb.proto import wandb_internal_pb2
-
-    data, block, pos, buf = path.read_bytes(), 32768, 7, b""
-    assert data[:4] == b":W&B", f"{path}: not a W&B transaction log"
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # block trailer padding
-            pos += block - pos % block
-            continue
-        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
-        buf += data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(buf)
-            yield record
-            buf = b""
-
-
-def wandb_run_record(run_dir: Path) -> dict:
-    """Group, id, tags and config of the offline W&B run stored in ``run_dir/wandb``."""
-    (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
-    out: dict = {"config": {}}
-    for record in wandb_records(path):
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            out.update(group=record.run.run_group, id=record.run.run_id)
-            out["tags"] = list(record.run.tags)
-        if kind in ("run", "config"):
-            items = record.run.config.update if kind == "run" else record.config.update
-            out["config"].update({item.key: json.loads(item.value_json) for item in items})
-    return out
-
-
 @pytest.mark.slow
 def test_real_multirun_sweep(tmp_path: Path):
     """``python train.py -m`` with the basic launcher: two runs, W&B offline runs grouped by the
@@ -247,16 +289,18 @@ def test_real_multirun_sweep(tmp_path: Path):
     assert [r.name for r in runs] == ["0", "1"]
     for run, loss in zip(runs, ["mse", "huber"], strict=True):
         assert (run / "checkpoints" / "last.ckpt").is_file()
-        record = wandb_run_record(run)
-        assert record["group"] == "sweep_abc"
-        assert record["id"] == (run / "wandb_id.txt").read_text()
-        assert f"loss={loss}" in record["tags"]
+        record = read_run(run)
+        assert record.group == "sweep_abc"
+        assert record.id == (run / "wandb_id.txt").read_text()
+        assert f"loss={loss}" in record.tags
         config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
-        assert record["config"]["loss/_target_"] == config["loss"]["_target_"]
-        assert record["config"]["data/source/grid"] == config["data"]["source"]["grid"]
-        assert record["config"]["optim/optimizer/lr"] == config["optim"]["optimizer"]["lr"]
-    table = aggregate(sweep_dir)
-    assert table.column("status") == ["ok", "ok"]
-    assert table.column("loss") == ["mse", "huber"]
-    assert all(v > 0 for v in table.column("val/loss"))
-    assert all(v is not None for v in table.column("eval/model/rk_mean"))
+        # the chosen options by group name, the settings by dotted path
+        assert (record.config["loss"], record.config["model"]) == (loss, "unet3d")
+        assert record.config["loss._target_"] == config["loss"]["_target_"]
+        assert record.config["data.source.grid"] == config["data"]["source"]["grid"]
+        assert record.config["optim.optimizer.lr"] == config["optim"]["optimizer"]["lr"]
+        assert record.config["sampler.bins"] == config["sampler"]["bins"]
+        # the evaluation's curves as tables, and its headline scores in the summary
+        pk = read_columns(run / "evaluation" / "pk.csv")
+        assert record.tables["eval/curves/pk"]["columns"] == list(pk)
+        assert {"eval/model/pk_ratio_abs_err", "eval/margin/rk_mean"} <= set(record.summary)

@@ -3,29 +3,38 @@ evaluate.py and python -m dm2gal.predict as a user runs them."""
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import mock_cache_dir, run_script
+from conftest import ROOT, mock_cache_dir, run_script
 
 from dm2gal.data.crops import read_crop
 from dm2gal.io.store import FieldStore
-from dm2gal.training import build, summary_table
+from dm2gal.train.build import build
+from dm2gal.train.pipeline import summary_table
 
 MODELS = {
     "unet3d": [],
     "resnet3d": ["model.channels=4", "model.blocks=1"],
     "twophase": ["loss=twophase", "model.channels=4"],
+    "probabilistic": ["loss=nll", "model.channels=4"],
     # the paper's network needs 65^3 inputs with a 32-voxel guard beside the held-out cubes
     "dm2gal": [
         "model.channels=2",
         "data.crop=1",
         "data.source.grid=160",
         "data.stride=8",
+        "data.splits.units=voxels",
         "data.splits.test=[0,8]",
         "data.splits.val=[80,88]",
         "data.batch_size=2",
@@ -74,6 +83,64 @@ def test_resume_gives_the_same_weights_as_an_uninterruptedrun_script(compose, tm
         assert torch.equal(a, b), name
 
 
+def _csv_rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "csv" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_sigkill_after_the_first_epoch_then_resume_is_exact(tmp_path: Path):
+    args = [
+        "experiment=smoke",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=4",
+        "trainer.deterministic=true",
+        "logger=csv",
+        "test=false",
+        f"paths.data_dir={mock_cache_dir()}",
+        # no epoch after the first improves by 1e9: the plateau scheduler halves the learning
+        # rate after epochs 1 and 2, so a resume that loses a scheduler step shows
+        "optim.scheduler.patience=0",
+        "+optim.scheduler.threshold_mode=abs",
+        "+optim.scheduler.threshold=1e9",
+    ]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run_script("train.py", *args, f"hydra.run.dir={straight}", cwd=tmp_path)
+
+    last = killed / "checkpoints" / "last.ckpt"
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "2"}
+    command = [sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={killed}"]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def epoch0_done() -> bool:  # last.ckpt written, then epoch 0's training-loss row
+        rows = _csv_rows(killed) if last.is_file() else []
+        return any(row["epoch"] == "0" and row.get("train/loss_epoch") for row in rows)
+
+    deadline = time.monotonic() + 600
+    while not epoch0_done() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert torch.load(last, weights_only=False)["global_step"] == 4  # after epoch 0
+    before = _csv_rows(killed)
+
+    run_script("train.py", *args, f"hydra.run.dir={killed}", f"ckpt_path={last}", cwd=tmp_path)
+    a, b = (json.loads((run / "results.json").read_text()) for run in (straight, killed))
+    assert b["status"] == "completed" and b["global_step"] == a["global_step"] == 12
+    assert b["metrics"] == a["metrics"]  # bit-identical floats
+    ca, cb = (torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+              for run in (straight, killed))  # fmt: skip
+    assert ca["lr_schedulers"] == cb["lr_schedulers"]
+    assert [g["lr"] for g in cb["optimizer_states"][0]["param_groups"]] == [1e-3 / 4]
+    for name, weight in ca["state_dict"].items():
+        assert torch.equal(weight, cb["state_dict"][name]), name
+    rows = _csv_rows(killed)
+    assert rows == _csv_rows(straight)  # the pre-crash rows kept, none twice
+    epoch0 = [row for row in before if row["epoch"] == "0"]
+    assert len(epoch0) == 3 and rows[:3] == epoch0
+
+
 @pytest.mark.slow
 def test_train_then_evaluate_as_a_user(tmp_path: Path):
     data_dir = mock_cache_dir()
@@ -96,6 +163,11 @@ def test_train_then_evaluate_as_a_user(tmp_path: Path):
     assert (run / "csv" / "metrics.csv").is_file()
     metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
     assert {"model", "model_calibrated", "hod_binned"} <= set(metrics["models"])
+    # the mock's physical limit beside them, and scores per k band
+    assert {"oracle_mean", "oracle_draw"} <= set(metrics["models"])
+    assert list(metrics["bands"]) == ["large", "intermediate", "small", "rest"]
+    assert metrics["models"]["oracle_mean"]["decorrelation_ratio_large"] == 1.0
+    assert "pk_ratio_abs_err_large" in metrics["models"]["model"]
     above = json.loads((run / "evaluation" / "above_1e+08" / "metrics.json").read_text())
     assert {"model", "hod_binned"} <= set(above["models"])
     png = (run / "evaluation" / "pk.png").read_bytes()
@@ -103,17 +175,40 @@ def test_train_then_evaluate_as_a_user(tmp_path: Path):
 
     out = tmp_path / "again"
     run_script(
-        "evaluate.py", f"run_dir={run}", f"out_dir={out}", "hods=[binned,zheng07]", cwd=tmp_path
+        "evaluate.py",
+        f"run_dir={run}",
+        f"out_dir={out}",
+        "evaluation.realisations=2",
+        "evaluation.hod_draws=2",
+        cwd=tmp_path,
     )
     again = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert {"model", "hod_binned", "hod_zheng07"} <= set(again["models"])
+    # two further whole-box universes of the run's mock (seeds 1000, 1001), cached beside it
+    real = json.loads((out / "evaluation" / "realisations.json").read_text())
+    fields = {
+        "model",
+        "model_calibrated",
+        "hod_binned",
+        "hod_zheng07",
+        "oracle_mean",
+        "oracle_draw",
+    }
+    assert set(real) == fields
+    for field in fields:
+        assert {"pk_ratio_abs_err", "rk_mean_large", "bk_ratio_abs_err"} <= set(real[field])
+        for entry in real[field].values():
+            assert len(entry["values"]) == 2 and entry["std"] >= 0
+    assert len(real["hod_binned"]["rk_mean"]["draws"][0]) == 2
+    assert len(list(data_dir.glob("mock/*"))) >= 3
+    assert "| model | hod_binned |" in (out / "evaluation" / "realisations.md").read_text()
     # the same checkpoint and data give the same prediction
     assert again["models"]["model"]["total_mass_rel_err"] == pytest.approx(
         metrics["models"]["model"]["total_mass_rel_err"], rel=1e-5
     )
 
     # the whole box, predicted into a field store, holds the evaluation's test-region prediction
-    run_script("dm2gal.predict", str(run), "--out", str(tmp_path / "box"), "--tile", "16")
+    run_script("dm2gal.predict", f"run_dir={run}", f"out={tmp_path / 'box'}", "tile=16")
     box = FieldStore(tmp_path / "box")
     evaluated = FieldStore(run / "evaluation" / "fields")
     start, side = evaluated.meta()["attrs"]["region_start"], evaluated.grid

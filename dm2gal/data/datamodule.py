@@ -18,6 +18,7 @@ from dm2gal.data.sampler import AugmentationSeeds, UniformSampler
 from dm2gal.data.splits import Splits, make_splits
 from dm2gal.data.symmetry import symmetry_group
 from dm2gal.data.transforms import FieldTransform, fit_transform
+from dm2gal.errors import ConfigError
 from dm2gal.io.store import FieldStore
 
 TRANSFORM_KEYS = {"log", "standardize"}
@@ -25,7 +26,7 @@ TRANSFORM_KEYS = {"log", "standardize"}
 
 def _positive_int(value: Any, key: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or int(value) != value or value < minimum:
-        raise ValueError(f"data.{key}: expected an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"data.{key}: expected an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -95,14 +96,14 @@ class FieldDataModule(L.LightningDataModule):
         self.source = source
         self.inputs, self.target = list(inputs), str(target)
         if not self.inputs:
-            raise ValueError("data.inputs: expected at least one input field name")
+            raise ConfigError("data.inputs: expected at least one input field name")
         self.crop = _positive_int(crop, "crop")
         self.context = _positive_int(context, "context", 0)
         self.splits_config = dict(splits or {})
         self.transform_config = dict(transform or {})
         unknown = set(self.transform_config) - TRANSFORM_KEYS
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"data.transform: unknown keys {sorted(unknown)}, expected {TRANSFORM_KEYS}"
             )
         self.sampler = sampler
@@ -110,7 +111,7 @@ class FieldDataModule(L.LightningDataModule):
         self.random_shift = bool(random_shift)
         self.stride = None if stride is None else _positive_int(stride, "stride")
         if min_target_mass is not None and not min_target_mass >= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"data.min_target_mass: expected >= 0 Msun/h or null, got {min_target_mass}"
             )
         self.min_target_mass = min_target_mass
@@ -154,11 +155,12 @@ class FieldDataModule(L.LightningDataModule):
         for name in [*self.inputs, self.target]:
             store.field_meta(name)
         if self.crop > grid:
-            raise ValueError(f"data.crop: {self.crop} voxels is larger than the box ({grid})")
+            raise ConfigError(f"data.crop: {self.crop} voxels is larger than the box ({grid})")
         if self.crop + 2 * self.context > grid:
-            raise ValueError(
-                f"data.crop + 2 * data.context = {self.crop + 2 * self.context} voxels of input "
-                f"is larger than the box ({grid})"
+            raise ConfigError(
+                f"data.crop = {self.crop} plus twice the network's context ({self.context} "
+                f"voxels) = {self.crop + 2 * self.context} voxels of input is larger than the box "
+                f"({grid})"
             )
         self.splits = make_splits(grid, **{"context": self.context, **self.splits_config})
         fields = [store.read(name) for name in [*self.inputs, self.target]]
@@ -183,7 +185,7 @@ class FieldDataModule(L.LightningDataModule):
                 allowed &= stat > math.log10(1.0 + self.min_target_mass)
         anchors = _flat_true(allowed)
         if len(anchors) == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"data: no training anchors left: every {n + 2 * c}^3 input (data.crop={n}, "
                 f"context={c}) on the stride-{stride} lattice touches the held-out regions "
                 f"widened by data.splits.guard={self.splits.guard}"

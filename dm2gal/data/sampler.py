@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from dm2gal.errors import ConfigError
+
 
 def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -25,6 +27,11 @@ def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
     if not 0 <= rank < num_replicas:
         raise ValueError(f"sampler: rank {rank} outside 0..num_replicas-1 = {num_replicas - 1}")
     return num_replicas, rank
+
+
+def _is_count(value: object) -> bool:
+    """Whether ``value`` is an integer >= 1 (not a bool, a string or a fraction)."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1
 
 
 class UniformSampler(Sampler[int]):
@@ -50,9 +57,12 @@ class UniformSampler(Sampler[int]):
         rank: int | None = None,
     ):
         if num_anchors < 1:
-            raise ValueError(f"sampler: no training anchors to draw from (got {num_anchors})")
-        if samples_per_epoch is not None and samples_per_epoch < 1:
-            raise ValueError(f"sampler.samples_per_epoch: expected >= 1, got {samples_per_epoch}")
+            raise ConfigError(f"sampler: no training anchors to draw from (got {num_anchors})")
+        if samples_per_epoch is not None and not _is_count(samples_per_epoch):
+            raise ConfigError(
+                f"sampler.samples_per_epoch: expected an integer >= 1 or null, "
+                f"got {samples_per_epoch!r}"
+            )
         self.num_anchors, self.seed, self.epoch = int(num_anchors), int(seed), 0
         self.num_replicas, self.rank = _world(num_replicas, rank)
         self.total = int(samples_per_epoch or num_anchors)
@@ -108,10 +118,10 @@ class MassBinSampler(UniformSampler):
         rank: int | None = None,
     ):
         super().__init__(num_anchors, None, samples_per_epoch, seed, num_replicas, rank)
-        if int(bins) != bins or bins < 1:
-            raise ValueError(f"sampler.bins: expected an integer >= 1, got {bins!r}")
+        if not _is_count(bins):
+            raise ConfigError(f"sampler.bins: expected an integer >= 1, got {bins!r}")
         if stat is None or np.shape(stat) != (num_anchors,):
-            raise ValueError(
+            raise ConfigError(
                 f"sampler: stat must have shape ({num_anchors},), got {np.shape(stat)}"
             )
         self.bins = int(bins)

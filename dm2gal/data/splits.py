@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from dm2gal.data.regions import Region
+from dm2gal.errors import ConfigError
 
 #: The dm2gal paper's split on its 2048^3 grid: [start, stop) voxels on every axis.
 PAPER = {"grid": 2048, "test": (64, 932), "val": (1000, 1800)}
@@ -100,19 +101,19 @@ def _bounds(
     """``[start, stop]`` (a cube) or ``{start: [..], stop: [..]}`` -> voxel start and size."""
     if isinstance(spec, Mapping):
         if set(spec) != {"start", "stop"}:
-            raise ValueError(f"{key}: expected keys 'start' and 'stop', got {sorted(spec)}")
+            raise ConfigError(f"{key}: expected keys 'start' and 'stop', got {sorted(spec)}")
         start, stop = spec["start"], spec["stop"]
     elif isinstance(spec, Sequence) and not isinstance(spec, str) and len(spec) == 2:
         start, stop = spec
     else:
-        raise ValueError(f"{key}: expected [start, stop] or {{start: .., stop: ..}}, got {spec!r}")
+        raise ConfigError(f"{key}: expected [start, stop] or {{start: .., stop: ..}}, got {spec!r}")
     start = np.broadcast_to(np.asarray(start, dtype=float), (3,))
     stop = np.broadcast_to(np.asarray(stop, dtype=float), (3,))
     lo = np.floor(start * scale + 0.5).astype(int)
     hi = np.floor(stop * scale + 0.5).astype(int)
     size = hi - lo
     if (lo < 0).any() or (lo >= grid).any() or (size < 1).any() or (size > grid).any():
-        raise ValueError(
+        raise ConfigError(
             f"{key}: [start, stop) = [{lo.tolist()}, {hi.tolist()}) voxels must satisfy "
             f"0 <= start < grid = {grid} and start < stop <= start + grid (periodic)"
         )
@@ -141,18 +142,18 @@ def make_splits(
     """
     if preset is not None:
         if preset != "paper":
-            raise ValueError(f"data.splits.preset: expected 'paper' or null, got {preset!r}")
+            raise ConfigError(f"data.splits.preset: expected 'paper' or null, got {preset!r}")
         if test is not None or val is not None:
-            raise ValueError("data.splits: give either 'preset' or 'test' and 'val', not both")
+            raise ConfigError("data.splits: give either 'preset' or 'test' and 'val', not both")
         test, val, scale = PAPER["test"], PAPER["val"], grid / PAPER["grid"]
     else:
         if test is None or val is None:
-            raise ValueError("data.splits: with preset null, both 'test' and 'val' are required")
+            raise ConfigError("data.splits: with preset null, both 'test' and 'val' are required")
         if units not in UNITS:
-            raise ValueError(f"data.splits.units: expected one of {UNITS}, got {units!r}")
+            raise ConfigError(f"data.splits.units: expected one of {UNITS}, got {units!r}")
         scale = 1.0 if units == "voxels" else float(grid)
     if int(guard) != guard or guard < 0:
-        raise ValueError(f"data.splits.guard: expected an integer >= 0 voxels, got {guard!r}")
+        raise ConfigError(f"data.splits.guard: expected an integer >= 0 voxels, got {guard!r}")
     regions = {}
     for key, spec in (("test", test), ("val", val)):
         start, size = _bounds(spec, f"data.splits.{key}", grid, scale)
@@ -162,7 +163,7 @@ def make_splits(
         for ax in range(3)
     )
     if overlap:
-        raise ValueError(
+        raise ConfigError(
             f"data.splits: test {regions['test']} and val {regions['val']} regions overlap"
         )
     return Splits(regions["test"], regions["val"], int(max(guard, context)))

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dm2gal.errors import ConfigError
+
 AUGMENTS = ("all48", "rotations24", "none")
 
 
@@ -51,4 +53,4 @@ def symmetry_group(augment: str) -> tuple[Symmetry, ...]:
         return tuple(s for s in SYMMETRIES if s.det == 1)
     if augment == "none":
         return SYMMETRIES[:1]
-    raise ValueError(f"data.augment: expected one of {AUGMENTS}, got {augment!r}")
+    raise ConfigError(f"data.augment: expected one of {AUGMENTS}, got {augment!r}")

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from dm2gal.catalog import load_catalogs
 from dm2gal.hod.base import HOD, IsHeldout
 from dm2gal.hod.binned import BinnedHOD
 from dm2gal.hod.zheng07 import Zheng07HOD
+from dm2gal.io.catalog import CATALOGS_FILE, load_catalogs
 from dm2gal.io.store import FieldStore
 
-CATALOG_NAME = "catalogs.h5"
-
-__all__ = ["HOD", "BinnedHOD", "Zheng07HOD", "build_hod_field", "CATALOG_NAME"]
+__all__ = ["HOD", "BinnedHOD", "Zheng07HOD", "build_hod_field"]
 
 
 def build_hod_field(hod: HOD, store: FieldStore, is_heldout: IsHeldout, seed: int) -> np.ndarray:
@@ -25,7 +23,7 @@ def build_hod_field(hod: HOD, store: FieldStore, is_heldout: IsHeldout, seed: in
     Returns the stellar mass per voxel (Msun/h, float32 ``grid^3``); writing it is the caller's
     choice (``store.write(f"hod_{hod.name}", field, ...)``).
     """
-    path = store.root / CATALOG_NAME
+    path = store.root / CATALOGS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no halo/galaxy catalogues to fit the HOD '{hod.name}'")
     halos, galaxies = load_catalogs(path)

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from dm2gal.catalog import GalaxyCatalog, HaloCatalog
-from dm2gal.fields import paint
+from dm2gal.io.catalog import GalaxyCatalog, HaloCatalog
+from dm2gal.io.paint import paint
 
 IsHeldout = Callable[[np.ndarray], np.ndarray]
 

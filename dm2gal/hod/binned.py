@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from dm2gal.catalog import GalaxyCatalog, HaloCatalog
 from dm2gal.hod.base import HOD, IsHeldout, training_galaxies
+from dm2gal.io.catalog import GalaxyCatalog, HaloCatalog
 
 
 class BinnedHOD(HOD):

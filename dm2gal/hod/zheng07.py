@@ -32,8 +32,8 @@ import numpy as np
 from scipy.optimize import least_squares, minimize
 from scipy.special import lambertw
 
-from dm2gal.catalog import GalaxyCatalog, HaloCatalog
 from dm2gal.hod.base import HOD, IsHeldout, training_galaxies
+from dm2gal.io.catalog import GalaxyCatalog, HaloCatalog
 
 SHMR_KEYS = ("m10", "n10", "beta10", "gamma10")
 MIN_SATELLITES = 3
@@ -68,6 +68,7 @@ class Zheng07HOD(HOD):
         fit_bin_width: float = 0.1,
         name: str = "zheng07",
     ):
+        # lazy: halotools is heavy and absent on GPU machines
         from halotools.empirical_models import Moster13SmHm, NFWProfile, Zheng07Cens, Zheng07Sats
 
         if not sigma_logM > 0:

@@ -7,8 +7,9 @@ Layouts understood (``NNN`` = zero-padded snapshot number):
 
 Files are read chunk by chunk (one file, or a slice of ``chunk_rows`` rows of one file, at a
 time). Units are converted once, here: lengths kpc/h -> Mpc/h, masses 1e10 Msun/h -> Msun/h;
-positions are wrapped into ``[0, L)``. Every problem raises :class:`SimFileError` naming the file
-and the HDF5 key.
+positions are wrapped into ``[0, L)``. Every chunk's header must agree with the first chunk's
+(box, redshift, cosmology, file count, totals). Every problem raises :class:`SimFileError` naming
+the file and the HDF5 key.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
+from dm2gal.errors import UserError
 
 LENGTH_UNIT = 1e-3  # kpc/h -> Mpc/h
 MASS_UNIT = 1e10  # 1e10 Msun/h -> Msun/h
@@ -48,7 +51,7 @@ ALIASES = {"SubhaloGrNr": ("SubhaloGroupNr",), "Nsubgroups": ("Nsubhalos",)}
 CHUNK_ROWS = 1 << 22
 
 
-class SimFileError(ValueError):
+class SimFileError(UserError, ValueError):
     """A snapshot or group-catalogue file is missing, unreadable or inconsistent."""
 
 
@@ -165,6 +168,55 @@ class RunInfo:
                 )
 
 
+#: Header keys every chunk of a run's snapshot / catalogue shares with its first chunk.
+RUN_KEYS = ("BoxSize", "Redshift", "Omega0", "OmegaLambda", "HubbleParam")
+SNAPSHOT_KEYS = (
+    *RUN_KEYS,
+    "NumFilesPerSnapshot",
+    "NumPart_Total",
+    "NumPart_Total_HighWord",
+    "MassTable",
+)
+CATALOG_KEYS = (*RUN_KEYS, "NumFiles", "Ngroups_Total", "Nsubgroups_Total")
+
+
+class ChunkHeaders:
+    """Check that every chunk of a multi-file snapshot or catalogue has the first chunk's header.
+
+    Args:
+        first: the open first chunk.
+        keys: header keys to compare; keys the first chunk lacks are not compared.
+    """
+
+    def __init__(self, first: h5py.File, keys: tuple[str, ...]):
+        self.path = first.filename
+        self.values = {}
+        for key in keys:
+            value = header_attr(first, key, required=False)
+            if value is not None:
+                self.values[key] = np.asarray(value)
+
+    def check(self, f: h5py.File) -> None:
+        """Raise :class:`SimFileError` naming chunk ``f``, the key and both values on a mismatch."""
+        for key, expected in self.values.items():
+            value = header_attr(f, key, required=False)
+            if value is None:
+                raise SimFileError(
+                    f"{f.filename}: missing header key 'Header/{key}' "
+                    f"(the first chunk {self.path} has {expected.tolist()})"
+                )
+            value = np.asarray(value)
+            if expected.dtype.kind == "f" or value.dtype.kind == "f":
+                same = value.shape == expected.shape and np.allclose(value, expected, rtol=1e-6)
+            else:
+                same = np.array_equal(value, expected)
+            if not same:
+                raise SimFileError(
+                    f"{f.filename}: Header/{key} = {value.tolist()} differs from "
+                    f"{expected.tolist()} in the first chunk {self.path} (files of different runs?)"
+                )
+
+
 def chunk_files(directory: str | Path, subdir: str, stem: str, count_key: str) -> list[Path]:
     """List the files of one snapshot or catalogue, multi-file or single-file.
 
@@ -231,8 +283,11 @@ class Snapshot:
             raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
         self.files, self.chunk_rows = [Path(p) for p in files], int(chunk_rows)
         self._counts = []
+        with open_hdf5(self.files[0]) as f:
+            headers = ChunkHeaders(f, SNAPSHOT_KEYS)
         for path in self.files:
             with open_hdf5(path) as f:
+                headers.check(f)
                 counts = np.asarray(header_attr(f, "NumPart_ThisFile"), dtype=np.int64)
             self._counts.append(counts)
         found = np.sum(self._counts, axis=0)
@@ -336,6 +391,10 @@ class GroupCatalog:
                 "Group": int(header_attr(f, "Ngroups_Total")),
                 "Subhalo": int(header_attr(f, "Nsubgroups_Total")),
             }
+            headers = ChunkHeaders(f, CATALOG_KEYS)
+        for path in self.files[1:]:
+            with open_hdf5(path) as f:
+                headers.check(f)
 
     @classmethod
     def find(cls, directory: str | Path, snapshot: int) -> GroupCatalog:

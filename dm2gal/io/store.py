@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,12 @@ from typing import Any
 import numpy as np
 
 from dm2gal import __version__
+from dm2gal.errors import UserError
 
 META_NAME = "meta.json"
 
 
-class StoreError(RuntimeError):
+class StoreError(UserError, RuntimeError):
     """A field store is missing, incomplete or inconsistent."""
 
 
@@ -77,6 +80,82 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _owner_alive(owner: Path) -> bool:
+    """Whether the process named in ``owner`` (``pid host``) may still be running: True unless
+    it ran on this host and no process of that id exists (unreadable files count as alive)."""
+    try:
+        pid, host = owner.read_text().split()
+        pid = int(pid)
+    except (OSError, ValueError):
+        return True
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of another user
+        return True
+    return True
+
+
+def remove_stale_staging(target: str | Path) -> list[Path]:
+    """Remove the staging directories of ``target`` (``.<name>.*.tmp`` and ``.old``, see
+    :func:`staged_dir`) whose owner process, recorded beside them in ``.<name>.*.owner``, is
+    gone from this host: what a killed build left. Ones of live processes, of other hosts or
+    without an owner file stay. Returns the removed paths."""
+    target = Path(target)
+    prefix = f".{target.name}."
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for owner in target.parent.iterdir():
+        if not (owner.name.startswith(prefix) and owner.name.endswith(".owner")):
+            continue
+        if _owner_alive(owner):
+            continue
+        for suffix in (".tmp", ".old"):
+            stale = owner.with_suffix(suffix)
+            if stale.exists():
+                shutil.rmtree(stale, ignore_errors=True)
+                removed.append(stale)
+        owner.unlink(missing_ok=True)
+    return removed
+
+
+@contextmanager
+def staged_dir(target: str | Path, keep: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """Yield a new staging directory beside ``target``; when the block succeeds it replaces
+    ``target`` by renames (an existing ``target`` is moved aside first, then removed), so a
+    crash never leaves a half-written directory under the target's name. ``keep(target)``, when
+    given, is asked just before: True keeps a ``target`` that another process completed
+    meanwhile and drops the staging directory.
+
+    The staging directory ``.<name>.<random>.tmp`` has an owner file ``.<name>.<random>.owner``
+    beside it (this process's id and host), so the next build of ``target`` removes what a
+    killed one left (:func:`remove_stale_staging`) and never what a running one is writing."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(target)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    owner = staging.with_suffix(".owner")
+    owner.write_text(f"{os.getpid()} {socket.gethostname()}\n")
+    try:
+        yield staging
+        if keep is not None and target.exists() and keep(target):
+            return
+        if target.exists():
+            old = staging.with_suffix(".old")
+            os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        owner.unlink(missing_ok=True)
 
 
 class FieldStore:

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from dm2gal.models.unet3d import UNet3d
+from dm2gal.models.occupancy import OccupancyNet
 
 
-class TwoPhaseNet(UNet3d):
-    """A :class:`UNet3d` trunk whose 1^3 head gives two channels: channel 0 the logit of "this
-    voxel holds a galaxy", channel 1 the normalised target of an occupied voxel. ``forward``
-    returns both (for :class:`dm2gal.losses.TwoPhaseLoss`); ``infer`` returns one channel: the
-    value where ``sigmoid(logit) >= 0.5`` and ``empty_value`` elsewhere.
+class TwoPhaseNet(OccupancyNet):
+    """An :class:`OccupancyNet` with one value channel: channel 0 the occupancy logit, channel 1
+    the normalised target of an occupied voxel. ``forward`` returns both (for
+    :class:`dm2gal.train.losses.TwoPhaseLoss`); ``infer`` returns one channel: the value where
+    ``sigmoid(logit) >= 0.5`` and ``empty_value`` elsewhere.
 
     ``empty_value`` is the normalised target of an empty voxel (raw stellar mass 0), which the
     data config's transform defines; ``out_channels`` counts predicted target channels and must
-    be 1. The other arguments are those of :class:`UNet3d`."""
+    be 1. The other arguments are those of :class:`dm2gal.models.UNet3d`."""
 
     def __init__(
         self,
@@ -26,13 +26,11 @@ class TwoPhaseNet(UNet3d):
         convs: int = 2,
         empty_value: float = 0.0,
     ) -> None:
-        if out_channels != 1:
-            raise ValueError(f"TwoPhaseNet: out_channels must be 1, got {out_channels}")
-        super().__init__(in_channels, 2, channels, levels, convs)
+        super().__init__(in_channels, out_channels, 1, channels, levels, convs)
         self.empty_value = float(empty_value)
 
     def infer(self, x: torch.Tensor) -> torch.Tensor:
-        logit, value = self(x).split(1, dim=1)
+        logit, value = self.split(self(x))
         return torch.where(logit >= 0, value, torch.full_like(value, self.empty_value))
 
     def extra_repr(self) -> str:

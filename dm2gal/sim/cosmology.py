@@ -86,7 +86,7 @@ class Cosmology:
 
     @cached_property
     def _colossus(self):
-        from colossus.cosmology import cosmology
+        from colossus.cosmology import cosmology  # lazy: heavy, only for the mock
 
         params = {
             "flat": True,
@@ -108,7 +108,7 @@ class Cosmology:
 
     def colossus(self):
         """The matching colossus cosmology object (made current in colossus)."""
-        from colossus.cosmology import cosmology
+        from colossus.cosmology import cosmology  # lazy: heavy, only for the mock
 
         cosmology.setCurrent(self._colossus)
         return self._colossus

@@ -8,7 +8,12 @@ but at fixed mass galaxies in denser surroundings are more massive: a halo-mass-
 the truth. Satellites follow a power-law subhalo mass function
 ``dN/dln(mu) = sub_norm mu^-sub_slope`` (``mu = m_sub / M``, ``m_min / M <= mu <= sub_max``),
 take ``SHMR(m_sub)`` with the same environment term and scatter, and sit on random member
-particles of their host. FoF masses are used as halo masses. Masses in Msun/h, lengths Mpc/h.
+particles of their host. Halo masses are M200c (:mod:`dm2gal.sim.so`). Masses in Msun/h,
+lengths Mpc/h.
+
+The oracle (:func:`oracle_mean`) is the model's expectation given the gravity-only run: the
+stellar mass each halo centre and each member particle receives on average over the scatter,
+the satellite counts, their masses and their positions.
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import fft
+from scipy import fft, stats
 
-from dm2gal.catalog import GalaxyCatalog, HaloCatalog
+from dm2gal.io.catalog import GalaxyCatalog, HaloCatalog
 from dm2gal.sim.ics import wavenumbers
 
 
@@ -56,11 +61,57 @@ def moster13(mass: np.ndarray, h: float, model: GalaxyModel) -> np.ndarray:
     return mstar * h
 
 
+def satellite_rate(halo_mass: np.ndarray, min_sub_mass: float, model: GalaxyModel) -> np.ndarray:
+    """Poisson mean of the satellite count: ``int dN/dln(mu)`` over ``[m_min / M, sub_max]``."""
+    mu_min = min_sub_mass / np.maximum(np.asarray(halo_mass, dtype=float), 1e-300)
+    a = model.sub_slope
+    return np.where(
+        mu_min < model.sub_max, model.sub_norm / a * (mu_min**-a - model.sub_max**-a), 0.0
+    )
+
+
+def lognormal_boost(scatter_dex: float) -> float:
+    """``E[10^N(0, s)] = exp((s ln 10)^2 / 2)``: the mean of the scatter factor."""
+    return float(np.exp(0.5 * (scatter_dex * np.log(10.0)) ** 2))
+
+
+def capped_poisson_mean(rate: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """``E[min(N, m)]`` for ``N ~ Poisson(rate)``, exactly: ``rate F(m - 2) + m (1 - F(m - 1))``.
+
+    (``sum_{k<m} k p_k = rate P(N <= m - 2)``.) The galaxy model caps a host's satellites at its
+    member count ``m``, so this is the expected satellite count.
+    """
+    rate, cap = np.asarray(rate, dtype=float), np.asarray(cap, dtype=float)
+    return rate * stats.poisson.cdf(cap - 2, rate) + cap * stats.poisson.sf(cap - 1, rate)
+
+
+def mean_satellite_shmr(
+    halo_mass: np.ndarray, min_sub_mass: float, h: float, model: GalaxyModel, nodes: int = 96
+) -> np.ndarray:
+    """``E[SHMR(mu M)]`` (Msun/h) over ``dN/dln(mu) ~ mu^-sub_slope`` on ``[m_min/M, sub_max]``.
+
+    Gauss-Legendre in ``ln(mu)`` with ``nodes`` points (the integrand is smooth in ``ln mu``;
+    96 points reach ~1e-12 relative over the ranges of a mock). Zero where no satellite can
+    form (``m_min / M >= sub_max``).
+    """
+    mass = np.asarray(halo_mass, dtype=float)
+    a = model.sub_slope
+    mu_min = np.minimum(min_sub_mass / np.maximum(mass, 1e-300), model.sub_max)
+    x, w = np.polynomial.legendre.leggauss(nodes)
+    lo, hi = np.log(mu_min)[:, None], np.log(model.sub_max)
+    ln_mu = lo + (hi - lo) * (x + 1.0) / 2.0
+    density = np.exp(-a * ln_mu) * w * (hi - lo) / 2.0  # mu^-a dln(mu), unnormalised
+    norm = density.sum(axis=1)
+    shmr = moster13(np.exp(ln_mu) * mass[:, None], h, model)
+    safe = np.where(norm > 0, norm, 1.0)
+    return np.where(norm > 0, (shmr * density).sum(axis=1) / safe, 0.0)
+
+
 def smoothed_log_density(
     field: np.ndarray, box: float, radius: float, pos: np.ndarray
 ) -> np.ndarray:
     """``log10(1 + delta)`` of a mass grid, Gaussian-smoothed on ``radius`` Mpc/h, at ``pos``."""
-    import MAS_library as masl
+    import MAS_library as masl  # lazy: GPU machines run without Pylians
 
     n = field.shape[0]
     delta_k = fft.rfftn(field / field.mean(), workers=-1)
@@ -111,10 +162,9 @@ def populate(
     n_h = len(halo_mass)
     mu_min = min_sub_mass / np.maximum(halo_mass, 1e-300)
     a = model.sub_slope
-    expected = np.where(
-        mu_min < model.sub_max, model.sub_norm / a * (mu_min**-a - model.sub_max**-a), 0.0
+    n_sat = np.minimum(
+        rng.poisson(satellite_rate(halo_mass, min_sub_mass, model)), [len(m) for m in members]
     )
-    n_sat = np.minimum(rng.poisson(expected), [len(m) for m in members])
     host_sat = np.repeat(np.arange(n_h), n_sat)
     # inverse CDF of dN/dmu ~ mu^(-a-1) on [mu_min, sub_max]
     u = rng.random(len(host_sat))
@@ -145,3 +195,35 @@ def populate(
         host_mass=halo_mass[host],
     )
     return halos, galaxies
+
+
+def oracle_mean(
+    halo_pos: np.ndarray,
+    halo_mass: np.ndarray,
+    members: list[np.ndarray],
+    particle_pos: np.ndarray,
+    env: np.ndarray,
+    min_sub_mass: float,
+    h: float,
+    model: GalaxyModel,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The stellar mass :func:`populate` puts, on average, at each possible site (same inputs).
+
+    A central contributes ``SHMR(M) 10^(env_dex e) exp((s ln 10)^2 / 2)`` at its halo centre.
+    A host's satellites contribute ``E[min(N, m)] E[SHMR(mu M)] 10^(env_dex e) exp(...)``,
+    spread evenly over its ``m`` member particles (a satellite sits on a uniformly chosen member,
+    without replacement, so each member carries ``E[min(N, m)] / m`` satellites on average; the
+    cap at ``m`` is taken into account exactly by :func:`capped_poisson_mean`).
+
+    Returns ``(pos (n, 3) Mpc/h, mass (n,) Msun/h)``: halo centres, then member particles.
+    """
+    halo_mass = np.asarray(halo_mass, dtype=float)
+    count = np.array([len(m) for m in members])
+    boost = lognormal_boost(model.scatter_dex) * 10.0 ** (model.env_dex * np.asarray(env))
+    central = moster13(halo_mass, h, model) * boost
+    n_sat = capped_poisson_mean(satellite_rate(halo_mass, min_sub_mass, model), count)
+    sat_total = n_sat * mean_satellite_shmr(halo_mass, min_sub_mass, h, model) * boost
+    per_member = np.repeat(sat_total / np.maximum(count, 1), count)
+    index = np.concatenate(members) if members else np.zeros(0, dtype=int)
+    pos = np.concatenate([np.asarray(halo_pos, dtype=float), particle_pos[index]])
+    return pos, np.concatenate([central, per_member])

@@ -1,19 +1,23 @@
 """The embedded mock universe: a paired gravity-only + galaxies box, cached on disk.
 
-Pipeline: Gaussian ICs (colossus linear P(k)) -> 2LPT to ``z_init`` -> FastPM particle-mesh
-steps to z=0 on a force mesh ``pm_factor`` times finer than the particle lattice -> periodic FoF
-halos (``linking_b`` times the mean spacing) -> galaxies (Moster+13 SHMR with an environment
-term, satellites on member particles) -> three CIC fields with Pylians: ``dm``, ``subhalo``
-(each halo's mass at its centre) and ``stellar``, plus ``catalogs.h5``. Everything lands in
+Pipeline: Gaussian ICs (colossus linear P(k), optionally fixed-amplitude / phase-flipped) ->
+2LPT to ``z_init`` -> FastPM particle-mesh steps to z=0 on a force mesh ``pm_factor`` times finer
+than the particle lattice, finished by PGD (:mod:`dm2gal.sim.pm`) -> periodic FoF halos
+(``linking_b`` times the mean spacing) with densest-particle centres and M200c masses
+(:mod:`dm2gal.sim.so`) -> galaxies (Moster+13 SHMR with an environment term, satellites on member
+particles) -> CIC fields with Pylians: ``dm``, ``subhalo`` (each halo's mass at its centre) and
+``stellar``, plus ``catalogs.h5``. Beside them, the oracle of the galaxy model on the same halos:
+``oracle_mean`` (the expected stellar field given the gravity-only run,
+:func:`dm2gal.sim.galaxies.oracle_mean`; no deterministic map from the DM run has a higher
+expected r(k) with ``stellar``) and ``oracle_draw`` (an independent draw of the scatter and the
+satellites from a third seed stream: what a perfect stochastic model scores). Everything lands in
 ``cache_dir / <config hash>`` through a temporary directory renamed when complete.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
-import os
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import asdict
@@ -23,21 +27,35 @@ from typing import Any
 import numpy as np
 from scipy import fft
 
-from dm2gal.catalog import GalaxyCatalog, HaloCatalog, load_catalogs, save_catalogs
-from dm2gal.fields import paint
-from dm2gal.io.store import FieldStore, StoreError, config_hash, file_hash
-from dm2gal.sim.cosmology import Cosmology
+from dm2gal.errors import ConfigError
+from dm2gal.io.catalog import (
+    CATALOGS_FILE,
+    GalaxyCatalog,
+    HaloCatalog,
+    load_catalogs,
+    save_catalogs,
+)
+from dm2gal.io.paint import paint
+from dm2gal.io.sources import FIELDS
+from dm2gal.io.store import FieldStore, StoreError, config_hash, file_hash, staged_dir
+from dm2gal.sim.cosmology import RHO_CRIT, Cosmology
 from dm2gal.sim.fof import friends_of_friends
-from dm2gal.sim.galaxies import GalaxyModel, environment_residual, populate, smoothed_log_density
+from dm2gal.sim.galaxies import (
+    GalaxyModel,
+    environment_residual,
+    oracle_mean,
+    populate,
+    smoothed_log_density,
+)
 from dm2gal.sim.ics import linear_delta_k
 from dm2gal.sim.lpt import lattice, lpt_displacements
-from dm2gal.sim.pm import ParticleMesh, evolve
+from dm2gal.sim.pm import PGD_PM_FACTOR, ParticleMesh, evolve, pgd_parameters, pgd_shift
+from dm2gal.sim.so import m200c, spherical_overdensity
 
 log = logging.getLogger(__name__)
 
-MOCK_VERSION = 1  # bump when the generated data change for the same configuration
-FIELDS = ("dm", "subhalo", "stellar")
-CATALOGS = "catalogs.h5"
+MOCK_VERSION = 2  # bump when the generated data change for the same configuration
+ORACLE_FIELDS = ("oracle_mean", "oracle_draw")
 
 
 def _is_number(value: Any) -> bool:
@@ -46,13 +64,19 @@ def _is_number(value: Any) -> bool:
 
 def _int_at_least(key: str, value: Any, minimum: int) -> int:
     if not (_is_number(value) and float(value).is_integer() and value >= minimum):
-        raise ValueError(f"MockUniverse: {key} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"MockUniverse: {key} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _flag(key: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"MockUniverse: {key} must be true or false, got {value!r}")
+    return bool(value)
 
 
 def _positive_float(key: str, value: Any) -> float:
     if not (_is_number(value) and np.isfinite(value) and value > 0):
-        raise ValueError(f"MockUniverse: {key} must be a finite number > 0, got {value!r}")
+        raise ConfigError(f"MockUniverse: {key} must be a finite number > 0, got {value!r}")
     return float(value)
 
 
@@ -68,6 +92,10 @@ class MockUniverse:
         z_init: redshift of the 2LPT initial conditions.
         steps: number of PM steps (linear in the scale factor) to z=0.
         pm_factor: force-mesh cells per particle spacing (per side).
+        pgd: finish the run with the PGD correction calibrated for ``steps`` (needs
+            ``pm_factor`` 2 and a calibrated ``steps``; see :mod:`dm2gal.sim.pm`).
+        fixed_amplitude: fixed-amplitude ICs (Angulo & Pontzen 2016).
+        phase_flip: negated ICs (the pair partner of the same seed).
         linking_b: FoF linking length in units of the mean particle spacing.
         min_halo_particles: smallest FoF group kept as a halo.
         cosmology: cosmological parameters (keys of :class:`Cosmology`).
@@ -83,8 +111,11 @@ class MockUniverse:
         cache_dir: str | Path = "data/mock",
         *,
         z_init: float = 9.0,
-        steps: int = 10,
+        steps: int = 20,
         pm_factor: int = 2,
+        pgd: bool = True,
+        fixed_amplitude: bool = False,
+        phase_flip: bool = False,
         linking_b: float = 0.2,
         min_halo_particles: int = 20,
         cosmology: dict[str, float] | None = None,
@@ -98,9 +129,22 @@ class MockUniverse:
         self.z_init = _positive_float("z_init", z_init)
         self.steps = _int_at_least("steps", steps, 1)
         self.pm_factor = _int_at_least("pm_factor", pm_factor, 1)
+        self.pgd = _flag("pgd", pgd)
+        self.fixed_amplitude = _flag("fixed_amplitude", fixed_amplitude)
+        self.phase_flip = _flag("phase_flip", phase_flip)
+        if self.pgd:
+            if self.pm_factor != PGD_PM_FACTOR:
+                raise ValueError(
+                    f"MockUniverse: pgd needs pm_factor {PGD_PM_FACTOR}, got {pm_factor!r}; "
+                    "set pgd=false for other force meshes"
+                )
+            try:
+                pgd_parameters(self.steps, self.particles, self.box)
+            except ValueError as err:
+                raise ValueError(f"MockUniverse: steps: {err}; or set pgd=false") from err
         self.linking_b = _positive_float("linking_b", linking_b)
         if self.linking_b >= 1:
-            raise ValueError(f"MockUniverse: linking_b must be < 1, got {linking_b!r}")
+            raise ConfigError(f"MockUniverse: linking_b must be < 1, got {linking_b!r}")
         self.min_halo_particles = _int_at_least("min_halo_particles", min_halo_particles, 2)
         self.cosmo = self._build("cosmology", Cosmology, cosmology)
         self.galaxy_model = self._build("galaxies", GalaxyModel, galaxies)
@@ -110,9 +154,9 @@ class MockUniverse:
         try:
             return cls(**(params or {}))
         except TypeError as err:
-            raise ValueError(f"MockUniverse: bad {key} parameters {params!r}: {err}") from err
+            raise ConfigError(f"MockUniverse: bad {key} parameters {params!r}: {err}") from err
         except ValueError as err:
-            raise ValueError(f"MockUniverse: {key}.{err}") from err
+            raise ConfigError(f"MockUniverse: {key}.{err}") from err
 
     # -- identity -----------------------------------------------------------------------------
     @property
@@ -127,6 +171,9 @@ class MockUniverse:
             "z_init": self.z_init,
             "steps": self.steps,
             "pm_factor": self.pm_factor,
+            "pgd": self.pgd,
+            "fixed_amplitude": self.fixed_amplitude,
+            "phase_flip": self.phase_flip,
             "linking_b": self.linking_b,
             "min_halo_particles": self.min_halo_particles,
             "cosmology": asdict(self.cosmo),
@@ -141,26 +188,44 @@ class MockUniverse:
     def store_dir(self) -> Path:
         return self.cache_dir / self.hash
 
+    def realisation(self, seed: int) -> MockUniverse:
+        """This universe's settings with another ``seed``: another realisation, same cache dir."""
+        other = copy.copy(self)
+        other.seed = _int_at_least("seed", seed, 0)
+        return other
+
     @property
     def particle_mass(self) -> float:
         """Mass of one DM particle, Msun/h."""
         return self.cosmo.rho_m * (self.box / self.particles) ** 3
 
-    def _seeds(self) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
-        ics, galaxies = np.random.SeedSequence(self.seed).spawn(2)
-        return ics, galaxies
+    def _delta_k(self) -> np.ndarray:
+        """``rfftn`` of the linear overdensity at z=0 on the particle lattice."""
+        return linear_delta_k(
+            self.particles,
+            self.box,
+            self._seeds()[0],
+            self.cosmo,
+            fixed_amplitude=self.fixed_amplitude,
+            phase_flip=self.phase_flip,
+        )
+
+    def _seeds(self) -> tuple[np.random.SeedSequence, ...]:
+        """Seed streams: initial conditions, the galaxies, the oracle's independent draw."""
+        ics, galaxies, oracle = np.random.SeedSequence(self.seed).spawn(3)
+        return ics, galaxies, oracle
 
     # -- physics ------------------------------------------------------------------------------
     def linear_density(self) -> np.ndarray:
         """Linear overdensity at z=0 on the ``particles^3`` lattice (the ICs of this seed)."""
-        delta_k = linear_delta_k(self.particles, self.box, self._seeds()[0], self.cosmo)
+        delta_k = self._delta_k()
         return fft.irfftn(delta_k, s=(self.particles,) * 3, workers=-1).astype(np.float32)
 
     def simulate(self) -> np.ndarray:
         """Run the gravity-only simulation; return z=0 particle positions ``(n, 3)``, Mpc/h."""
         cosmo, n = self.cosmo, self.particles
         a0 = 1.0 / (1.0 + self.z_init)
-        delta_k = linear_delta_k(n, self.box, self._seeds()[0], cosmo)
+        delta_k = self._delta_k()
         psi1, psi2 = lpt_displacements(delta_k, self.box)
         del delta_k
         d1 = cosmo.growth(a0)
@@ -171,7 +236,10 @@ class MockUniverse:
         del psi1, psi2
         log.info("2LPT initial conditions at z=%.1f for %d^3 particles", self.z_init, n)
         solver = ParticleMesh(self.pm_factor * n, self.box, cosmo.Om0)
-        return evolve(pos, mom, np.linspace(a0, 1.0, self.steps + 1), cosmo, solver)
+        pos = evolve(pos, mom, np.linspace(a0, 1.0, self.steps + 1), cosmo, solver)
+        if self.pgd:
+            pos = pgd_shift(pos, solver, *pgd_parameters(self.steps, n, self.box))
+        return pos
 
     def _generate(self, root: Path) -> None:
         """Simulate, find halos, paint galaxies and write the store into ``root``."""
@@ -184,26 +252,29 @@ class MockUniverse:
         groups = friends_of_friends(
             pos, self.box, self.linking_b * spacing, min_members=self.min_halo_particles
         )
-        halo_mass = groups.size * self.particle_mass
+        so = spherical_overdensity(
+            pos, self.box, groups.labels, groups.size, self.particle_mass, 200.0 * RHO_CRIT
+        )
+        # M200c about the densest member as TNG's Group_M_Crit200, where 3 force cells resolve it
+        cell = self.box / (self.pm_factor * self.particles)
+        halo_mass = m200c(so, groups.size * self.particle_mass, self.cosmo, 3.0 * cell)
         log.info("FoF: %d halos with >= %d particles", len(groups), self.min_halo_particles)
 
         model = self.galaxy_model
-        log_env = smoothed_log_density(dm, self.box, model.env_radius, groups.centre)
+        log_env = smoothed_log_density(dm, self.box, model.env_radius, so.centre)
         env = environment_residual(np.log10(halo_mass), log_env)
-        halos, galaxies = populate(
-            groups.centre,
-            halo_mass,
-            groups.members(),
-            pos,
-            env,
-            min_sub_mass=self.min_halo_particles * self.particle_mass,
-            h=self.cosmo.h,
-            model=model,
-            rng=np.random.default_rng(self._seeds()[1]),
-        )
+        hosts = (so.centre, halo_mass, groups.members(), pos, env)
+        physics = {
+            "min_sub_mass": self.min_halo_particles * self.particle_mass,
+            "h": self.cosmo.h,
+            "model": model,
+        }
+        halos, galaxies = populate(*hosts, **physics, rng=np.random.default_rng(self._seeds()[1]))
         log.info("galaxies: %d (%d centrals)", len(galaxies), int(galaxies.central.sum()))
+        _, draw = populate(*hosts, **physics, rng=np.random.default_rng(self._seeds()[2]))
+        mean_pos, mean_mass = oracle_mean(*hosts, **physics)
 
-        save_catalogs(root / CATALOGS, halos, galaxies)
+        save_catalogs(root / CATALOGS_FILE, halos, galaxies)
         store = FieldStore(root)
         store.init(
             self.box,
@@ -212,7 +283,7 @@ class MockUniverse:
             config=self.config,
             config_hash=self.hash,
             seed=self.seed,
-            catalogs_hash=file_hash(root / CATALOGS),
+            catalogs_hash=file_hash(root / CATALOGS_FILE),
             particle_mass=self.particle_mass,
         )
         store.write("dm", dm, units="Msun/h per voxel", mas="CIC")
@@ -220,6 +291,12 @@ class MockUniverse:
         store.write("subhalo", subhalo, units="Msun/h per voxel", mas="CIC")
         stellar = paint(galaxies.pos, galaxies.mstar, self.grid, self.box)
         store.write("stellar", stellar, units="Msun/h per voxel", mas="CIC")
+        oracles = {
+            "oracle_mean": paint(mean_pos, mean_mass, self.grid, self.box),
+            "oracle_draw": paint(draw.pos, draw.mstar, self.grid, self.box),
+        }
+        for name, field in oracles.items():
+            store.write(name, field, units="Msun/h per voxel", mas="CIC")
         log.info("mock universe generated in %.1f s", time.perf_counter() - t0)
 
     # -- cache --------------------------------------------------------------------------------
@@ -234,13 +311,13 @@ class MockUniverse:
         stored = meta.get("attrs", {}).get("config_hash")
         if stored != self.hash:
             return f"config hash {stored!r} in {store.meta_path} != expected {self.hash!r}"
-        missing = [name for name in FIELDS if name not in meta["fields"]]
+        missing = [name for name in FIELDS + ORACLE_FIELDS if name not in meta["fields"]]
         if missing:
             return f"fields {missing} missing"
-        bad = store.verify(list(FIELDS))
+        bad = store.verify(list(FIELDS + ORACLE_FIELDS))
         if bad:
             return f"fields {bad} missing on disk or failing their content hash"
-        catalogs = root / CATALOGS
+        catalogs = root / CATALOGS_FILE
         if not catalogs.is_file():
             return f"{catalogs} missing"
         if file_hash(catalogs) != meta["attrs"].get("catalogs_hash"):
@@ -259,34 +336,12 @@ class MockUniverse:
                 stacklevel=2,
             )
         log.info("generating mock universe in %s", self.store_dir)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=f".{self.hash}.tmp-"))
-        try:
+        # a store another process completed meanwhile is kept
+        with staged_dir(self.store_dir, keep=lambda root: self.cache_problem(root) is None) as tmp:
             self._generate(tmp)
-            self._install(tmp)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return FieldStore(self.store_dir)
-
-    def _install(self, tmp: Path) -> None:
-        """Move the complete store ``tmp`` onto ``store_dir``, replacing a broken one."""
-        trash = None
-        if self.store_dir.exists():
-            if self.cache_problem() is None:
-                return  # another process finished the same configuration meanwhile
-            trash = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=f".{self.hash}.old-"))
-            os.replace(self.store_dir, trash / "store")
-        try:
-            os.rename(tmp, self.store_dir)
-        except OSError:
-            # another process installed the same configuration meanwhile: keep theirs if sound
-            if self.cache_problem() is not None:
-                raise
-        finally:
-            if trash is not None:
-                shutil.rmtree(trash, ignore_errors=True)
 
     def catalogs(self) -> tuple[HaloCatalog, GalaxyCatalog]:
         """Halo and galaxy catalogues of this mock (building it if needed)."""
         self.build()
-        return load_catalogs(self.store_dir / CATALOGS)
+        return load_catalogs(self.store_dir / CATALOGS_FILE)

@@ -4,97 +4,59 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from dm2gal.callbacks import PreemptionCheckpoint
-from dm2gal.config import data_module_config, require_positive
 from dm2gal.io.store import atomic_write_text
+from dm2gal.train.build import build
+from dm2gal.train.loggers import find_wandb
 
 log = logging.getLogger(__name__)
 
-
-def instantiate_group(cfg: DictConfig | None) -> list[Any]:
-    """Instantiate every ``_target_`` node of a group such as ``callbacks`` or ``logger``."""
-    if not cfg:
-        return []
-    return [
-        instantiate(node)
-        for node in cfg.values()
-        if isinstance(node, DictConfig) and "_target_" in node
-    ]
-
-
-def check_config(cfg: DictConfig) -> None:
-    """Raise one clear error naming the key for values that cannot work."""
-    require_positive(
-        cfg,
-        "data.crop",
-        "data.batch_size",
-        "data.source.box",
-        "data.source.grid",
-        "data.source.particles",
-        "trainer.max_epochs",
-        "evaluation.tile",
-    )
-    voxels = OmegaConf.select(cfg, "evaluation.calibration_voxels")
-    if voxels is not None and not (isinstance(voxels, int) and voxels >= 0):
-        raise ValueError(
-            f"config key 'evaluation.calibration_voxels' must be an integer >= 0, got {voxels!r}"
-        )
-    grid = OmegaConf.select(cfg, "data.source.grid")
-    crop = OmegaConf.select(cfg, "data.crop")
-    if grid is not None and crop is not None and crop > grid:
-        raise ValueError(f"config key 'data.crop' = {crop} is larger than the grid ({grid} voxels)")
-
-
-def build_components(cfg: DictConfig) -> tuple[Any, L.LightningModule]:
-    """Build the data module (with the network's context) and the Lightning module."""
-    check_config(cfg)
-    net = instantiate(cfg.model)
-    if not net.valid_output(cfg.data.crop):
-        raise ValueError(
-            f"config key 'data.crop' = {cfg.data.crop} is not an output size that "
-            f"model {type(net).__name__} accepts (fixed output: {net.fixed_output})"
-        )
-    sampler = instantiate(cfg.sampler) if cfg.get("sampler") else None
-    datamodule = instantiate(data_module_config(cfg.data), context=net.context, sampler=sampler)
-    return datamodule, instantiate(cfg.module, net=net, loss=instantiate(cfg.loss))
-
-
-def build(cfg: DictConfig) -> tuple[Any, L.LightningModule, L.Trainer]:
-    """Build the data module, the Lightning module and the trainer from a composed config."""
-    datamodule, module = build_components(cfg)
-    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
-    trainer = instantiate(
-        cfg.trainer,
-        callbacks=[*instantiate_group(cfg.get("callbacks")), PreemptionCheckpoint(checkpoints)],
-        logger=instantiate_group(cfg.get("logger")) or False,
-    )
-    return datamodule, module, trainer
+#: ``evaluate(module, datamodule, cfg, run_dir, loggers, checkpoint) -> metrics``
+Evaluate = Callable[[L.LightningModule, Any, DictConfig, Path, Sequence[Any], str | None], dict]
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a/b": 1}`` (lists are values)."""
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists are values)."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{name}/"))
+            out.update(flatten(value, f"{name}."))
         else:
             out[name] = value
     return out
 
 
+def group_choices() -> dict[str, str | None]:
+    """The option chosen in each config group (``{"model": "unet3d", "data.loader": ...}``,
+    Hydra's own groups left out); empty outside a Hydra app."""
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {k.replace("/", "."): v for k, v in choices.items() if not k.startswith("hydra")}
+
+
+def config_params(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config flat with dotted names (``sampler.bins``, ``data.source.grid``) plus
+    the option chosen in each group under the group's name (``model``: ``unet3d``, ``loss``:
+    ``mse``): the runs table of W&B gets one column per setting and per choice. A group's
+    values always sit below its name (``model.depth``), so the two never share a key, except a
+    group chosen empty (``callbacks: none``), where the choice is kept."""
+    return flatten(OmegaConf.to_container(cfg, resolve=True)) | group_choices()
+
+
 def log_config(cfg: DictConfig, trainer: L.Trainer) -> None:
-    """Send the whole resolved config, flattened (``data/source/grid``), to every logger."""
-    params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    """Send :func:`config_params` to every logger."""
+    params = config_params(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(params)
 
@@ -125,9 +87,6 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
 def with_sweep_info(cfg: DictConfig) -> DictConfig:
     """In a Hydra multirun, group the W&B runs by the sweep's id (the sweep directory's name)
     and tag each with its overrides. Other runs are returned unchanged."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     wandb_cfg = OmegaConf.select(cfg, "logger.wandb")
     if wandb_cfg is None or not HydraConfig.initialized():
         return cfg
@@ -146,17 +105,19 @@ def log_best_checkpoint(trainer: L.Trainer, path: str | None) -> None:
     """Record the best checkpoint's path with every logger (W&B: in the run summary)."""
     if path is None:
         return
+    wandb = find_wandb(trainer.loggers)
     for logger in trainer.loggers:
-        if type(logger).__name__ == "WandbLogger":
+        if logger is wandb:
             logger.experiment.summary["best_checkpoint"] = path
         else:
             logger.log_hyperparams({"best_checkpoint": path})
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit (resuming from ``resume_checkpoint``), test and evaluate; return the final metrics.
-
-    The global-zero process writes ``<output_dir>/results.json`` (see :func:`write_results`).
+def train(cfg: DictConfig, evaluate: Evaluate | None = None) -> dict[str, float]:
+    """Fit (resuming from ``resume_checkpoint``), test, then ``evaluate`` the tested module (the
+    held-out evaluation, :func:`dm2gal.eval.evaluation.evaluate_run`, passed in by ``train.py``);
+    return the final metrics. The global-zero process writes ``<output_dir>/results.json`` (see
+    :func:`write_results`).
     """
     L.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer = build(with_sweep_info(cfg))
@@ -172,19 +133,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.test:
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-        if trainer.is_global_zero:
-            from dm2gal.evaluation import evaluate_run
-
-            metrics.update(
-                evaluate_run(
-                    module,
-                    datamodule,
-                    cfg,
-                    Path(cfg.paths.output_dir),
-                    loggers=trainer.loggers,
-                    checkpoint=ckpt,
-                )
-            )
+        if trainer.is_global_zero and evaluate is not None:
+            run_dir = Path(cfg.paths.output_dir)
+            metrics.update(evaluate(module, datamodule, cfg, run_dir, trainer.loggers, ckpt))
     if trainer.is_global_zero:
         write_results(
             cfg.paths.output_dir,
@@ -283,11 +234,11 @@ def write_results(output_dir: str | Path, status: str, **fields: Any) -> Path:
     return path
 
 
-def run(cfg: DictConfig) -> dict[str, float]:
+def run(cfg: DictConfig, evaluate: Evaluate | None = None) -> dict[str, float]:
     """:func:`train`, recording a failure in ``results.json`` before re-raising it, and closing
     the W&B run whatever happens (a sweep's next job starts clean)."""
     try:
-        return train(cfg)
+        return train(cfg, evaluate)
     except Exception as err:
         dist = torch.distributed
         if not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
@@ -299,7 +250,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 def finish_loggers() -> None:
     """Close the W&B run even when training failed, so a sweep's next job starts clean."""
-    import wandb
+    import wandb  # lazy: optional on GPU machines, slow to import
 
     if wandb.run is not None:
         wandb.finish()

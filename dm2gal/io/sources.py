@@ -3,7 +3,7 @@
 Each source has ``store_dir`` and ``build() -> FieldStore`` holding the fields ``dm``
 (gravity-only DM mass), ``subhalo`` (gravity-only subhalo masses at their positions) and
 ``stellar`` (hydro stellar mass), mass per voxel in Msun/h; simulation sources also write
-``store_dir/catalogs.h5`` (:func:`dm2gal.catalog.save_catalogs`). A store is reused when its
+``store_dir/catalogs.h5`` (:func:`dm2gal.io.catalog.save_catalogs`). A store is reused when its
 fingerprint (source files with sizes and times, grid, options) matches, rebuilt otherwise. A
 build happens in a hidden sibling directory renamed onto ``store_dir`` only when complete, so a
 failure leaves nothing behind (and an older store untouched).
@@ -11,28 +11,25 @@ failure leaves nothing behind (and an older store untouched).
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dm2gal import __version__
-from dm2gal.catalog import GalaxyCatalog, HaloCatalog, save_catalogs
-from dm2gal.fields import MAS_NAMES, paint_field
+from dm2gal.errors import UserError
+from dm2gal.io.catalog import CATALOGS_FILE, GalaxyCatalog, HaloCatalog, save_catalogs
 from dm2gal.io.gadget import CHUNK_ROWS, GroupCatalog, Snapshot
-from dm2gal.io.store import FieldStore, StoreError, config_hash, slabs
+from dm2gal.io.paint import PAINT_SCHEMES, paint_field
+from dm2gal.io.store import FieldStore, StoreError, config_hash, slabs, staged_dir
 
 FIELDS = ("dm", "subhalo", "stellar")
-CATALOGS = "catalogs.h5"
 MAX_GRID = 4096  # 4096^3 float32 = 256 GiB per field
 UNITS = {"pos": "Mpc/h", "mass": "Msun/h", "fields": "Msun/h per voxel"}
 STELLAR_MODES = ("catalog", "particles")
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """A source option is invalid (the message names the option and the rule)."""
 
 
@@ -69,7 +66,7 @@ class CachedSource:
         except StoreError:
             return False
         done = all(name in meta["fields"] and store.path(name).is_file() for name in FIELDS)
-        catalogs = not fingerprint.get("catalogs") or (self.store_dir / CATALOGS).is_file()
+        catalogs = not fingerprint.get("catalogs") or (self.store_dir / CATALOGS_FILE).is_file()
         return done and catalogs and meta["attrs"].get("fingerprint") == config_hash(fingerprint)
 
     def build(self) -> FieldStore:
@@ -77,22 +74,8 @@ class CachedSource:
         fingerprint = self.fingerprint()
         if self.is_built(fingerprint):
             return FieldStore(self.store_dir)
-        parent = self.store_dir.parent
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(
-            tempfile.mkdtemp(dir=parent, prefix=f".{self.store_dir.name}.", suffix=".tmp")
-        )
-        try:
+        with staged_dir(self.store_dir) as staging:
             self.write(FieldStore(staging), fingerprint)
-            if self.store_dir.exists():
-                old = staging.with_suffix(".old")
-                os.replace(self.store_dir, old)
-                os.replace(staging, self.store_dir)
-                shutil.rmtree(old)
-            else:
-                os.replace(staging, self.store_dir)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return FieldStore(self.store_dir)
 
 
@@ -139,8 +122,8 @@ class SimulationSource(CachedSource):
         self.snapshot = int(snapshot)
         self.grid = check_grid(grid)
         self.store_dir = Path(store_dir)
-        if mas not in MAS_NAMES:
-            raise SourceError(f"option 'mas' must be one of {MAS_NAMES}, got {mas!r}")
+        if mas not in PAINT_SCHEMES:
+            raise SourceError(f"option 'mas' must be one of {PAINT_SCHEMES}, got {mas!r}")
         if stellar not in STELLAR_MODES:
             raise SourceError(f"option 'stellar' must be one of {STELLAR_MODES}, got {stellar!r}")
         if halo_mass not in ("Group_M_Crit200", "GroupMass"):
@@ -228,7 +211,7 @@ class SimulationSource(CachedSource):
             chunks = ((c.pos, c.mass) for c in snap.particles(4, exclude_wind=True))
             n_chunks, origin = snap.n_chunks(4), "PartType4 without wind"
         paint_field(store, "stellar", chunks, self.mas, n_chunks, self.progress, origin=origin)
-        save_catalogs(store.root / CATALOGS, self.halos(runs["dark_cat"]), galaxies)
+        save_catalogs(store.root / CATALOGS_FILE, self.halos(runs["dark_cat"]), galaxies)
 
     def halos(self, cat: GroupCatalog) -> HaloCatalog:
         """Gravity-only FoF groups: ``GroupPos``, ``halo_mass`` column, ``GroupNsubs``."""

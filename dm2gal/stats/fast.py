@@ -2,7 +2,7 @@
 
 Inputs are mass-per-voxel tensors (float32 or float64, ``(N, N, N)``) of a periodic cube of side
 ``box`` (Mpc/h); they are turned into overdensity ``field / mean - 1`` and the mass-assignment
-window is deconvolved (``mas``) exactly as ``dm2gal.stats`` (Pylians) does. FFTs run in the
+window is deconvolved (``mas``) exactly as ``dm2gal.stats.pylians`` (Pylians) does. FFTs run in the
 input's precision, all sums over modes in float64. Outputs are float64 tensors on the input's
 device: k [h/Mpc], P [(Mpc/h)^3], B [(Mpc/h)^6]. A float32 FFT (here or in Pylians) resolves
 power only down to ~1e-7 of the largest mode's; for a P(k) spanning more than ~1e5 pass float64
@@ -26,7 +26,7 @@ the smallest fast M^3 grid (M <= N) on which its triples are alias-free exactly 
 on the N grid, so B is unchanged while the pair's FFTs shrink (see ``_pair_grid``). The
 triangle and mode counts depend on the grid, box and triangle set but not on the field: they
 are cached, so the truth, model and HOD fields pay for them once.
-Non-periodic sub-volumes are treated as periodic (see ``dm2gal.stats``).
+Non-periodic sub-volumes are treated as periodic (see ``dm2gal.stats.pylians``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dm2gal.stats import check_box, check_mas, check_triangle
+from dm2gal.stats.base import (
+    Bispectrum,
+    CrossPower,
+    check_box,
+    check_field,
+    check_mas,
+    check_triangle,
+)
 
 _MAS_POWER = {"None": 0, "NGP": 1, "CIC": 2, "TSC": 3, "PCS": 4}
 
@@ -407,3 +414,47 @@ def bispectrum_torch(
         b_out[p.members] = b
         q_out[p.members] = b / (p1 * p2 + p1 * p3 + p2 * p3)
     return b_out, q_out
+
+
+# -- numpy in, numpy out: the same results as dm2gal.stats.pylians, for reports -----------------
+def _tensor(field: np.ndarray, name: str, device: torch.device) -> torch.Tensor:
+    """A checked float32 mass cube as a float64 tensor on ``device`` (float64: P(k) over many
+    decades, as Pylians' double-precision sums)."""
+    return torch.from_numpy(check_field(field, name)).to(device, torch.float64)
+
+
+def cross_power(
+    a: np.ndarray, b: np.ndarray, box: float, mas: str | None = "CIC", device: str = "cpu"
+) -> CrossPower:
+    """:func:`dm2gal.stats.pylians.cross_power` computed with torch on ``device``."""
+    device = torch.device(device)
+    if np.shape(a) != np.shape(b):
+        raise ValueError(f"fields must share a grid, got {np.shape(a)} and {np.shape(b)}")
+    k, pk_a, pk_b, pk_ab, r = cross_power_torch(
+        _tensor(a, "a", device), _tensor(b, "b", device), box, mas
+    )
+    nmodes = _modes(np.shape(a)[0], check_mas(mas), device).nmodes
+    out = [t.cpu().numpy() for t in (k, pk_a, pk_b, pk_ab, r, nmodes)]
+    return CrossPower(*out)
+
+
+def bispectra(
+    field: np.ndarray,
+    box: float,
+    k_pairs: Sequence[tuple[float, float]],
+    theta: Sequence[float] | np.ndarray,
+    mas: str | None = "CIC",
+    device: str = "cpu",
+) -> list[Bispectrum]:
+    """:func:`dm2gal.stats.pylians.bispectra` computed with torch on ``device`` (one call for the
+    whole set: the field's FFT and the triangle counts are shared)."""
+    theta = np.asarray(theta, dtype=np.float64)
+    n = np.shape(field)[0]
+    k3 = [check_triangle(k1, k2, theta, box, n) for k1, k2 in k_pairs]
+    triangles = [(k1, k2, t) for k1, k2 in k_pairs for t in theta]
+    b, q = bispectrum_torch(_tensor(field, "field", torch.device(device)), box, triangles, mas)
+    b, q = b.cpu().numpy().reshape(len(k_pairs), -1), q.cpu().numpy().reshape(len(k_pairs), -1)
+    return [
+        Bispectrum(k1=float(k1), k2=float(k2), theta=theta, k3=k3[i], B=b[i], Q=q[i])
+        for i, (k1, k2) in enumerate(k_pairs)
+    ]

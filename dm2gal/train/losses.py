@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dm2gal.models.mixture import OccupancyMixture
+
 
 def _single_channel(name: str, output: Tensor, target: Tensor) -> None:
     if output.shape != target.shape:
@@ -157,3 +159,25 @@ class TwoPhaseLoss(nn.Module):
     def forward(self, output: Tensor, batch: dict[str, Tensor]) -> Tensor:
         terms = self.components(output, batch)
         return self.bce_weight * terms["bce"] + self.mse_weight * terms["mse"]
+
+
+class OccupancyNLL(nn.Module):
+    """Negative log-likelihood of :class:`dm2gal.models.ProbabilisticNet` output
+    ``(B, 1 + 3K, n, n, n)`` under its :class:`dm2gal.models.OccupancyMixture`: the mean over the
+    valid voxels of ``-log(1 - p)`` where empty and ``-log p - log q(y_n)`` where occupied, with
+    ``q`` the mixture density per unit normalised target ``y_n`` (nats per voxel; add
+    ``log(std * ln 10 * (1 + M))`` per occupied voxel for the density per unit mass). Unweighted,
+    so that the network learns the conditional distribution itself.
+    """
+
+    name = "nll"
+
+    def forward(self, output: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        target, occupied = batch["target"], batch["occupied"]
+        if output.shape[0] != target.shape[0] or output.shape[2:] != target.shape[2:]:
+            raise ValueError(
+                f"loss 'nll': output {tuple(output.shape)} does not match target "
+                f"{tuple(target.shape)} (expected (B, 1 + 3K, n, n, n))"
+            )
+        log_prob = OccupancyMixture(output).log_prob(target, occupied)
+        return -_masked_mean(log_prob, _valid(batch, log_prob))

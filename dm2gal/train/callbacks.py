@@ -2,19 +2,21 @@
 weights, and checkpoints before preemption.
 
 :class:`FieldStatsCallback` predicts the whole validation region every N epochs with
-:func:`dm2gal.predict.predict_region` and scores it against the true stellar-mass field with
-the torch statistics (:mod:`dm2gal.stats_torch`, on the module's device). Like the evaluation
+:func:`dm2gal.infer.predict.predict_region` and scores it against the true stellar-mass field with
+the torch statistics (:mod:`dm2gal.stats.fast`, on the module's device). Like the evaluation
 report, the (non-periodic) validation cube is treated as periodic with its own side as the box
-(see the :mod:`dm2gal.stats` docstring): truth and prediction are measured the same way, so the
+(see :mod:`dm2gal.stats.pylians`): truth and prediction are measured the same way, so the
 ratio and cross-correlation compare like with like. :class:`EMAWeights` validates, checkpoints,
-tests and evaluates the moving average of the weights. :class:`PreemptionCheckpoint` saves
-``last.ckpt`` when SLURM announces the end of a job, so the requeued job resumes exactly.
+tests and evaluates the moving average of the weights. :class:`PreemptionCheckpoint` keeps
+``last.ckpt`` (after every validation, and when SLURM announces the end of a job), so a killed
+or requeued job resumes exactly.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 from pathlib import Path
 from types import FrameType
@@ -24,18 +26,19 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
-from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 
 from dm2gal.data.crops import read_crop
-from dm2gal.predict import predict_region
-from dm2gal.report import plot_slices, save_png
-from dm2gal.stats import nyquist
-from dm2gal.stats_torch import cross_power_torch
+from dm2gal.eval.report import plot_slices, save_png
+from dm2gal.eval.wandb_tables import curve_payload
+from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, predict_fields
+from dm2gal.stats.base import nyquist
+from dm2gal.stats.fast import cross_power_torch
+from dm2gal.train.loggers import find_wandb
 
 log = logging.getLogger(__name__)
 
-METRICS = ("val/pk_ratio_err", "val/rk_mean", "val/total_mass_err")
+METRICS = ("val/pk_ratio_abs_err", "val/rk_mean", "val/total_mass_rel_err")
 
 
 def field_scores(
@@ -44,10 +47,10 @@ def field_scores(
     """P(k) ratio error, mean r(k) and total-mass relative error of ``pred`` against ``truth``.
 
     Both are mass-per-voxel cubes (Msun/h) of a periodic box of side ``box`` (Mpc/h), CIC
-    window corrected. ``pk_ratio_err`` is mean |P_pred / P_truth - 1| and ``rk_mean`` the mean
+    window corrected. ``pk_ratio_abs_err`` is mean |P_pred / P_truth - 1| and ``rk_mean`` the mean
     r(k) over the k bins with k <= ``k_max`` (h/Mpc; default Nyquist), as ``stats.summary``.
     An empty prediction (no mass anywhere, e.g. early in training) has P = 0 and no defined
-    r(k): it scores ``pk_ratio_err = 1`` and ``rk_mean = 0``. An empty truth (a validation
+    r(k): it scores ``pk_ratio_abs_err = 1`` and ``rk_mean = 0``. An empty truth (a validation
     region without galaxies) leaves every score undefined: all are NaN.
     """
     total_truth = float(truth.sum(dtype=torch.float64))
@@ -55,28 +58,29 @@ def field_scores(
         return dict.fromkeys(METRICS, math.nan)
     total_pred = float(pred.sum(dtype=torch.float64))
     k_max = nyquist(box, truth.shape[0]) if k_max is None else float(k_max)
-    scores = {"val/total_mass_err": total_pred / total_truth - 1.0}
+    scores = {"val/total_mass_rel_err": total_pred / total_truth - 1.0}
     if total_pred > 0:
         k, pk_truth, pk_pred, _, r = cross_power_torch(truth, pred, box, mas="CIC")
         sel = k <= k_max
         if not bool(sel.any()):
             raise ValueError(f"k_max={k_max} h/Mpc is below the first k bin ({float(k[0]):.4g})")
-        scores["val/pk_ratio_err"] = float((pk_pred[sel] / pk_truth[sel] - 1.0).abs().mean())
+        scores["val/pk_ratio_abs_err"] = float((pk_pred[sel] / pk_truth[sel] - 1.0).abs().mean())
         scores["val/rk_mean"] = float(r[sel].mean())
     else:
-        scores["val/pk_ratio_err"], scores["val/rk_mean"] = 1.0, 0.0
+        scores["val/pk_ratio_abs_err"], scores["val/rk_mean"] = 1.0, 0.0
     return scores
 
 
 class FieldStatsCallback(L.Callback):
     """Every ``every_n_epochs`` epochs, predict the validation region and log its statistics.
 
-    Logs ``val/pk_ratio_err``, ``val/rk_mean`` and ``val/total_mass_err`` (see
+    Logs ``val/pk_ratio_abs_err``, ``val/rk_mean`` and ``val/total_mass_rel_err`` (see
     :func:`field_scores`) with ``pl_module.log``, so every logger (W&B, CSV) and every callback
     (checkpointing, early stopping) sees them. The global-zero process predicts and scores; the
     values are broadcast so that every DDP rank logs the same numbers. A PNG of projected slabs
     (truth | prediction) goes to ``<trainer.default_root_dir>/val_slices/epoch_XXX.png`` and, when
-    a W&B logger is present, to W&B as ``val/slices``.
+    a W&B logger is present, to W&B as ``val/slices``, with the P(k) and r(k) curves as tables and
+    line charts (``val/curves/pk``, ``val/charts/pk_ratio``, ...; see :meth:`_log_curves`).
 
     Args:
         every_n_epochs: run after the validation of every n-th epoch (sanity checks skipped).
@@ -89,7 +93,7 @@ class FieldStatsCallback(L.Callback):
     def __init__(
         self,
         every_n_epochs: int = 1,
-        tile: int = 32,
+        tile: int = DEFAULT_TILE,
         batch_size: int = 4,
         k_max: float | None = None,
         slice_width: int = 4,
@@ -137,27 +141,22 @@ class FieldStatsCallback(L.Callback):
             raise ValueError(
                 f"data.splits.val: FieldStatsCallback needs a cubic region, got {region.size}"
             )
-        pred = predict_region(
-            pl_module.net,
-            [dm.store.read(name) for name in dm.inputs],
-            region,
-            dm.transform.forward_input,
-            dm.transform.inverse_prediction,
-            tile=self.tile,
-            batch_size=self.batch_size,
-            device=pl_module.device,
+        options = PredictOptions(
+            self.tile,
+            self.batch_size,
+            pl_module.hparams.get("channels_last", False),
+            str(pl_module.device),
             progress=False,
-            channels_last=pl_module.hparams.get("channels_last", False),
         )
+        inputs = [dm.store.read(name) for name in dm.inputs]
+        pred = predict_fields(pl_module.net, dm.transform, inputs, region, options)
         truth = read_crop(dm.store.read(dm.target), region.start, region.size)
         side = region.size[0] * dm.box / dm.grid
-        scores = field_scores(
-            torch.from_numpy(truth).to(pl_module.device),
-            torch.from_numpy(pred).to(pl_module.device),
-            side,
-            self.k_max,
-        )
+        truth_t = torch.from_numpy(truth).to(pl_module.device)
+        pred_t = torch.from_numpy(pred).to(pl_module.device)
+        scores = field_scores(truth_t, pred_t, side, self.k_max)
         self._write_slices(trainer, truth, pred, side)
+        self._log_curves(trainer, truth_t, pred_t, side)
         if not truth.any():
             log.warning(
                 "data.splits.val %s holds no stellar mass: the validation field statistics are "
@@ -165,6 +164,30 @@ class FieldStatsCallback(L.Callback):
                 region,
             )
         return scores
+
+    def _log_curves(
+        self, trainer: L.Trainer, truth: torch.Tensor, pred: torch.Tensor, side: float
+    ) -> None:
+        """Log the P(k) and r(k) curves to W&B (when a W&B logger is present and both fields
+        hold mass) as ``val/curves/pk`` and ``val/curves/rk`` tables and ``val/charts/pk_ratio``
+        and ``val/charts/rk`` line charts, named as the evaluation's
+        (:mod:`dm2gal.eval.wandb_tables`)."""
+        wandb = find_wandb(trainer.loggers)
+        if wandb is None or not (truth.sum() > 0 and pred.sum() > 0):
+            return
+        k, pk_truth, pk_pred, _, r = (
+            t.cpu().numpy() for t in cross_power_torch(truth, pred, side, mas="CIC")
+        )
+        curves = {
+            "pk": {
+                "k": k,
+                "pk_truth": pk_truth,
+                "pk_model": pk_pred,
+                "ratio_model": pk_pred / pk_truth,
+            },
+            "rk": {"k": k, "r_model": r},
+        }
+        wandb.log_metrics(curve_payload("val", curves), step=trainer.global_step)
 
     def _write_slices(
         self, trainer: L.Trainer, truth: np.ndarray, pred: np.ndarray, side: float
@@ -175,9 +198,9 @@ class FieldStatsCallback(L.Callback):
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         save_png(plot_slices({"truth": truth, "prediction": pred}, width, side), path)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key="val/slices", images=[str(path)], step=trainer.global_step)
+        wandb = find_wandb(trainer.loggers)
+        if wandb is not None:
+            wandb.log_image(key="val/slices", images=[str(path)], step=trainer.global_step)
         return path
 
 
@@ -224,15 +247,18 @@ class EMAWeights(WeightAveraging):
 
 
 class PreemptionCheckpoint(L.Callback):
-    """Save ``last.ckpt`` at the current step when SLURM announces the end of the job.
+    """Keep ``<dirpath>/last.ckpt``, the exact resume point after a kill or a preemption.
+
+    It is written at the end of every validation of ``fit`` (once per epoch by default; the
+    plateau scheduler has stepped by then, see :class:`dm2gal.train.module.PlateauStep`, which must
+    come before this callback) and once more when training ends.
 
     SLURM sends a signal ``signal_delay_s`` seconds before a time limit or a preemption
     (submitit asks for ``SIGUSR2``, Lightning's own SLURM requeue for ``SIGUSR1``); submitit's
     handler requeues the job and exits at once. For each of ``signums`` that already has a
     handler, this callback takes the signal first, lets the current optimiser step finish,
-    writes ``<dirpath>/last.ckpt`` (all ranks agree on the step), then calls that handler. The
-    requeued job resumes from the checkpoint, so no step is lost or repeated. Where no handler
-    is installed (no SLURM) it only writes ``last.ckpt`` once more when training ends.
+    writes ``last.ckpt`` (all ranks agree on the step), then calls that handler. The requeued
+    job resumes from the checkpoint, so no step is lost or repeated.
     """
 
     def __init__(
@@ -258,12 +284,14 @@ class PreemptionCheckpoint(L.Callback):
         self._maybe_checkpoint(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._maybe_checkpoint(trainer)
+        if trainer.sanity_checking:
+            return
+        self._save(trainer)
+        log.info("resume point %s written (global step %d)", self.path, trainer.global_step)
+        self._maybe_checkpoint(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Lightning >= 2.6 rewrites last.ckpt only with a new best: make it the final state, so
-        # a job requeued during test or evaluation does not train again
+        # the final state: a job requeued during test or evaluation does not train again
         self._save(trainer)
         handlers = self._restore()
         if self.pending is not None and self.pending[0] in handlers:
@@ -273,8 +301,12 @@ class PreemptionCheckpoint(L.Callback):
         for callback in trainer.checkpoint_callbacks:
             if Path(getattr(callback, "dirpath", None) or "") == self.path.parent:
                 callback.last_model_path = str(self.path)  # it keeps writing this file
-        trainer.save_checkpoint(self.path)
-        log.warning("saved %s at global step %d", self.path, trainer.global_step)
+        # a kill while writing must not leave a truncated last.ckpt: write, then rename
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        trainer.strategy.barrier("last.ckpt")
 
     def _maybe_checkpoint(self, trainer: L.Trainer) -> None:
         if not self.previous:
@@ -282,6 +314,7 @@ class PreemptionCheckpoint(L.Callback):
         if not trainer.strategy.reduce_boolean_decision(self.pending is not None, all=False):
             return
         self._save(trainer)
+        log.warning("saved %s at global step %d", self.path, trainer.global_step)
         handlers = self._restore()
         signum, frame = self.pending or (next(iter(handlers)), None)  # a rank not signalled
         self.pending = None

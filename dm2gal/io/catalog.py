@@ -14,6 +14,9 @@ import numpy as np
 
 from dm2gal.io.store import atomic_path
 
+#: the catalogues' file name inside a field store's directory
+CATALOGS_FILE = "catalogs.h5"
+
 
 @dataclass
 class HaloCatalog:

@@ -56,6 +56,26 @@ def warmup_cosine(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+class PlateauStep(L.Callback):
+    """Step the ``ReduceLROnPlateau`` schedulers at the end of every validation of ``fit`` (once
+    per epoch by default) with the monitored metric, before any checkpoint is written.
+
+    Lightning steps them at the end of the epoch, after the checkpoints written at validation
+    end, and skips that step when a run resumes from one of those: the resumed run never
+    reduces the learning rate the uninterrupted one does. :class:`Dm2galModule` leaves its
+    plateau scheduler to this callback, which must come before the checkpointing callbacks in
+    the trainer's list. A validation without the monitored metric does not step.
+    """
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        for config in trainer.lr_scheduler_configs:
+            value = trainer.callback_metrics.get(config.monitor)
+            if config.reduce_on_plateau and value is not None:
+                config.scheduler.step(float(value))
+
+
 class Dm2galModule(L.LightningModule):
     """Train a :class:`FieldNet` on field crops.
 
@@ -103,6 +123,8 @@ class Dm2galModule(L.LightningModule):
         transform = getattr(datamodule, "transform", None)
         if transform is not None and hasattr(self.net, "empty_value"):
             self.net.empty_value = float(transform.empty_value)
+        if transform is not None and hasattr(self.net, "set_target_transform"):
+            self.net.set_target_transform(transform)
         if self.hparams.channels_last:
             self.net.to(memory_format=torch.channels_last_3d)
         if self.hparams.compile and stage == "fit":
@@ -117,9 +139,15 @@ class Dm2galModule(L.LightningModule):
         )
 
     def on_fit_start(self) -> None:
+        plateau = any(c.reduce_on_plateau for c in self.trainer.lr_scheduler_configs)
+        if plateau and not any(isinstance(c, PlateauStep) for c in self.trainer.callbacks):
+            raise ValueError(
+                "a ReduceLROnPlateau scheduler (optim.scheduler) needs the trainer callback "
+                "dm2gal.train.module.PlateauStep, before the checkpointing callbacks"
+            )
         for logger in self.loggers:
             logger.log_hyperparams(
-                {"model/params": self.n_parameters, "model/context": self.net.context}
+                {"model.params": self.n_parameters, "model.context": self.net.context}
             )
 
     # -- steps ----------------------------------------------------------------------------------
@@ -158,6 +186,11 @@ class Dm2galModule(L.LightningModule):
         )
         return loss
 
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        # a network with a data-dependent start (ProbabilisticNet) takes the first batch
+        if self.global_step == 0 and hasattr(self.net, "initialise"):
+            self.net.initialise(batch)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
 
@@ -168,6 +201,11 @@ class Dm2galModule(L.LightningModule):
         return self._step(batch, "test")
 
     # -- optimisation ---------------------------------------------------------------------------
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Lightning's step, except for ``ReduceLROnPlateau``: :class:`PlateauStep` steps it."""
+        if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            super().lr_scheduler_step(scheduler, metric)
+
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.net.parameters())
         if self.scheduler_factory is None:
@@ -185,7 +223,8 @@ class Dm2galModule(L.LightningModule):
                 "monitor": self.hparams.monitor,
                 "interval": interval,
                 "frequency": 1,
-                # epochs without the monitored statistic (e.g. no field_stats callback) skip it
+                # a plateau scheduler steps in PlateauStep; epochs without the monitored
+                # statistic (e.g. no field_stats callback) skip it
                 "strict": False,
             },
         }

@@ -1,0 +1,60 @@
+"""What every command (``train.py``, ``evaluate.py``, ``python -m dm2gal.<command>``) does with
+errors: a user error prints one line on stderr and exits with status 1; a bug keeps its
+traceback. ``HYDRA_FULL_ERROR=1`` shows the traceback of user errors too."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
+
+from dm2gal.errors import UserError
+
+T = TypeVar("T")
+
+
+def user_error(err: BaseException) -> BaseException | None:
+    """The :class:`UserError` (or missing mandatory config value) that ``err`` is or was raised
+    from (e.g. inside Hydra's ``instantiate``), else ``None``."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UserError | MissingMandatoryValue):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def reports_user_errors(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T]:
+    """Wrap a Hydra task function (under ``@hydra.main``): a user error prints
+    ``error: <message>`` on stderr and exits with status 1. In a multirun the error is raised
+    (the launcher records the failed job and runs the others), as it is with
+    ``HYDRA_FULL_ERROR=1``."""
+
+    @functools.wraps(task)
+    def wrapper(cfg: DictConfig) -> T:
+        try:
+            return task(cfg)
+        except Exception as err:
+            found = user_error(err)
+            if found is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or _multirun():
+                raise
+            message = str(found)
+            if isinstance(found, MissingMandatoryValue):
+                message = message.splitlines()[0]
+            print(f"error: {message}", file=sys.stderr)
+            raise SystemExit(1) from None
+
+    return wrapper

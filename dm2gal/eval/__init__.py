@@ -1,0 +1,1 @@
+"""Held-out evaluation: the test region and realisations, measured and reported."""

@@ -1,0 +1,399 @@
+"""Held-out evaluation: predict the test region, paint the HOD benchmarks, write the report.
+
+Artefacts go to ``<out_dir>/evaluation/``: a field store with the truth, the prediction and each
+HOD field on the test region (with metadata), ``metrics.json``, CSV tables and PNG plots. A mock
+source adds its oracle fields (``oracle_mean``, ``oracle_draw``) as rows beside them. With
+``realisations`` > 0 (or ``stores``) the run is also scored on whole boxes it never saw
+(:mod:`dm2gal.eval.realisations`: ``realisations.json`` / ``.md``, mean +- std plots). The
+settings are one object, :class:`EvaluationSettings` (the ``evaluation`` config group).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dm2gal import __version__
+from dm2gal.data.crops import read_crop
+from dm2gal.data.regions import Region
+from dm2gal.errors import ConfigError
+from dm2gal.eval.realisations import evaluate_realisations, mock_realisations, whole_box
+from dm2gal.eval.report import ReportOptions, write_report
+from dm2gal.eval.wandb_tables import log_evaluation
+from dm2gal.hod import HOD
+from dm2gal.infer.calibration import QuantileMap, fit_calibration
+from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, default_device, predict_fields
+from dm2gal.io.catalog import CATALOGS_FILE, load_catalogs
+from dm2gal.io.store import FieldStore
+from dm2gal.sim.mock import ORACLE_FIELDS
+from dm2gal.train.loggers import find_wandb, wandb_logger
+from dm2gal.train.runs import find_runs, load_run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """The ``evaluation`` config group (``conf/evaluation/default.yaml``).
+
+    ``tile`` / ``batch_size``: prediction tiles (voxels per side) and tiles per pass;
+    ``min_mass``: also score only voxels whose true M* exceeds it (Msun/h; None: whole field
+    only); ``calibration_voxels``: about this many voxels of whole-box slabs are predicted to fit
+    a quantile calibration on their training-region voxels (0: off); ``report``: how the report
+    measures (:class:`ReportOptions`); ``realisations``: further mock universes (seeds
+    ``realisation_seed + i``) on which the run is scored whole-box, and ``stores``: field stores
+    scored the same way (paths); ``hod_draws``: HOD draws painted per realisation.
+    """
+
+    tile: int = DEFAULT_TILE
+    batch_size: int = 4
+    min_mass: float | None = None
+    calibration_voxels: int = 0
+    report: ReportOptions = dataclasses.field(default_factory=ReportOptions)
+    realisations: int = 0
+    realisation_seed: int = 1000
+    hod_draws: int = 3
+    stores: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for key, minimum in (
+            ("calibration_voxels", 0),
+            ("realisations", 0),
+            ("realisation_seed", 0),
+            ("hod_draws", 1),
+        ):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                raise ConfigError(f"evaluation.{key} must be an integer >= {minimum}, got {v!r}")
+        if isinstance(self.stores, str) or not all(isinstance(x, str) for x in self.stores):
+            raise ConfigError(f"evaluation.stores must be a list of paths, got {self.stores!r}")
+        if self.min_mass is not None and not self.min_mass > 0:
+            raise ConfigError(
+                f"evaluation.min_mass must be > 0 Msun/h or null, got {self.min_mass}"
+            )
+
+    @classmethod
+    def from_config(cls, node: Mapping | None) -> EvaluationSettings:
+        """Settings from an ``evaluation`` config node (missing keys take the defaults)."""
+        values = (
+            OmegaConf.to_container(node, resolve=True)
+            if isinstance(node, DictConfig)
+            else dict(node or {})
+        )
+        report = values.pop("report", None) or {}
+        if "k_pairs" in report:
+            report["k_pairs"] = tuple(tuple(pair) for pair in report["k_pairs"])
+        if isinstance(values.get("stores"), list):
+            values["stores"] = tuple(values["stores"])
+        try:
+            return cls(**values, report=ReportOptions(**report))
+        except TypeError as err:
+            raise ConfigError(f"evaluation: unknown or missing setting ({err})") from err
+
+    def predict_options(self, channels_last: bool = False, progress: bool = True) -> PredictOptions:
+        return PredictOptions(self.tile, self.batch_size, channels_last, progress=progress)
+
+
+def region_field(field: np.ndarray, region: Region) -> np.ndarray:
+    """The voxels of ``field`` covered by ``region`` (periodic), as float32."""
+    return read_crop(field, region.start, region.size)
+
+
+def fit_hods(hod_cfgs: Sequence[DictConfig], datamodule: Any) -> dict[str, HOD]:
+    """Each HOD (by name) fitted on the catalogues' galaxies outside the held-out regions."""
+    catalogs = datamodule.store.root / CATALOGS_FILE
+    if not hod_cfgs:
+        return {}
+    if not catalogs.is_file():
+        log.warning("%s not found: no HOD benchmark for this data source", catalogs)
+        return {}
+    halos, galaxies = load_catalogs(catalogs)
+
+    def is_heldout(pos: np.ndarray) -> np.ndarray:
+        return datamodule.splits.is_heldout(pos, datamodule.box)
+
+    hods = [instantiate(cfg) for cfg in hod_cfgs]
+    return {hod.name: hod.fit(halos, galaxies, is_heldout, datamodule.box) for hod in hods}
+
+
+def hod_fields(
+    hods: Mapping[str, HOD], store: FieldStore, region: Region, seed: int
+) -> dict[str, np.ndarray]:
+    """Each fitted HOD painted on the whole box of ``store`` (its halos), cut to ``region``."""
+    if not hods:
+        return {}
+    halos, _ = load_catalogs(store.root / CATALOGS_FILE)
+    return {
+        f"hod_{name}": region_field(hod.paint(halos, store.grid, store.box, seed), region)
+        for name, hod in hods.items()
+    }
+
+
+def oracle_fields(store: FieldStore, region: Region) -> dict[str, np.ndarray]:
+    """The mock's oracle fields on ``region``; none for a source without them."""
+    held = store.fields()
+    return {name: region_field(store.read(name), region) for name in ORACLE_FIELDS if name in held}
+
+
+def score_above(
+    out_dir: Path,
+    side: float,
+    truth: np.ndarray,
+    fields: dict[str, np.ndarray],
+    min_mass: float,
+    options: ReportOptions,
+) -> dict[str, float]:
+    """The paper's scoring beside the whole field: a report on the voxels whose true M* exceeds
+    ``min_mass`` (Msun/h; every other voxel set to 0 in every field), in ``above_<min_mass>/``."""
+    keep = truth > min_mass
+    if not keep.any():
+        log.warning("no test voxel has a true M* above evaluation.min_mass = %g", min_mass)
+        return {}
+    above = write_report(
+        out_dir / f"above_{min_mass:g}",
+        side,
+        np.where(keep, truth, 0).astype(np.float32),
+        {name: np.where(keep, field, 0).astype(np.float32) for name, field in fields.items()},
+        options,
+    )
+    return {
+        f"{name}/above_{min_mass:g}/{key}": float(value)
+        for name, values in above["models"].items()
+        for key, value in values.items()
+    }
+
+
+def evaluate_test_region(
+    net: Any,
+    datamodule: Any,
+    out_dir: Path,
+    settings: EvaluationSettings,
+    *,
+    channels_last: bool = False,
+    hods: Mapping[str, HOD] | None = None,
+    seed: int = 0,
+    config: dict | None = None,
+    logger: Any = None,
+) -> dict[str, float]:
+    """Predict the test region with ``net``, compare truth / model / the fitted ``hods`` / the
+    oracles (mock sources), write every artefact
+    (with ``settings.min_mass``: also the paper's scoring, on voxels whose true M* exceeds it,
+    into ``above_<min_mass>/``). With ``settings.calibration_voxels`` > 0, about that many voxels
+    of the box are also predicted to fit a quantile calibration on their training-region voxels
+    (:mod:`dm2gal.infer.calibration`, saved as ``calibration.csv``), and the calibrated
+    prediction is reported as ``model_calibrated`` beside the raw one."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store, region, transform = datamodule.store, datamodule.splits.test, datamodule.transform
+    if len(set(region.size)) != 1:
+        raise ValueError(
+            f"the test region must be a cube for P(k) and B(k), got size {region.size}"
+        )
+    inputs = [store.read(name) for name in datamodule.inputs]
+    options = settings.predict_options(channels_last)
+
+    def predict(where: Region) -> np.ndarray:
+        return predict_fields(net, transform, inputs, where, options)
+
+    prediction = predict(region)
+    truth = region_field(store.read(datamodule.target), region)
+    fields = {"model": prediction}
+    if settings.calibration_voxels:
+        calibrate = fit_calibration(
+            predict,
+            store.read(datamodule.target),
+            datamodule.splits,
+            settings.tile,
+            settings.calibration_voxels,
+        )
+        calibrate.save(out_dir / "calibration.csv")
+        fields["model_calibrated"] = calibrate(prediction)
+    fields.update(hod_fields(hods or {}, store, region, seed))
+    fields.update(oracle_fields(store, region))
+
+    side = region.size[0] * store.box / store.grid
+    results = FieldStore(out_dir / "fields")
+    results.init(
+        side,
+        region.size[0],
+        source=str(store.root),
+        region_start=list(region.start),
+        config=config,
+        code_version=__version__,
+        seed=seed,
+    )
+    results.write("truth", truth)
+    for name, field in fields.items():
+        results.write(name, field)
+
+    report = write_report(out_dir, side, truth, fields, settings.report, logger)
+    metrics = {
+        f"{name}/{key}": float(value)
+        for name, values in report["models"].items()
+        for key, value in values.items()
+    }
+    if settings.min_mass is not None:
+        metrics.update(
+            score_above(out_dir, side, truth, fields, settings.min_mass, settings.report)
+        )
+    return metrics
+
+
+def evaluate_run(
+    module: Any,
+    datamodule: Any,
+    cfg: DictConfig,
+    run_dir: Path,
+    loggers: Sequence[Any] = (),
+    checkpoint: str | None = None,
+    *,
+    hods: Sequence[DictConfig] | None = None,
+) -> dict[str, float]:
+    """Evaluate a trained module on its data module's test region into ``run_dir/evaluation``
+    with the run's ``evaluation`` settings and HOD (or ``hods``)."""
+    found = find_wandb(loggers)
+    run = found.experiment if found is not None else None
+
+    def log_artefact(name: str, value: Any) -> None:
+        if run is None:
+            return
+        import wandb  # lazy: optional on GPU machines, slow to import
+
+        is_image = isinstance(value, str | Path) and str(value).endswith(".png")
+        run.log({f"eval/{name}": wandb.Image(str(value)) if is_image else value})
+
+    if hods is None:
+        hods = [cfg.hod] if cfg.get("hod") else []
+    settings = EvaluationSettings.from_config(cfg.get("evaluation"))
+    if settings.report.backend == "torch":
+        settings = _on_device(settings)
+    fitted = fit_hods(hods, datamodule)
+    channels_last = module.hparams.get("channels_last", False)
+    metrics = evaluate_test_region(
+        module.net,
+        datamodule,
+        run_dir / "evaluation",
+        settings,
+        channels_last=channels_last,
+        hods=fitted,
+        seed=cfg.seed,
+        config={"config": OmegaConf.to_container(cfg, resolve=False), "checkpoint": checkpoint},
+        logger=log_artefact,
+    )
+    if settings.realisations or settings.stores:
+        summary = score_realisations(
+            module.net, datamodule, run_dir / "evaluation", settings, fitted, cfg.seed,
+            channels_last,
+        )  # fmt: skip
+        metrics.update(realisation_metrics(summary))
+    if run is not None:
+        log_evaluation(run, run_dir / "evaluation", metrics)
+    for lg in loggers:
+        lg.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
+    return metrics
+
+
+def score_realisations(
+    net: Any,
+    datamodule: Any,
+    out_dir: Path,
+    settings: EvaluationSettings,
+    hods: Mapping[str, HOD],
+    seed: int,
+    channels_last: bool = False,
+) -> dict[str, dict[str, dict]]:
+    """Score the run on ``settings.realisations`` further universes of its mock source and on
+    ``settings.stores``, whole-box, into ``out_dir`` (:mod:`dm2gal.eval.realisations`), with the
+    calibration the test-region evaluation saved there and the HODs fitted on the training
+    region."""
+    stores = mock_realisations(datamodule.source, settings.realisations, settings.realisation_seed)
+    stores += [FieldStore(path) for path in settings.stores]
+    voxel = datamodule.store.box / datamodule.store.grid
+    for store in stores:
+        missing = [name for name in datamodule.inputs if name not in store.fields()]
+        if missing:
+            raise ValueError(f"{store.root}: lacks the network's input fields {missing}")
+        if not np.isclose(store.box / store.grid, voxel, rtol=1e-6):
+            raise ValueError(
+                f"{store.root}: voxels of {store.box / store.grid:.6g} Mpc/h; the network was "
+                f"trained on voxels of {voxel:.6g} Mpc/h"
+            )
+    options = settings.predict_options(channels_last, progress=False)
+
+    def predict(store: FieldStore) -> np.ndarray:
+        inputs = [store.read(name) for name in datamodule.inputs]
+        return predict_fields(net, datamodule.transform, inputs, whole_box(store), options)
+
+    calibration = out_dir / "calibration.csv"
+    calibrate = QuantileMap.load(calibration) if settings.calibration_voxels else None
+    return evaluate_realisations(
+        stores,
+        predict,
+        datamodule.target,
+        out_dir,
+        settings.report,
+        calibrate=calibrate,
+        hods=hods,
+        hod_draws=settings.hod_draws,
+        seed=seed,
+    )
+
+
+def realisation_metrics(summary: Mapping[str, Mapping[str, Mapping]]) -> dict[str, float]:
+    """Flat ``realisations/<field>/<metric>`` means and ``.../std`` spreads for loggers."""
+    out = {}
+    for field, metrics in summary.items():
+        for metric, entry in metrics.items():
+            out[f"realisations/{field}/{metric}"] = entry["mean"]
+            if entry["std"] is not None:
+                out[f"realisations/{field}/{metric}/std"] = entry["std"]
+    return out
+
+
+def _on_device(settings: EvaluationSettings) -> EvaluationSettings:
+    """``settings`` with the report's torch statistics on :func:`default_device`."""
+    return replace(settings, report=replace(settings.report, device=str(default_device())))
+
+
+def evaluate_paths(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    """``evaluate.py``: evaluate every run under ``cfg.run_dir`` (or the run of ``cfg.ckpt_path``)
+    with the HOD benchmarks of ``cfg.hods`` and the run's ``evaluation`` settings updated by the
+    non-null ones of ``cfg.evaluation``; return metrics per run directory."""
+    hods = list((cfg.get("hods") or {}).values())
+    if cfg.run_dir is not None:
+        runs = [r for r in find_runs(Path(cfg.run_dir)) if (r / "checkpoints").is_dir()]
+    else:
+        runs = [Path(cfg.ckpt_path).resolve().parent.parent]
+    results = {}
+    for run in runs:
+        run_cfg, module, datamodule, ckpt = load_run(run, cfg.ckpt_path if len(runs) == 1 else None)
+        given = OmegaConf.to_container(cfg.get("evaluation") or {})
+        given = {k: v for k, v in given.items() if v is not None}
+        run_cfg.evaluation = OmegaConf.merge(run_cfg.get("evaluation") or {}, given)
+        loggers = []
+        if cfg.wandb:
+            loggers = [
+                wandb_logger(
+                    save_dir=str(run),
+                    project=run_cfg.logger.get("wandb", {}).get("project", "dm2gal"),
+                    job_type="evaluate",
+                    group=OmegaConf.select(run_cfg, "logger.wandb.group"),
+                )
+            ]
+        out = Path(cfg.out_dir) if cfg.out_dir and len(runs) == 1 else run
+        try:
+            results[str(run)] = evaluate_run(
+                module, datamodule, run_cfg, out, loggers, str(ckpt), hods=hods
+            )
+        finally:
+            for lg in loggers:
+                lg.experiment.finish()
+    return results

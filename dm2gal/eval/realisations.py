@@ -1,0 +1,254 @@
+"""Whole-box realisations: score a trained run on universes it never saw, with mean +- std.
+
+Each realisation is a field store of a whole periodic box: a further mock universe (the run's
+mock settings, another seed, built through the mock's cache) or any given store with the run's
+input and target fields and voxel size. On each, the network predicts the whole box (periodic
+tiling, no sub-cube wrap-around), every HOD fitted on the run's training region is painted on
+the box's halos several times (the HOD is random), and the oracle fields are added where the
+store has them. Every field is measured against the box's truth like the held-out report
+(:func:`dm2gal.eval.report.measure`, k bands included), then summarised over realisations
+(:mod:`dm2gal.eval.aggregate`). Written into ``out_dir``: ``realisations.json``,
+``realisations.md`` and ``realisations/{pk,rk,pdf}.png`` (mean +- std bands over realisations).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
+
+from dm2gal.data.regions import Region
+from dm2gal.eval.aggregate import compare, markdown, summarise
+from dm2gal.eval.report import ReportOptions, check_fields, measure, save_png
+from dm2gal.hod import HOD
+from dm2gal.io.catalog import CATALOGS_FILE, load_catalogs
+from dm2gal.io.store import FieldStore, atomic_path
+from dm2gal.sim.mock import ORACLE_FIELDS
+from dm2gal.stats.bands import band_edges, parse_bands
+
+log = logging.getLogger(__name__)
+
+JSON_FILE, MARKDOWN_FILE, PLOTS_DIR = "realisations.json", "realisations.md", "realisations"
+NETWORKS = ("model", "model_calibrated")
+DRAW = "#"  # separates a field's name from its draw number while measuring
+
+
+def whole_box(store: FieldStore) -> Region:
+    """The region covering every voxel of ``store``'s periodic box."""
+    return Region((0, 0, 0), (store.grid,) * 3, store.grid)
+
+
+def mock_realisations(source: Any, count: int, first_seed: int) -> list[FieldStore]:
+    """``count`` further universes of ``source`` (seeds ``first_seed + i``), built or loaded
+    from its cache; ``source`` must offer ``realisation(seed)`` (the mock does)."""
+    if count == 0:
+        return []
+    if not hasattr(source, "realisation"):
+        raise ValueError(
+            f"evaluation.realisations: the run's data source ({type(source).__name__}) cannot "
+            "generate other realisations; give field stores with evaluation.stores=[...]"
+        )
+    seeds = [first_seed + i for i in range(count)]
+    if getattr(source, "seed", None) in seeds:
+        raise ValueError(
+            f"evaluation.realisation_seed: the seeds {seeds} include the run's own seed "
+            f"{source.seed} (the universe the network was trained on)"
+        )
+    return [source.realisation(seed).build() for seed in seeds]
+
+
+@dataclass(frozen=True)
+class Realisation:
+    """One box's scores ``{field: [one dict per draw]}`` and curves per field (mean over
+    draws): ``pk`` (truth included) [(Mpc/h)^3], ``rk`` and ``pdf`` (per log10-mass bin)."""
+
+    source: str
+    scores: dict[str, list[dict[str, float]]]
+    pk: dict[str, np.ndarray]
+    rk: dict[str, np.ndarray]
+    pdf: dict[str, np.ndarray]
+
+
+def realisation_fields(
+    store: FieldStore,
+    model: np.ndarray,
+    calibrate: Callable[[np.ndarray], np.ndarray] | None,
+    hods: Mapping[str, HOD],
+    hod_draws: int,
+    seed: int,
+) -> dict[str, list[np.ndarray]]:
+    """The fields scored on one box, each a list of draws: ``model`` (the network's whole-box
+    prediction) and ``model_calibrated``, every HOD painted ``hod_draws`` times on the store's
+    halos (seeds ``seed + d``) when it has catalogues, and the oracle fields it holds."""
+    fields = {"model": [model]}
+    if calibrate is not None:
+        fields["model_calibrated"] = [calibrate(model)]
+    catalogs = store.root / CATALOGS_FILE
+    if hods and catalogs.is_file():
+        halos, _ = load_catalogs(catalogs)
+        for name, hod in hods.items():
+            fields[f"hod_{name}"] = [
+                hod.paint(halos, store.grid, store.box, seed + d) for d in range(hod_draws)
+            ]
+    elif hods:
+        log.warning("%s not found: no HOD on this realisation", catalogs)
+    held = store.fields()
+    fields.update({name: [store.read(name, mmap=False)] for name in ORACLE_FIELDS if name in held})
+    return fields
+
+
+def pdf_edges(fields: Sequence[np.ndarray], bins: int, margin: float = 0.5) -> np.ndarray:
+    """Common log10(M per voxel) bin edges for every realisation: the non-empty range of
+    ``fields`` (those of the first realisation) widened by ``margin`` dex on each side."""
+    positive = [np.log10(f[f > 0]) for f in fields if (f > 0).any()]
+    if not positive:
+        raise ValueError("no field of the first realisation has a non-empty voxel")
+    lo = min(p.min() for p in positive) - margin
+    hi = max(p.max() for p in positive) + margin
+    return np.linspace(lo, hi, bins + 1)
+
+
+def _key(field: str, draw: int) -> str:
+    """A draw's name while measuring: the field's own for the first (so that the report finds
+    ``oracle_mean`` by name), ``<field>#<draw>`` for the others."""
+    return field if draw == 0 else f"{field}{DRAW}{draw}"
+
+
+def score_realisation(
+    source: str,
+    truth: np.ndarray,
+    fields: Mapping[str, Sequence[np.ndarray]],
+    box: float,
+    options: ReportOptions,
+    edges: np.ndarray,
+) -> tuple[Realisation, np.ndarray]:
+    """Measure every draw of every field against ``truth`` in one :func:`measure` call; return
+    the realisation's scores and curves, and the bins' k [h/Mpc]."""
+    flat = {_key(f, d): x for f, draws in fields.items() for d, x in enumerate(draws)}
+    m = measure(box, check_fields(truth, flat), options, pdf_edges=edges)
+    scores, pk, rk, pdf = {}, {"truth": m.pk["truth"]}, {}, {"truth": m.pdf["truth"]}
+    for field, draws in fields.items():
+        keys = [_key(field, d) for d in range(len(draws))]
+        scores[field] = [m.scores[k] for k in keys]
+        pk[field] = np.mean([m.pk[k] for k in keys], axis=0)
+        rk[field] = np.mean([m.rk[k] for k in keys], axis=0)
+        pdf[field] = np.mean([m.pdf[k] for k in keys], axis=0)
+    return Realisation(source, scores, pk, rk, pdf), m.k
+
+
+def _band(ax: Any, x: np.ndarray, curves: np.ndarray, label: str, color: str) -> None:
+    """Mean line and a +- std band of ``curves`` (realisations x points)."""
+    mean = curves.mean(axis=0)
+    std = curves.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
+    ax.plot(x, mean, label=label, color=color)
+    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.25, lw=0)
+
+
+def plot_realisations(
+    out: Path, k: np.ndarray, edges: np.ndarray, runs: Sequence[Realisation], marks: list[float]
+) -> dict[str, Path]:
+    """``pk.png`` (P(k) and P/P_true), ``rk.png`` (k-band edges ``marks`` dotted) and
+    ``pdf.png``: mean +- std over ``runs``, one colour per field (truth black)."""
+    names = [f for f in runs[0].pk if f != "truth"]
+    colors = {"truth": "k"} | {f: f"C{i}" for i, f in enumerate(names)}
+    stack = {
+        what: {f: np.array([getattr(r, what)[f] for r in runs]) for f in getattr(runs[0], what)}
+        for what in ("pk", "rk", "pdf")
+    }
+    title = f"mean ± std over {len(runs)} realisation(s)"
+    fig_pk = Figure(figsize=(6, 6))
+    top, bottom = fig_pk.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    for f in ["truth", *names]:
+        _band(top, k, stack["pk"][f], f, colors[f])
+    for f in names:
+        _band(bottom, k, stack["pk"][f] / stack["pk"]["truth"], f, colors[f])
+    top.set(xscale="log", yscale="log", ylabel=r"$P(k)\ [(h^{-1}\mathrm{Mpc})^3]$", title=title)
+    bottom.axhline(1.0, color="k", lw=0.8)
+    bottom.set(xlabel=r"$k\ [h\,\mathrm{Mpc}^{-1}]$", ylabel="ratio to truth")
+    bottom.xaxis.set_minor_formatter(NullFormatter())
+    top.legend(fontsize="small")
+    fig_rk = Figure(figsize=(6, 4))
+    ax = fig_rk.subplots()
+    for f in names:
+        _band(ax, k, stack["rk"][f], f, colors[f])
+    for edge in marks:
+        ax.axvline(edge, color="grey", lw=0.6, ls=":")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set(xscale="log", xlabel=r"$k\ [h\,\mathrm{Mpc}^{-1}]$", ylabel=r"$r(k)$ with truth")
+    ax.set_title(title)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.legend(fontsize="small")
+    fig_pdf = Figure(figsize=(6, 4))
+    ax = fig_pdf.subplots()
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    for f in ["truth", *names]:
+        _band(ax, centres, stack["pdf"][f], f, colors[f])
+    ax.set(yscale="log", xlabel=r"$\log_{10}(M\ /\ h^{-1}M_\odot)$ per voxel", title=title)
+    ax.set_ylabel("PDF (all voxels)")
+    ax.legend(fontsize="small")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for stem, fig in (("pk", fig_pk), ("rk", fig_rk), ("pdf", fig_pdf)):
+        paths[stem] = out / f"{stem}.png"
+        save_png(fig, paths[stem])
+    return paths
+
+
+def evaluate_realisations(
+    stores: Sequence[FieldStore],
+    predict: Callable[[FieldStore], np.ndarray],
+    target: str,
+    out_dir: str | Path,
+    options: ReportOptions,
+    *,
+    calibrate: Callable[[np.ndarray], np.ndarray] | None = None,
+    hods: Mapping[str, HOD] | None = None,
+    hod_draws: int = 3,
+    seed: int = 0,
+) -> dict[str, dict[str, dict]]:
+    """Score ``predict`` (a whole-box prediction of a store), its calibration, the fitted
+    ``hods`` and the oracles on every store in ``stores`` (one realisation each, all of one box
+    and grid); write ``realisations.json``, ``realisations.md`` and the mean +- std plots into
+    ``out_dir``; return the summary (the JSON's content)."""
+    if not stores:
+        raise ValueError("evaluation: no realisation to score (realisations = 0 and no stores)")
+    if int(hod_draws) != hod_draws or hod_draws < 1:
+        raise ValueError(f"evaluation.hod_draws must be an integer >= 1, got {hod_draws!r}")
+    first = stores[0]
+    for store in stores:
+        if target not in store.fields():
+            raise ValueError(f"{store.root}: no target field '{target}' to score against")
+        if (store.box, store.grid) != (first.box, first.grid):
+            raise ValueError(
+                f"{store.root}: a {store.grid}^3 box of {store.box} Mpc/h; realisations must "
+                f"share the first one's {first.grid}^3 box of {first.box} Mpc/h ({first.root})"
+            )
+    runs, edges, k = [], None, None
+    for i, store in enumerate(stores):
+        log.info("realisation %d/%d: %s", i + 1, len(stores), store.root)
+        truth = store.read(target, mmap=False)
+        fields = realisation_fields(store, predict(store), calibrate, hods or {}, hod_draws, seed)
+        if edges is None:
+            every = [truth, *(x for draws in fields.values() for x in draws)]
+            edges = pdf_edges(every, options.pdf_bins)
+        run, k = score_realisation(str(store.root), truth, fields, store.box, options, edges)
+        runs.append(run)
+    summary = summarise([r.scores for r in runs])
+    references = [f for f in summary if f.startswith("hod_")]
+    comparisons = compare(summary, NETWORKS, references)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / JSON_FILE) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
+    with atomic_path(out / MARKDOWN_FILE) as tmp:
+        tmp.write_text(markdown(summary, comparisons, [r.source for r in runs]))
+    bands = parse_bands(options.bands, first.box, first.grid)
+    plot_realisations(out / PLOTS_DIR, k, edges, runs, band_edges(bands))
+    return summary

@@ -1,0 +1,1 @@
+"""Whole-volume inference: tiled prediction and quantile calibration."""

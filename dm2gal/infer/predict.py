@@ -1,0 +1,393 @@
+"""Tiled, batched inference over a whole region of the box with periodic context.
+
+The region is cut into output tiles of ``tile^3`` voxels anchored at the region's start; each
+tile's input is the tile widened by the network's context on every side, wrapped at the box
+edges exactly as in training. A network is equivariant only to shifts by its ``period``
+(``2**levels`` for a UNet), so tiles are placed every ``step`` voxels, the largest multiple of
+the period not above the tile side; where the tile side is not such a multiple, neighbouring
+tiles overlap and each keeps its first ``step`` voxels. Tiles past the region's end are predicted
+in full and cut. Every voxel is thus computed at the same phase: the result does not depend on
+the tile size. The paper's centre-voxel network is the case ``tile = 1``.
+
+The store is read in chunks of whole tiles (about ``chunk_voxels`` input voxels per channel): a
+chunk's input is read once, so the context that neighbouring tiles share is not read again
+(a chunk of ``m^3`` centre voxels of the paper's network reads ``(m + 64)^3`` voxels, not
+``m^3`` crops of ``65^3``), moved to the device, normalised and cut into tiles there, and
+predicted in batches of tiles while background threads read the next chunk.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dm2gal.data.crops import read_crop
+from dm2gal.data.regions import Region
+from dm2gal.data.transforms import FieldTransform
+from dm2gal.errors import ConfigError
+from dm2gal.infer.noise import voxel_noise
+from dm2gal.io.store import FieldStore, StoreError
+from dm2gal.models.base import FieldNet
+
+#: requested output tile side (voxels) where no setting gives one
+DEFAULT_TILE = 32
+
+
+def default_device() -> torch.device:
+    """The first CUDA GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How a region is predicted: output ``tile`` side (voxels, see :func:`tile_size`),
+    ``batch_size`` tiles per pass, channels-last inputs, ``device`` (None: :func:`default_device`)
+    and a progress bar."""
+
+    tile: int = DEFAULT_TILE
+    batch_size: int = 4
+    channels_last: bool = False
+    device: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("tile", "batch_size"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{key}: expected an integer >= 1, got {value!r}")
+
+
+def predict_fields(
+    net: FieldNet,
+    transform: FieldTransform,
+    inputs: Sequence[np.ndarray],
+    region: Region,
+    options: PredictOptions = PredictOptions(),
+    out: np.ndarray | Sequence[np.ndarray] | None = None,
+    seeds: Sequence[int] = (),
+) -> np.ndarray | list[np.ndarray]:
+    """The target (Msun/h per voxel) predicted by ``net`` on ``region`` from the raw ``inputs``
+    fields, normalised and denormalised by the run's ``transform``: the one call behind the
+    validation callback, the evaluation and ``python -m dm2gal.predict``. With ``seeds`` (a
+    probabilistic network), the mean and one draw per seed (see :func:`predict_region`)."""
+    return predict_region(
+        net,
+        inputs,
+        region,
+        transform.forward_input,
+        transform.inverse_prediction,
+        tile=options.tile,
+        batch_size=options.batch_size,
+        device=options.device or default_device(),
+        progress=options.progress,
+        channels_last=options.channels_last,
+        out=out,
+        seeds=seeds,
+    )
+
+
+def check_tile(net: FieldNet, tile: Any) -> int:
+    """``tile`` (the option of that name: output voxels per side) if ``net`` takes outputs of
+    that side, else :class:`ConfigError` saying which sides it takes: never rounded."""
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
+        raise ConfigError(f"tile: expected an integer >= 1 (output voxels per side), got {tile!r}")
+    if net.valid_output(tile):
+        return tile
+    below = next((n for n in range(tile - 1, 0, -1) if net.valid_output(n)), None)
+    ahead = range(tile + 1, tile + 4 * net.period + 2)
+    above = next((n for n in ahead if net.valid_output(n)), None)
+    nearest = " or ".join(str(n) for n in (below, above) if n is not None)
+    raise ConfigError(
+        f"tile: {type(net).__name__} does not take outputs of {tile} voxels per side; valid "
+        f"sides: {net.output_rule()}" + (f" (nearest: {nearest})" if nearest else "")
+    )
+
+
+def tile_size(net: FieldNet, tile: int) -> int:
+    """The output tile side to use: the network's fixed output, else the largest valid size
+    not above ``tile`` and not below the network's period (the shift its output is equivariant
+    to). Where valid sizes are multiples of the period (plain convolutions; a UNet with
+    ``levels=2, convs=2``) tiles sit side by side on the same down-sampling grid; where none is
+    (a UNet with ``levels=3, convs=2``: sides 4 modulo 8) tiles overlap so that they still do
+    (see :func:`predict_region`)."""
+    if net.fixed_output is not None:
+        return net.fixed_output
+    for size in range(tile, net.period - 1, -1):
+        if net.valid_output(size):
+            return size
+    raise ConfigError(
+        f"tile: no output side in {net.period}..{tile} is valid for {type(net).__name__} "
+        f"(period {net.period}, possible output sides: {net.output_rule()})"
+    )
+
+
+def tiles_per_chunk(step: int, width: int, chunk_voxels: int) -> int:
+    """The most tiles per axis (at least 1) whose chunk input, ``(m - 1) * step + width`` voxels
+    per side, holds at most ``chunk_voxels`` voxels."""
+    m = 1
+    while (m * step + width) ** 3 <= chunk_voxels:
+        m += 1
+    return m
+
+
+def chunk_grid(counts: Sequence[int], per_chunk: int) -> list[tuple[tuple[int, ...], ...]]:
+    """``(first tile, number of tiles)`` per axis of the chunks covering ``counts`` tiles."""
+    axes = [[(i, min(per_chunk, n - i)) for i in range(0, n, per_chunk)] for n in counts]
+    return [tuple(zip(*parts, strict=True)) for parts in itertools.product(*axes)]
+
+
+def plan_chunks(
+    region: Region, step: int, width: int, context: int, chunk_voxels: int
+) -> list[tuple[tuple[int, ...], tuple[int, ...], list[int], list[int]]]:
+    """``(first tile, tiles, input start, input shape)`` per axis of each chunk covering
+    ``region`` with tiles every ``step`` voxels whose inputs are ``width`` voxels wide (the
+    output tile plus ``context`` on each side); a chunk reads about ``chunk_voxels`` voxels."""
+    counts = [math.ceil(s / step) for s in region.size]
+    return [
+        (
+            first,
+            tiles,
+            [region.start[ax] + first[ax] * step - context for ax in range(3)],
+            [(n - 1) * step + width for n in tiles],
+        )
+        for first, tiles in chunk_grid(counts, tiles_per_chunk(step, width, chunk_voxels))
+    ]
+
+
+def read_block(
+    inputs: Sequence[np.ndarray],
+    start: Sequence[int],
+    shape: Sequence[int],
+    pin: bool = False,
+    pool: ThreadPoolExecutor | None = None,
+    slabs: int = 1,
+) -> torch.Tensor:
+    """The raw ``(C, *shape)`` float32 input block at ``start`` (periodic), in pinned memory for
+    an asynchronous copy to a GPU if ``pin``; read in ``slabs`` x-slabs per channel, on
+    ``pool``'s threads when given (numpy copies release the GIL)."""
+    block = torch.empty((len(inputs), *shape), dtype=torch.float32, pin_memory=pin)
+    edges = np.linspace(0, shape[0], min(slabs, shape[0]) + 1).astype(int)
+    jobs = [
+        (field, (start[0] + x0, start[1], start[2]), (x1 - x0, *shape[1:]), out[x0:x1])
+        for field, out in zip(inputs, block.numpy(), strict=True)
+        for x0, x1 in zip(edges[:-1], edges[1:], strict=True)
+    ]
+    if pool is None:
+        for job in jobs:
+            read_crop(*job)
+    else:
+        list(pool.map(lambda job: read_crop(*job), jobs))
+    return block
+
+
+def predict_chunk(
+    net: FieldNet,
+    x: torch.Tensor,
+    tiles: Sequence[int],
+    step: int,
+    denormalise_target: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int,
+    memory_format: torch.memory_format = torch.contiguous_format,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mass per voxel (Msun/h, clipped at 0), ``(F, a * step, b * step, d * step)``, on the
+    voxels of one chunk of ``tiles`` = (a, b, d) tiles, from its normalised input ``x`` of shape
+    ``(C, ...)``: the network's prediction (``F = 1``), or with ``noise`` ``(K, 3, ...)`` (the
+    per-voxel noise of K draws on the chunk's output block, :func:`draw_noise`) the mean and K
+    draws of a probabilistic network (``F = 1 + K``, one forward pass)."""
+    width = x.shape[1] - (tiles[0] - 1) * step
+    # (C, a, b, d, width, width, width): every tile's input as a view of the chunk
+    windows = x.unfold(1, width, step).unfold(2, width, step).unfold(3, width, step)
+    t = width - 2 * net.context
+    if noise is not None:  # (K, 3, a, b, d, t, t, t): every tile's noise
+        noise = noise.unfold(2, t, step).unfold(3, t, step).unfold(4, t, step)
+    a, b, d = tiles
+    fields = 1 if noise is None else 1 + noise.shape[0]
+    pred = torch.empty((fields, a, b, d, step, step, step), device=x.device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.device.type == "cuda")
+    for batch in torch.arange(a * b * d, device=x.device).split(batch_size):
+        index = (batch // (b * d), batch // d % b, batch % d)
+        xb = windows[:, index[0], index[1], index[2]].transpose(0, 1)
+        xb = xb.contiguous(memory_format=memory_format)
+        with autocast:
+            if noise is None:
+                y = net.infer(xb)
+            else:
+                y = net.infer_draws(xb, noise[:, :, index[0], index[1], index[2]].movedim(2, 0))
+        # a network may undershoot the empty-voxel value; a mass per voxel is never negative
+        y = denormalise_target(y.float())[:, :, :step, :step, :step].clamp(min=0)
+        pred[(slice(None), *index)] = y.transpose(0, 1)
+    return pred.permute(0, 1, 4, 2, 5, 3, 6).reshape(fields, a * step, b * step, d * step)
+
+
+def draw_noise(
+    seeds: Sequence[int], start: Sequence[int], shape: Sequence[int], grid: int
+) -> torch.Tensor:
+    """The per-voxel noise ``(K, 3, *shape)`` of the draws ``seeds`` on the box ``[start,
+    start + shape)`` of a periodic ``grid^3`` box (:func:`dm2gal.infer.noise.voxel_noise`)."""
+    return torch.stack([voxel_noise(seed, start, shape, grid) for seed in seeds])
+
+
+@torch.no_grad()
+def predict_region(
+    net: FieldNet,
+    inputs: Sequence[np.ndarray],
+    region: Region,
+    normalise_input: Callable[[torch.Tensor], torch.Tensor],
+    denormalise_target: Callable[[torch.Tensor], torch.Tensor],
+    tile: int = DEFAULT_TILE,
+    batch_size: int = 4,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    channels_last: bool = False,
+    chunk_voxels: int = 1 << 24,
+    read_threads: int = 4,
+    out: np.ndarray | Sequence[np.ndarray] | None = None,
+    seeds: Sequence[int] = (),
+) -> np.ndarray | list[np.ndarray]:
+    """Predict the target (Msun/h per voxel, clipped at 0) on every voxel of ``region``; with
+    ``seeds``, the mean and one draw per seed of a probabilistic network (a list of 1 + K
+    fields, all from the same forward passes). A draw is fixed by its seed and each voxel's
+    position in the box (:func:`dm2gal.infer.noise.voxel_noise`): it does not depend on the
+    tiling, and a sub-region's draw is the same part of the whole box's.
+
+    Args:
+        net: a trained network (set to eval mode here).
+        inputs: the input fields, each ``grid^3`` (memory-mapped arrays are fine).
+        region: the voxels to predict.
+        normalise_input: maps a raw ``(C, x, y, z)`` input tensor (on ``device``) to the
+            network's input.
+        denormalise_target: maps the network's ``(B, 1, n, n, n)`` output back to mass per voxel.
+        tile: requested output tile side (voxels); see :func:`tile_size`.
+        batch_size: tiles per forward pass.
+        device: where to run; bf16 autocast is used on CUDA.
+        progress: show a progress bar (tiles).
+        channels_last: feed the network channels-last 3D tensors (for a network stored so).
+        chunk_voxels: input voxels per channel read, moved and normalised at once.
+        read_threads: threads reading a chunk (in x-slabs) while the previous one is predicted.
+        out: where to write the prediction (shape ``region.size``, e.g. a memory map; with
+            ``seeds``, a sequence of 1 + K such arrays); None: new arrays.
+        seeds: one draw per seed (needs a network with ``infer_draws``, e.g.
+            :class:`dm2gal.models.ProbabilisticNet`).
+    """
+    fields = 1 + len(seeds)
+    if seeds and not hasattr(net, "infer_draws"):
+        raise ValueError(
+            f"seeds: {type(net).__name__} is deterministic and gives no draws; draws need a "
+            "probabilistic network (model=probabilistic)"
+        )
+    if out is None:
+        results = [np.empty(region.size, dtype=np.float32) for _ in range(fields)]
+    else:
+        results = list(out) if seeds else [out]
+    if len(results) != fields or any(tuple(r.shape) != tuple(region.size) for r in results):
+        raise ValueError(
+            f"out: shapes {[tuple(r.shape) for r in results]}, expected {fields} array(s) of "
+            f"the region's {region.size}"
+        )
+    device = torch.device(device)
+    net = net.to(device).eval()
+    t = tile_size(net, tile)
+    step = t - t % net.period
+    chunks = plan_chunks(region, step, t + 2 * net.context, net.context, chunk_voxels)
+    memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
+
+    def read(chunk: tuple) -> tuple[torch.Tensor, torch.Tensor | None]:
+        first, tiles, start, shape = chunk
+        raw = read_block(inputs, start, shape, device.type == "cuda", readers, read_threads)
+        if not seeds:
+            return raw, None
+        corner = [region.start[ax] + first[ax] * step for ax in range(3)]
+        return raw, draw_noise(seeds, corner, [(n - 1) * step + t for n in tiles], region.grid)
+
+    total = sum(math.prod(tiles) for _, tiles, _, _ in chunks)
+    bar = tqdm(total=total, desc="predict", unit="tile", disable=not progress)
+    prefetch, readers = ThreadPoolExecutor(max_workers=1), ThreadPoolExecutor(read_threads)
+    with prefetch, readers, bar:
+        pending = prefetch.submit(read, chunks[0])
+        for index, (first, tiles, _, _) in enumerate(chunks):
+            raw, noise = pending.result()
+            if index + 1 < len(chunks):
+                pending = prefetch.submit(read, chunks[index + 1])
+            x = normalise_input(raw.to(device, non_blocking=True))
+            noise = None if noise is None else noise.to(device, non_blocking=True)
+            pred = predict_chunk(
+                net, x, tiles, step, denormalise_target, batch_size, memory_format, noise
+            )
+            i, j, k = (f * step for f in first)
+            sx, sy, sz = region.size  # tiles past the region's end are cut
+            piece = pred[:, : sx - i, : sy - j, : sz - k].cpu().numpy()
+            a, b, d = piece.shape[1:]
+            for result, field in zip(results, piece, strict=True):
+                result[i : i + a, j : j + b, k : k + d] = field
+            bar.update(math.prod(tiles))
+    return results if seeds else results[0]
+
+
+def predict_store(
+    net: FieldNet,
+    transform: FieldTransform,
+    source: FieldStore,
+    inputs: Sequence[str],
+    out_dir: str | Path,
+    name: str,
+    attrs: dict[str, Any] | None = None,
+    voxel_size: float | None = None,
+    options: PredictOptions = PredictOptions(),
+    seeds: Sequence[int] = (),
+) -> FieldStore:
+    """Predict the whole box of ``source`` (a field store holding the ``inputs`` fields) into
+    field ``name`` (Msun/h per voxel) of the field store at ``out_dir``, written through a memory
+    map chunk by chunk (never whole in memory) and recorded with its provenance only when
+    complete, with ``attrs`` (e.g. the checkpoint). ``out_dir`` is created, or must hold a
+    store of the same box and grid. ``voxel_size`` (Mpc/h), the one the network was trained on,
+    must match the source's. With ``seeds`` (a probabilistic network), the fields are
+    ``<name>_mean`` and ``<name>_draw_<i>`` (draw ``i`` from ``seeds[i]``, recorded in its
+    metadata, all seeds in the mean's), from the same forward passes."""
+    fields = [source.read(field) for field in inputs]
+    grid, box = source.grid, source.box
+    if voxel_size is not None and not math.isclose(box / grid, voxel_size, rel_tol=1e-6):
+        raise ConfigError(
+            f"{source.root}: voxels of {box / grid:.6g} Mpc/h ({grid}^3 in {box} Mpc/h); the "
+            f"network was trained on voxels of {voxel_size:.6g} Mpc/h"
+        )
+    store = FieldStore(out_dir)
+    if store.root.resolve() == source.root.resolve() and name in source.fields():
+        raise StoreError(f"{store.root}: the prediction would overwrite its field '{name}'")
+    if not store.exists():
+        store.init(box, grid, source=str(source.root))
+    elif (store.grid, store.box) != (grid, box):
+        raise StoreError(
+            f"{store.root}: holds a {store.grid}^3 box of {store.box} Mpc/h, not the input "
+            f"store's {grid}^3 box of {box} Mpc/h ({source.root})"
+        )
+    provenance = {
+        "units": "Msun/h per voxel",
+        "source": str(source.root),
+        "input_hashes": {field: source.field_meta(field)["hash"] for field in inputs},
+        "transform": transform.state_dict(),
+        "tile": options.tile,
+        **(attrs or {}),
+    }
+    outputs = {name: provenance}
+    if seeds:
+        outputs = {f"{name}_mean": {**provenance, "draw_seeds": list(seeds)}}
+        outputs.update(
+            {f"{name}_draw_{i}": {**provenance, "seed": seed} for i, seed in enumerate(seeds)}
+        )
+    region = Region((0, 0, 0), (grid,) * 3, grid)
+    with ExitStack() as stack:
+        arrays = [stack.enter_context(store.create(f, **meta)) for f, meta in outputs.items()]
+        out = arrays if seeds else arrays[0]
+        predict_fields(net, transform, fields, region, options, out=out, seeds=seeds)
+    return store

@@ -1,0 +1,160 @@
+"""A per-voxel distribution of stellar mass: occupancy times a Gaussian mixture in log mass.
+
+Space. The data transform stores the target as ``y_n = (log10(1 + M) - mean) / std`` with ``M``
+in Msun/h per voxel (:class:`dm2gal.data.transforms.FieldTransform`). A voxel is empty
+(``M = 0``) with probability ``1 - p``; an occupied voxel's ``y_n`` follows a mixture of ``K``
+Gaussians with weights ``w_k``, locations ``mu_k`` and scales ``sigma_k``, all in normalised
+units. In mass, component ``k`` is a shifted lognormal: ``log10(1 + M) ~ N(m_k, s_k^2)`` with
+``m_k = std * mu_k + mean`` and ``s_k = std * sigma_k`` (dex of ``1 + M``).
+
+Draws. ``M = clip(10^y - 1, 0, M_max)``: a Gaussian puts some probability below ``y = 0``
+(``-1 < M < 0``, i.e. less than one solar mass, in a voxel said to hold a galaxy) and above
+the largest mass the training region showed (``M_max``, the bound every prediction keeps); the
+clip maps those to 0 and ``M_max``.
+
+Mean. ``E[M] = p * sum_k w_k E_k`` is the exact expectation of the clipped draws, in closed
+form with ``Phi`` the standard normal CDF, ``c = ln 10``, ``b = log10(1 + M_max)``:
+
+    E_k = exp(c m_k + c^2 s_k^2 / 2) [Phi((b - m_k - c s_k^2) / s_k) - Phi((-m_k - c s_k^2) / s_k)]
+          - [Phi((b - m_k) / s_k) - Phi(-m_k / s_k)] + M_max Phi((m_k - b) / s_k)
+
+(the first term is ``E[10^y; 0 < y < b]``, the second ``P(0 < y < b)``, the third the clipped
+upper tail), evaluated in float64 and in log space where it could overflow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LN10 = math.log(10.0)
+LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+# smallest scale of a component (normalised units), so a density never collapses onto a voxel
+SCALE_MIN = 1e-3
+# uniform numbers per voxel that one draw uses (occupancy, component, log mass)
+NOISE_CHANNELS = 3
+
+
+def _log1mexp(x: Tensor) -> Tensor:
+    """``log(1 - exp(x))`` for ``x <= 0``, accurate on both sides of ``-ln 2``."""
+    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def log_normal_interval(lo: Tensor, hi: Tensor) -> Tensor:
+    """``log(Phi(hi) - Phi(lo))`` for ``lo <= hi`` (either may be infinite), computed in the tail
+    where both values are small (``Phi(hi) - Phi(lo) = Phi(-lo) - Phi(-hi)``)."""
+    flip = lo > 0
+    a, b = torch.where(flip, -hi, lo), torch.where(flip, -lo, hi)
+    log_b = torch.special.log_ndtr(b)
+    return log_b + _log1mexp((torch.special.log_ndtr(a) - log_b).clamp(max=0.0))
+
+
+class OccupancyMixture:
+    """The distribution above for every voxel of a network output.
+
+    Args:
+        output: raw output ``(B, 1 + 3K, ...)``: occupancy logit, then ``K`` weight logits,
+            ``K`` locations and ``K`` raw scales (``sigma = softplus(raw) + SCALE_MIN``).
+        target_mean, target_std: the transform's ``mean`` and ``std`` of ``log10(1 + M)``.
+        target_max: ``M_max`` (Msun/h per voxel); ``inf``: no upper clip.
+    """
+
+    def __init__(
+        self,
+        output: Tensor,
+        target_mean: float = 0.0,
+        target_std: float = 1.0,
+        target_max: float = math.inf,
+    ) -> None:
+        channels = output.shape[1] if output.ndim >= 2 else 0
+        if channels < 4 or (channels - 1) % 3:
+            raise ValueError(
+                "OccupancyMixture: expected output (B, 1 + 3K, ...) with K >= 1 components, got "
+                f"{tuple(output.shape)}"
+            )
+        if not target_std > 0 or not target_max > 0:
+            raise ValueError(
+                f"OccupancyMixture: need target_std > 0 and target_max > 0, got {target_std}, "
+                f"{target_max}"
+            )
+        out = output.float()
+        self.logit = out[:, :1]
+        weights, self.loc, scale = out[:, 1:].chunk(3, dim=1)
+        self.log_weights = F.log_softmax(weights, dim=1)
+        self.scale = F.softplus(scale) + SCALE_MIN
+        self.target_mean, self.target_std = float(target_mean), float(target_std)
+        self.target_max = float(target_max)
+
+    @property
+    def components(self) -> int:
+        return self.loc.shape[1]
+
+    def occupancy(self) -> Tensor:
+        """``p``, the probability that a voxel holds stellar mass, ``(B, 1, ...)``."""
+        return torch.sigmoid(self.logit)
+
+    def log_density(self, target: Tensor) -> Tensor:
+        """Log density of the mixture at normalised targets ``(B, 1, ...)`` (per unit ``y_n``)."""
+        z = (target.float() - self.loc) / self.scale
+        terms = self.log_weights - 0.5 * z**2 - torch.log(self.scale) - LOG_SQRT_2PI
+        return torch.logsumexp(terms, dim=1, keepdim=True)
+
+    def log_prob(self, target: Tensor, occupied: Tensor) -> Tensor:
+        """Per-voxel log-likelihood ``(B, 1, ...)`` of normalised targets: ``log(1 - p)`` where
+        empty, ``log p + log_density(target)`` where ``occupied`` (an empty voxel's target,
+        whatever it holds, never reaches the density)."""
+        target = torch.where(occupied, target.float(), self.loc[:, :1])
+        full = F.logsigmoid(self.logit) + self.log_density(target)
+        return torch.where(occupied, full, F.logsigmoid(-self.logit))
+
+    def _log10_params(self) -> tuple[Tensor, Tensor]:
+        """Location and scale (dex) of each component's ``log10(1 + M)``, float64."""
+        loc = self.loc.double() * self.target_std + self.target_mean
+        return loc, self.scale.double() * self.target_std
+
+    def mean(self) -> Tensor:
+        """``E[M]`` per voxel (Msun/h, float64), the expectation of :meth:`sample`'s draws."""
+        m, s = self._log10_params()
+        top = math.log10(1.0 + self.target_max) if math.isfinite(self.target_max) else math.inf
+        b = torch.full_like(m, top)
+        shifted = m + LN10 * s**2
+        log_power = (
+            LN10 * m + 0.5 * (LN10 * s) ** 2 + log_normal_interval(-shifted / s, (b - shifted) / s)
+        )
+        inside = torch.exp(log_normal_interval(-m / s, (b - m) / s))
+        per_component = torch.exp(log_power) - inside
+        if math.isfinite(self.target_max):
+            per_component = per_component + self.target_max * torch.special.ndtr((m - b) / s)
+        conditional = (self.log_weights.double().exp() * per_component).sum(dim=1, keepdim=True)
+        return self.occupancy().double() * conditional
+
+    def sample(self, generator: torch.Generator) -> Tensor:
+        """One draw of ``M`` per voxel (Msun/h, float64), from ``generator`` (on the output's
+        device): the same generator state gives the same draw."""
+        shape = (self.logit.shape[0], NOISE_CHANNELS, *self.logit.shape[2:])
+        noise = torch.rand(
+            shape, generator=generator, device=self.logit.device, dtype=torch.float64
+        )
+        return self.from_noise(noise)
+
+    def from_noise(self, noise: Tensor) -> Tensor:
+        """The draw of ``M`` per voxel (Msun/h, float64) that uniform noise ``(B, 3, ...)`` in
+        ``(0, 1)`` selects: channel 0 decides occupancy (``u < p``), channel 1 the component
+        (inverse CDF of the weights), channel 2 the log mass (the component's normal quantile).
+        Noise fields fixed per voxel make draws independent of how a volume is tiled."""
+        if noise.shape[1] != NOISE_CHANNELS or noise.shape[2:] != self.logit.shape[2:]:
+            raise ValueError(
+                f"OccupancyMixture: noise must have shape (B, {NOISE_CHANNELS}, "
+                f"{', '.join(map(str, self.logit.shape[2:]))}), got {tuple(noise.shape)}"
+            )
+        u_occupied, u_component, u_mass = noise.double().split(1, dim=1)
+        occupied = u_occupied < self.occupancy().double()
+        cumulative = self.log_weights.double().exp().cumsum(dim=1)
+        k = (u_component > cumulative).sum(dim=1, keepdim=True).clamp(max=self.components - 1)
+        m, s = self._log10_params()
+        y = m.gather(1, k) + s.gather(1, k) * torch.special.ndtri(u_mass)
+        mass = torch.expm1(LN10 * y).clamp(min=0.0, max=self.target_max)
+        return torch.where(occupied, mass, torch.zeros_like(mass))

@@ -1,0 +1,1 @@
+"""Training: losses, the Lightning module, callbacks, loggers, config -> objects, runs, pipeline."""

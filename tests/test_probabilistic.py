@@ -1,0 +1,233 @@
+"""The probabilistic head: its likelihood by hand, its mean against quadrature, seeded draws,
+and a tiny head trained on a field drawn from a known distribution recovering it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, stats
+
+from dm2gal.data.transforms import FieldTransform
+from dm2gal.models import OccupancyMixture, ProbabilisticNet
+from dm2gal.models.mixture import SCALE_MIN
+from dm2gal.train.losses import OccupancyNLL
+
+
+def _raw_scale(sigma: float) -> float:
+    """The raw channel value whose scale is ``sigma`` (inverse of softplus + SCALE_MIN)."""
+    s = sigma - SCALE_MIN
+    return s + math.log(-math.expm1(-s))
+
+
+def _output(logit: float, weights: list[float], locs: list[float], sigmas: list[float], n: int = 1):
+    """A ``(1, 1 + 3K, 1, 1, n)`` output holding the same parameters in every voxel."""
+    values = [logit, *weights, *locs, *(_raw_scale(s) for s in sigmas)]
+    return torch.tensor(values, dtype=torch.float64).reshape(1, -1, 1, 1, 1).expand(-1, -1, 1, 1, n)
+
+
+def test_log_prob_and_loss_by_hand() -> None:
+    """Three voxels of K = 2 components: an empty one, two occupied ones, one of them invalid."""
+    logit, weights, locs, sigmas = 0.3, [0.0, math.log(3.0)], [1.0, -0.5], [0.5, 2.0]
+    dist = OccupancyMixture(_output(logit, weights, locs, sigmas, 3))
+    target = torch.tensor([-7.0, 1.2, 0.1]).reshape(1, 1, 1, 1, 3)
+    occupied = torch.tensor([False, True, True]).reshape(target.shape)
+    p, w = 1 / (1 + math.exp(-logit)), [0.25, 0.75]
+
+    def by_hand(y: float) -> float:
+        return math.log(p) + math.log(
+            sum(
+                wk * math.exp(-0.5 * ((y - m) / s) ** 2) / (s * math.sqrt(2 * math.pi))
+                for wk, m, s in zip(w, locs, sigmas, strict=True)
+            )
+        )
+
+    expected = [math.log(1 - p), by_hand(1.2), by_hand(0.1)]
+    got = dist.log_prob(target, occupied).flatten().tolist()
+    assert got == pytest.approx(expected, rel=1e-5)
+    batch = {"target": target, "occupied": occupied, "valid": torch.tensor([True, True, False])}
+    batch["valid"] = batch["valid"].reshape(target.shape)
+    loss = OccupancyNLL()(_output(logit, weights, locs, sigmas, 3).float(), batch)
+    assert loss.item() == pytest.approx(-(expected[0] + expected[1]) / 2, rel=1e-5)
+    assert OccupancyNLL.name == "nll"
+
+
+def test_bad_output_shapes_raise() -> None:
+    with pytest.raises(ValueError, match=r"expected output \(B, 1 \+ 3K"):
+        OccupancyMixture(torch.zeros(1, 3, 2, 2, 2))
+    batch = {"target": torch.zeros(1, 1, 2, 2, 2), "occupied": torch.zeros(1, 1, 2, 2, 2) > 0}
+    with pytest.raises(ValueError, match="loss 'nll': output"):
+        OccupancyNLL()(torch.zeros(1, 4, 3, 3, 3), batch)
+    with pytest.raises(ValueError, match="components must be >= 1"):
+        ProbabilisticNet(components=0)
+
+
+def _quadrature_mean(p, w, locs, sigmas, t_mean, t_std, t_max) -> float:
+    """E[clip(10^y - 1, 0, M_max)] for y = t_std * y_n + t_mean, y_n ~ the mixture, by quad."""
+    total = 0.0
+    for wk, m, s in zip(w, locs, sigmas, strict=True):
+        mu, sd = t_std * m + t_mean, t_std * s
+        top = math.log10(1 + t_max) if math.isfinite(t_max) else math.inf
+        inside, _ = integrate.quad(
+            lambda y, mu=mu, sd=sd: (10**y - 1) * stats.norm.pdf(y, mu, sd),
+            0.0,
+            min(top, mu + 12 * sd),
+            epsabs=0,
+            epsrel=1e-10,
+            limit=200,
+        )
+        tail = t_max * stats.norm.sf(top, mu, sd) if math.isfinite(t_max) else 0.0
+        total += wk * (inside + tail)
+    return p * total
+
+
+@pytest.mark.parametrize(
+    ("locs", "sigmas", "t_mean", "t_std", "t_max"),
+    [
+        ([1.0, -0.5], [0.2, 0.6], 2.0, 3.0, math.inf),  # lognormals far above M = 0
+        ([0.1, -0.5], [0.3, 0.4], 0.5, 1.0, math.inf),  # much probability below M = 0: clipped
+        ([1.0, 0.5], [0.5, 0.3], 8.0, 2.0, 3e10),  # a tail above M_max: clipped
+    ],
+)
+def test_mean_equals_quadrature(locs, sigmas, t_mean, t_std, t_max) -> None:
+    weights, logit = [0.0, math.log(3.0)], -0.7
+    dist = OccupancyMixture(_output(logit, weights, locs, sigmas), t_mean, t_std, t_max)
+    p = 1 / (1 + math.exp(-logit))
+    expected = _quadrature_mean(p, [0.25, 0.75], locs, sigmas, t_mean, t_std, t_max)
+    assert dist.mean().item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_draws_reproducible_and_seed_dependent() -> None:
+    out = torch.randn(2, 7, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    dist = OccupancyMixture(out, 1.0, 2.0, 1e4)
+    a = dist.sample(torch.Generator().manual_seed(1))
+    b = dist.sample(torch.Generator().manual_seed(1))
+    c = dist.sample(torch.Generator().manual_seed(2))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert a.shape == (2, 1, 4, 4, 4) and a.min() >= 0 and a.max() <= 1e4
+    assert (a == 0).any() and (a > 0).any()
+
+
+def test_mean_of_draws_converges_to_mean() -> None:
+    """4096 independent draws of one mixture (occupancy 0.35): the sample mean lies within 4
+    standard errors of :meth:`mean`, and the occupied fraction and the log-mass mean and
+    variance within 4 standard errors of theirs."""
+    logit, weights, locs, sigmas = -0.62, [0.0, 0.5], [0.4, -0.3], [0.3, 0.5]
+    t_mean, t_std, t_max = 3.0, 2.0, 1e6
+    dist = OccupancyMixture(_output(logit, weights, locs, sigmas, 4096), t_mean, t_std, t_max)
+    draws = dist.sample(torch.Generator().manual_seed(7)).flatten().numpy()
+    mean = dist.mean()[0, 0, 0, 0, 0].item()
+    assert abs(draws.mean() - mean) < 4 * draws.std() / math.sqrt(draws.size)
+    p = 1 / (1 + math.exp(-logit))
+    occ = draws > 0
+    assert abs(occ.mean() - p) < 4 * math.sqrt(p * (1 - p) / draws.size)
+    w = np.exp(weights) / np.exp(weights).sum()
+    mu, sd = t_std * np.array(locs) + t_mean, t_std * np.array(sigmas)
+    log_mean = (w * mu).sum()  # no clipping matters here: P(y < 0) and P(y > 6) < 1e-4
+    log_var = (w * (sd**2 + mu**2)).sum() - log_mean**2
+    y = np.log10(1 + draws[occ])
+    assert abs(y.mean() - log_mean) < 4 * math.sqrt(log_var / y.size)
+    assert abs(y.var() - log_var) < 4 * log_var * math.sqrt(2 / y.size)
+
+
+def test_trained_head_recovers_known_distribution() -> None:
+    """A field drawn from a known law given an input channel x ~ U(-1, 1): a voxel is occupied
+    with probability sigmoid(-0.5 + 2 x) and then log10(1 + M) ~ N(9 + 0.8 x, 0.2^2) dex. A
+    1^3-convolution head (K = 1) trained by the NLL on the normalised target recovers the five
+    numbers."""
+    gen = torch.Generator().manual_seed(3)
+    n = 10_000
+    x = torch.rand(n, generator=gen) * 2 - 1
+    occupied = torch.rand(n, generator=gen) < torch.sigmoid(-0.5 + 2 * x)
+    log_mass = 9 + 0.8 * x + 0.2 * torch.randn(n, generator=gen)
+    mass = torch.where(occupied, torch.expm1(math.log(10) * log_mass.double()), 0.0)
+    t_mean, t_std = 4.0, 4.5
+    transform = FieldTransform([0.0], [1.0], t_mean, t_std, log=True)
+    target = transform.forward_target(mass).float()
+    shape = (1, 1, 1, 1, n)
+    batch = {"target": target.reshape(shape), "occupied": occupied.reshape(shape)}
+    torch.manual_seed(0)
+    head = torch.nn.Conv3d(1, 4, 1)
+    opt = torch.optim.Adam(head.parameters(), lr=0.05)
+    loss_fn = OccupancyNLL()
+    for _ in range(500):
+        opt.zero_grad()
+        loss_fn(head(x.reshape(shape)), batch).backward()
+        opt.step()
+    with torch.no_grad():
+        w, b = head.weight.flatten(), head.bias
+    # channels: occupancy logit, mixture weight logit (irrelevant for K = 1), location, scale
+    assert (b[0].item(), w[0].item()) == pytest.approx((-0.5, 2.0), abs=0.1)
+    assert (b[2].item() * t_std + t_mean, w[2].item() * t_std) == pytest.approx((9, 0.8), abs=0.02)
+    dist = OccupancyMixture(head(x.reshape(shape)).detach(), t_mean, t_std)
+    sigma_dex = dist.scale * t_std
+    assert sigma_dex.min().item() == pytest.approx(0.2, abs=0.01)
+    assert sigma_dex.max().item() == pytest.approx(0.2, abs=0.01)
+
+
+def test_net_mean_and_draws_through_the_transform() -> None:
+    """``infer`` and ``infer_draws`` are normalised so that the transform's inverse gives the
+    mixture's mean and draws in Msun/h; the transform travels in the state dict."""
+    net = ProbabilisticNet(channels=2, levels=1, convs=1, components=2).eval()
+    transform = FieldTransform([0.0, 0.0], [1.0, 1.0], 2.5, 3.0, log=True, target_max=1e11)
+    net.set_target_transform(transform)
+    side = 2 + 2 * net.context
+    x = torch.randn(2, 2, side, side, side, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        dist = net.distribution(net(x))
+        mean = transform.inverse_target(net.infer(x).double())
+        noise = torch.rand((2, 2, 3, 2, 2, 2), generator=torch.Generator().manual_seed(5))
+        both = transform.inverse_target(net.infer_draws(x, noise).double())
+        expected = torch.cat(
+            [dist.mean(), dist.from_noise(noise[:, 0]), dist.from_noise(noise[:, 1])], 1
+        )
+    assert net(x).shape == (2, 7, 2, 2, 2) and mean.shape == (2, 1, 2, 2, 2)
+    # float32 normalised values: an empty voxel comes back as ~1e-7 Msun/h
+    assert torch.allclose(mean, dist.mean(), rtol=1e-5, atol=1e-5)
+    assert torch.allclose(both, expected, rtol=1e-5, atol=1e-5)
+    copy = ProbabilisticNet(channels=2, levels=1, convs=1, components=2)
+    copy.load_state_dict(net.state_dict())
+    assert copy.target_scale.tolist() == [2.5, 3.0, 1e11]
+    with pytest.raises(ValueError, match="must take log10"):
+        net.set_target_transform(FieldTransform([0.0], [1.0], log=False))
+
+
+def test_draw_from_noise_by_hand() -> None:
+    """Occupancy p = 0.5, weights (0.25, 0.75): noise (0.3, 0.6, Phi(1)) picks an occupied
+    voxel of component 2, one scale above its location; noise 0.7 in channel 0 an empty one."""
+    locs, sigmas, t_mean, t_std = [1.0, 0.5], [0.2, 0.3], 8.0, 2.0
+    dist = OccupancyMixture(_output(0.0, [0.0, math.log(3.0)], locs, sigmas, 2), t_mean, t_std)
+    phi1 = stats.norm.cdf(1.0)
+    noise = torch.tensor([[0.3, 0.7], [0.6, 0.6], [phi1, phi1]], dtype=torch.float64)
+    mass = dist.from_noise(noise.reshape(1, 3, 1, 1, 2)).flatten().tolist()
+    expected = 10 ** (t_std * (0.5 + 0.3) + t_mean) - 1
+    assert mass == pytest.approx([expected, 0.0], rel=1e-6)  # float32 parameters
+    with pytest.raises(ValueError, match="noise must have shape"):
+        dist.from_noise(torch.rand(1, 2, 1, 1, 2))
+
+
+def test_initialise_starts_the_head_at_batch_statistics() -> None:
+    """With the head's weights and bias zeroed, an initialised net predicts the batch's occupied
+    fraction and its occupied voxels' mean and standard deviation, whatever the input; a second
+    batch changes nothing."""
+    net = ProbabilisticNet(channels=2, levels=1, convs=1, components=2).eval()
+    target = torch.full((1, 1, 4, 4, 4), -1.0)
+    target[0, 0, 0, 0, :2], target[0, 0, 1, 1, 1] = torch.tensor([7.0, 9.0]), 8.0
+    batch = {"target": target, "occupied": target > 0}
+    net.initialise(batch)
+    net.initialise({"target": -target, "occupied": -target > 0})
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.zero_()
+        side = 2 + 2 * net.context
+        dist = net.distribution(net(torch.randn(1, 2, side, side, side)))
+    assert torch.allclose(dist.occupancy(), torch.tensor(3 / 64))
+    assert torch.allclose(dist.loc, torch.tensor(8.0))
+    assert torch.allclose(dist.scale, torch.tensor(1.0), rtol=1e-5)  # std of (7, 8, 9)
+    assert torch.allclose(dist.log_weights.exp(), torch.tensor(0.5))
+    copy = ProbabilisticNet(channels=2, levels=1, convs=1, components=2)
+    copy.load_state_dict(net.state_dict())
+    assert bool(copy.initialised) and torch.equal(copy.offset, net.offset)
