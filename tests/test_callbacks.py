@@ -6,15 +6,23 @@ import csv
 import math
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from dm2gal.data.crops import read_crop
 from dm2gal.infer.predict import predict_region
 from dm2gal.stats import pylians as stats
 from dm2gal.train.build import build
-from dm2gal.train.callbacks import METRICS, FieldStatsCallback, field_scores
+from dm2gal.train.callbacks import (
+    METRICS,
+    EMAWeights,
+    FieldStatsCallback,
+    ema_decay,
+    field_scores,
+)
 
 BOX = 20.0
 
@@ -100,3 +108,57 @@ def test_two_epoch_fit_logs_the_statistics_and_slices(compose, tmp_path: Path):
     )
     assert logged["val/pk_ratio_abs_err"][-1] == pytest.approx(ref["pk_ratio_abs_err"], rel=1e-3)
     assert logged["val/rk_mean"][-1] == pytest.approx(ref["rk_mean"], rel=1e-3)
+
+
+class _Record(L.Callback):
+    """The module's weights after every optimiser step (before EMAWeights, placed after it)."""
+
+    def __init__(self) -> None:
+        self.states: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        self.states.append({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
+
+
+def test_ema_weights_are_the_hand_computed_average_after_two_steps(compose, tmp_path: Path):
+    cfg = compose(["callbacks=none", "model.channels=4", "trainer.limit_train_batches=2"])
+    datamodule, module, trainer = build(cfg)
+    record, ema = _Record(), EMAWeights(decay=0.5)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        callbacks=[record, ema, checkpoint],
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    w1, w2 = record.states
+    # the first update copies w1; the second has decay min(0.5, (1 + 1) / (10 + 1)) = 2 / 11
+    d = ema_decay(0.5, torch.tensor(1.0))
+    assert float(d) == pytest.approx(2 / 11)
+    floats = [k for k, v in w1.items() if v.is_floating_point()]
+    assert any("running_mean" in k for k in floats)  # BatchNorm statistics are averaged too
+    average = module.state_dict()
+    for key in floats:
+        expected = d * w1[key] + (1 - d) * w2[key]
+        torch.testing.assert_close(average[key], expected, rtol=1e-5, atol=1e-7, msg=key)
+        assert not torch.equal(w1[key], w2[key]) or "running" not in key
+
+    # the checkpoint holds the average; testing from it keeps the average (not the trained w2)
+    state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    for key in floats:
+        torch.testing.assert_close(state["state_dict"][key], average[key], msg=key)
+        torch.testing.assert_close(state["current_model_state"][key], w2[key], msg=key)
+    module.load_state_dict(state["current_model_state"])
+    trainer.test(module, datamodule=datamodule, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    for key in floats:
+        torch.testing.assert_close(module.state_dict()[key], average[key], msg=key)
+
+
+@pytest.mark.parametrize("decay", [1.0, -0.1, True])
+def test_ema_decay_out_of_range_names_the_option(decay):
+    with pytest.raises(ValueError, match="EMAWeights.decay"):
+        EMAWeights(decay=decay)

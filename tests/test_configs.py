@@ -52,6 +52,20 @@ def test_model_options_build_field_nets(compose, name: str):
     assert net.context >= 0
 
 
+@pytest.mark.parametrize(
+    "overrides, net, loss",
+    [
+        ([], "TwoPhaseNet", "TwoPhaseLoss"),  # the default network picks its loss
+        (["model=unet3d"], "UNet3d", "MSELoss"),
+        (["model=resnet3d", "loss=huber"], "ResNet3d", "HuberLoss"),
+        (["model=twophase", "loss=weighted_mse"], "TwoPhaseNet", "WeightedMSELoss"),
+    ],
+)
+def test_model_and_loss_pairing(compose, overrides: list[str], net: str, loss: str):
+    cfg = compose(overrides, tiny=False)
+    assert cfg.model._target_.endswith(net) and cfg.loss._target_.endswith(loss)
+
+
 @pytest.mark.parametrize("name", options("loss"))
 def test_loss_options_instantiate(compose, name: str):
     loss = instantiate(compose([f"loss={name}"]).loss)
@@ -64,8 +78,11 @@ def test_optim_options_build_optimisers(compose, name: str):
     params = [torch.nn.Parameter(torch.zeros(3))]
     optimizer = instantiate(cfg.optim.optimizer)(params=params)
     assert isinstance(optimizer, torch.optim.Optimizer)
+    assert cfg.optim.interval in ("epoch", "step")
     if cfg.optim.scheduler is not None:
-        assert instantiate(cfg.optim.scheduler)(optimizer=optimizer) is not None
+        # schedulers stepped per optimiser step also get the run's number of steps
+        extra = {"total_steps": 100} if cfg.optim.interval == "step" else {}
+        assert instantiate(cfg.optim.scheduler)(optimizer=optimizer, **extra) is not None
 
 
 @pytest.mark.parametrize("name", options("sampler"))

@@ -21,6 +21,7 @@ from conftest import ROOT, mock_cache_dir, run_script
 from dm2gal.data.crops import read_crop
 from dm2gal.io.store import FieldStore
 from dm2gal.train.build import build
+from dm2gal.train.pipeline import summary_table
 
 MODELS = {
     "unet3d": [],
@@ -55,6 +56,9 @@ def test_fast_devrun_script(compose, name: str):
 def _fit(compose, tmp_path: Path, epochs: int, ckpt_path: str | None = None) -> L.LightningModule:
     cfg = compose(
         [
+            # a schedule that does not depend on the run's length (the 1-epoch run stands for
+            # an interrupted 2-epoch one)
+            "optim=adamw",
             "trainer.deterministic=true",
             f"trainer.max_epochs={epochs}",
             "trainer.limit_train_batches=3",
@@ -245,3 +249,39 @@ def test_missing_data_root_names_the_key(compose):
 
     with pytest.raises(MissingMandatoryValue, match="root"):
         build(compose(["data=tng100", "logger=csv"], tiny=False))
+
+
+def test_summary_table_rows_columns_and_realisations(tmp_path: Path):
+    metrics = {
+        "val/rk_mean": 0.5,  # a training metric: not a field
+        "hod_binned/pk_ratio_abs_err": 0.181,
+        "hod_binned/total_mass_rel_err": -0.11,
+        "model/pk_ratio_abs_err": 0.254,
+        "model/total_mass_rel_err": -0.51,
+        "model_calibrated/pk_ratio_abs_err": 0.151,
+        "model_calibrated/total_mass_rel_err": -0.06,
+        "model_calibrated/above_1e+08/pk_ratio_abs_err": 9.0,  # the paper's scoring: left out
+    }
+    lines = summary_table(metrics, tmp_path).splitlines()
+    assert lines[0] == "| field (test region) | P err | total M* |"
+    assert lines[2:5] == [
+        "| model_calibrated (headline) | 0.151 | -6.0% |",
+        "| model | 0.254 | -51.0% |",
+        "| hod_binned | 0.181 | -11.0% |",
+    ]
+    assert lines[-1] == f"run directory: {tmp_path.resolve()}"
+    assert len(lines) == 6
+
+    realisations = {
+        "model_calibrated": {
+            "rk_mean_large": {"mean": 0.9, "std": 0.01, "values": [0.89, 0.91]},
+            "total_mass_rel_err": {"mean": 0.02, "std": 0.005, "values": [0.015, 0.025]},
+        },
+        "oracle_mean": {"rk_mean_large": {"mean": 0.95, "std": 0.0, "values": [0.95, 0.95]}},
+    }
+    lines = summary_table(metrics, tmp_path, realisations).splitlines()
+    assert lines[0] == "| field (mean ± std over the realisations) | r k<=1 | total M* |"
+    assert lines[2:4] == [
+        "| model_calibrated (headline) | 0.900 ± 0.010 | +2.0% ± 0.5% |",
+        "| oracle_mean | 0.950 ± 0.000 |  |",
+    ]

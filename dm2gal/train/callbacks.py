@@ -1,11 +1,13 @@
-"""Lightning callbacks: in-training validation statistics, and checkpoints before preemption.
+"""Lightning callbacks: in-training validation statistics, an exponential moving average of the
+weights, and checkpoints before preemption.
 
 :class:`FieldStatsCallback` predicts the whole validation region every N epochs with
 :func:`dm2gal.infer.predict.predict_region` and scores it against the true stellar-mass field with
 the torch statistics (:mod:`dm2gal.stats.fast`, on the module's device). Like the evaluation
 report, the (non-periodic) validation cube is treated as periodic with its own side as the box
 (see :mod:`dm2gal.stats.pylians`): truth and prediction are measured the same way, so the
-ratio and cross-correlation compare like with like. :class:`PreemptionCheckpoint` keeps
+ratio and cross-correlation compare like with like. :class:`EMAWeights` validates, checkpoints,
+tests and evaluates the moving average of the weights. :class:`PreemptionCheckpoint` keeps
 ``last.ckpt`` (after every validation, and when SLURM announces the end of a job), so a killed
 or requeued job resumes exactly.
 """
@@ -23,6 +25,8 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
 
 from dm2gal.data.crops import read_crop
 from dm2gal.eval.report import plot_slices, save_png
@@ -198,6 +202,48 @@ class FieldStatsCallback(L.Callback):
         if wandb is not None:
             wandb.log_image(key="val/slices", images=[str(path)], step=trainer.global_step)
         return path
+
+
+def ema_decay(decay: float, updates: torch.Tensor) -> torch.Tensor:
+    """Decay of the moving average at its ``updates``-th update (``updates`` >= 1 made before):
+    ``min(decay, (1 + updates) / (10 + updates))``, which averages about the last tenth of the
+    steps early in a run and ``1 / (1 - decay)`` steps later."""
+    return torch.clamp((1.0 + updates) / (10.0 + updates), max=decay)
+
+
+class EMAWeights(WeightAveraging):
+    """Exponential moving average of the weights, BatchNorm statistics included: after every
+    optimiser step ``w_avg <- d * w_avg + (1 - d) * w`` with ``d = ema_decay(decay, n)`` after
+    ``n`` updates (the first update copies ``w``).
+
+    Lightning's :class:`~lightning.pytorch.callbacks.WeightAveraging` swaps the average in for
+    every validation (so :class:`FieldStatsCallback`, placed before this callback, scores it),
+    writes it as the checkpoint's ``state_dict`` (the trained weights go to
+    ``current_model_state``) and leaves it in the module when fitting ends. One change: a
+    checkpoint loaded outside fitting (``trainer.test(ckpt_path=...)``) keeps the averaged
+    weights of its ``state_dict``, where Lightning's callback would load the trained ones back.
+
+    Args:
+        decay: largest weight of the old average per step, in [0, 1); late in a run about
+            ``1 / (1 - decay)`` steps are averaged.
+    """
+
+    def __init__(self, decay: float = 0.995) -> None:
+        if isinstance(decay, bool) or not 0 <= decay < 1:
+            raise ValueError(f"EMAWeights.decay: expected a number in [0, 1), got {decay!r}")
+        self.decay = float(decay)
+        super().__init__(avg_fn=self._average)
+
+    def _average(
+        self, averaged: torch.Tensor, current: torch.Tensor, updates: torch.Tensor
+    ) -> torch.Tensor:
+        return averaged + (current - averaged) * (1.0 - ema_decay(self.decay, updates))
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
 
 class PreemptionCheckpoint(L.Callback):

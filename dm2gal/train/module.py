@@ -8,6 +8,7 @@ Batches are dicts from :class:`dm2gal.data.FieldDataModule`: ``input`` (B, C, n+
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,38 @@ log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
+INTERVALS = ("epoch", "step")
+
+
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_fraction: float = 0.05,
+    final_factor: float = 0.01,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then cosine decay, stepped once per optimiser step.
+
+    With ``w = round(warmup_fraction * total_steps)`` warm-up steps, the learning rate is the
+    optimiser's ``lr`` times ``(s + 1) / w`` for steps ``s < w``, then
+    ``final_factor + (1 - final_factor) (1 + cos(pi t)) / 2`` with
+    ``t = (s - w) / (total_steps - w)`` going from 0 to 1 (held at ``final_factor`` past
+    ``total_steps``).
+    """
+    if int(total_steps) != total_steps or total_steps < 1:
+        raise ValueError(f"warmup_cosine: total_steps must be an integer >= 1, got {total_steps}")
+    if not 0 <= warmup_fraction < 1:
+        raise ValueError(f"optim.scheduler.warmup_fraction: expected [0, 1), got {warmup_fraction}")
+    if not 0 <= final_factor <= 1:
+        raise ValueError(f"optim.scheduler.final_factor: expected [0, 1], got {final_factor}")
+    warmup = round(warmup_fraction * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = min(1.0, (step - warmup) / (total_steps - warmup))
+        return final_factor + (1.0 - final_factor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 class PlateauStep(L.Callback):
@@ -52,6 +85,9 @@ class Dm2galModule(L.LightningModule):
         optimizer: partial optimiser (e.g. ``torch.optim.AdamW`` with lr, weight_decay).
         scheduler: partial scheduler or ``None``; ``ReduceLROnPlateau`` watches ``monitor``.
         monitor: metric a plateau scheduler watches (``val/loss``).
+        scheduler_interval: "epoch" (the scheduler steps once per epoch) or "step" (once per
+            optimiser step; the factory is then called with ``total_steps``, the run's number of
+            optimiser steps, as :func:`warmup_cosine` expects).
         channels_last: use the channels-last 3D memory format (faster convolutions on GPUs).
         compile: wrap the network with ``torch.compile``.
     """
@@ -63,10 +99,16 @@ class Dm2galModule(L.LightningModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         monitor: str = "val/loss",
+        scheduler_interval: str = "epoch",
         channels_last: bool = False,
         compile: bool = False,
     ):
         super().__init__()
+        if scheduler_interval not in INTERVALS:
+            raise ValueError(
+                f"module.scheduler_interval: expected one of {INTERVALS}, "
+                f"got {scheduler_interval!r}"
+            )
         # factories stay out of the checkpoint: it holds plain values only
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
         self.net = net
@@ -168,13 +210,18 @@ class Dm2galModule(L.LightningModule):
         optimizer = self.optimizer_factory(params=self.net.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
+        interval = self.hparams.scheduler_interval
+        if interval == "step":
+            total = int(self.trainer.estimated_stepping_batches)
+            scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=total)
+        else:
+            scheduler = self.scheduler_factory(optimizer=optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {
                 "scheduler": scheduler,
                 "monitor": self.hparams.monitor,
-                "interval": "epoch",
+                "interval": interval,
                 "frequency": 1,
                 # a plateau scheduler steps in PlateauStep; epochs without the monitored
                 # statistic (e.g. no field_stats callback) skip it

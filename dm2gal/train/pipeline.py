@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +144,85 @@ def train(cfg: DictConfig, evaluate: Evaluate | None = None) -> dict[str, float]
             global_step=trainer.global_step,
             best_checkpoint=ckpt,
         )
+        if cfg.test:
+            run_dir = cfg.paths.output_dir
+            log.info("\n%s", summary_table(metrics, run_dir, read_realisations(run_dir)))
     return metrics
+
+
+#: columns of the end-of-run table, (metric, header), each shown when some field has it: the
+#: k-band scores (large k <= 1 h/Mpc, intermediate) when the evaluation gives them, and all-k means
+SUMMARY_COLUMNS = (
+    ("pk_ratio_abs_err_large", "P err k<=1"),
+    ("pk_ratio_abs_err_intermediate", "P err mid"),
+    ("pk_ratio_abs_err", "P err"),
+    ("bk_ratio_abs_err", "B err"),
+    ("rk_mean_large", "r k<=1"),
+    ("rk_mean_intermediate", "r mid"),
+    ("rk_mean", "r"),
+    ("total_mass_rel_err", "total M*"),
+)
+#: the headline network field when the run has it (the raw regression ``model`` is shown beside)
+HEADLINE = "model_calibrated"
+SPLITS = ("train", "val", "test")
+
+
+def summary_table(
+    metrics: Mapping[str, float],
+    run_dir: str | Path,
+    realisations: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
+) -> str:
+    """The end-of-run table: one row per field (the headline network field first, then the raw
+    network, HODs, oracles), one column per :data:`SUMMARY_COLUMNS` metric, and the run directory.
+
+    ``metrics`` are the evaluation's ``{"<field>/<metric>": value}`` on the test region (the
+    training metrics ``train/...``, ``val/...``, ``test/...`` are left out); ``realisations``
+    (``{field: {metric: {"mean", "std", ...}}}``, ``realisations.json``), when given, is shown
+    instead, as ``mean ± std`` over the whole-box realisations.
+    """
+    table: dict[str, dict[str, str]] = {}
+    if realisations:
+        source = "mean ± std over the realisations"
+        for field, values in realisations.items():
+            for metric, stat in values.items():
+                if isinstance(stat, Mapping) and {"mean", "std"} <= set(stat):
+                    cell = _number(metric, stat["mean"], stat["std"])
+                    table.setdefault(field, {})[metric] = cell
+    else:
+        source = "test region"
+        for key, value in metrics.items():
+            field, _, metric = key.partition("/")
+            if field not in SPLITS and metric and "/" not in metric:
+                table.setdefault(field, {})[metric] = _number(metric, value)
+    columns = [(m, h) for m, h in SUMMARY_COLUMNS if any(m in row for row in table.values())]
+    order = {HEADLINE: 0, "model": 1}
+    fields = sorted(
+        (f for f in table if any(m in table[f] for m, _ in columns)),
+        key=lambda f: (order.get(f, 2 if f.startswith("hod") else 3), f),
+    )
+    lines = [
+        f"| field ({source}) | " + " | ".join(h for _, h in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for field in fields:
+        name = f"{field} (headline)" if field == HEADLINE else field
+        cells = " | ".join(table[field].get(m, "") for m, _ in columns)
+        lines.append(f"| {name} | {cells} |")
+    lines.append(f"run directory: {Path(run_dir).resolve()}")
+    return "\n".join(lines)
+
+
+def _number(metric: str, value: float, std: float | None = None) -> str:
+    """A table cell: the total-mass error in percent, other metrics with three decimals."""
+    scale, unit, digits = (100.0, "%", 1) if metric == "total_mass_rel_err" else (1.0, "", 3)
+    text = f"{value * scale:+.{digits}f}{unit}" if unit else f"{value * scale:.{digits}f}"
+    return text if std is None else f"{text} ± {std * scale:.{digits}f}{unit}"
+
+
+def read_realisations(run_dir: str | Path) -> dict | None:
+    """``<run_dir>/evaluation/realisations.json`` when the evaluation wrote it, else None."""
+    path = Path(run_dir) / "evaluation" / "realisations.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def write_results(output_dir: str | Path, status: str, **fields: Any) -> Path:
