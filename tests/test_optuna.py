@@ -101,7 +101,9 @@ def check_study(sweep_dir: Path) -> None:
     assert all("data.crop" in e for e, c in zip(errors, crops, strict=True) if c == "7")
     assert all(r.get("model.channels") in ("8", "16", "32") for r in table.rows)
     assert table.column("model.levels") == ["1"] * 4
-    metric = [v for v, c in zip(table.column("val/pk_ratio_abs_err"), crops, strict=True) if c == "8"]
+    metric = [
+        v for v, c in zip(table.column("val/pk_ratio_abs_err"), crops, strict=True) if c == "8"
+    ]
     study = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert study["best_params"]["data.crop"] == 8
     assert math.isclose(study["best_value"], min(metric), rel_tol=1e-6)
