@@ -231,7 +231,10 @@ def evaluate_test_region(
     into ``above_<min_mass>/``). With ``settings.calibration_voxels`` > 0, about that many voxels
     of the box are also predicted to fit a quantile calibration on their training-region voxels
     (:mod:`dm2gal.infer.calibration`, saved as ``calibration.csv``), and the calibrated
-    prediction is reported as ``model_calibrated`` beside the raw one."""
+    prediction is reported as ``model_calibrated`` beside the raw one. A probabilistic ``net``
+    is reported as ``model_mean`` (calibrated as ``model_calibrated``) and ``settings.draws``
+    draws, ``model_draw`` (seeds :func:`draw_seeds` of ``seed``, also written to the fields
+    store as ``model_draw_<i>``); see the module's docstring."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     store, region, transform = datamodule.store, datamodule.splits.test, datamodule.transform
