@@ -148,3 +148,44 @@ def test_torch_report_agrees_with_the_pylians_reference(tmp_path):
     pk = {b: read_csv(tmp_path / b / "pk.csv") for b in got}
     for row_t, row_p in zip(pk["torch"], pk["pylians"], strict=True):
         assert float(row_t["pk_model"]) == pytest.approx(float(row_p["pk_model"]), rel=1e-5)
+
+
+def test_draws_score_as_the_mean_of_their_reports_with_their_std(tmp_path):
+    """A random field of two draws scores exactly as the mean of the two draws' own reports,
+    with their sample std (ddof=1) in the ``draws`` block; one draw scores as itself (std
+    null); plots band it; a report without draws has no ``draws`` block."""
+    truth, preds = fields()
+    rng = np.random.default_rng(1)
+    draws = [(truth * rng.lognormal(0.0, 0.5, truth.shape)).astype(np.float32) for _ in range(2)]
+    options = ReportOptions(k_pairs=K_PAIRS, thetas=THETAS, slice_width=3)
+    logged = {}
+    metrics = write_report(
+        tmp_path / "r", BOX, truth, preds, options, logged.__setitem__, draws={"model_draw": draws}
+    )
+    assert list(metrics["models"]) == ["model", "hod", "model_draw"]
+    alone = [
+        write_report(tmp_path / f"d{i}", BOX, truth, {"d": d}, options)["models"]["d"]
+        for i, d in enumerate(draws)
+    ]
+    block = metrics["draws"]["model_draw"]
+    assert block["count"] == 2
+    for key, value in metrics["models"]["model_draw"].items():
+        pair = [alone[0][key], alone[1][key]]
+        assert block["values"][key] == pytest.approx(pair, rel=1e-6)
+        assert value == pytest.approx(np.mean(pair), rel=1e-6)
+        assert block["std"][key] == pytest.approx(abs(pair[0] - pair[1]) / np.sqrt(2), abs=1e-9)
+    assert block["std"]["pk_ratio_abs_err"] > 0
+    assert logged["model_draw/pk_ratio_abs_err/std"] == block["std"]["pk_ratio_abs_err"]
+    # curves: the draws' mean per k in the CSV table
+    pk = [float(r["pk_model_draw"]) for r in read_csv(tmp_path / "r" / "pk.csv")]
+    each = [[float(r["pk_d"]) for r in read_csv(tmp_path / f"d{i}" / "pk.csv")] for i in range(2)]
+    np.testing.assert_allclose(pk, np.mean(each, axis=0), rtol=1e-6)
+    for stem in PLOTS:
+        assert png_size(tmp_path / "r" / f"{stem}.png")[0] > 200
+
+    one = write_report(tmp_path / "one", BOX, truth, {}, options, draws={"model_draw": draws[:1]})
+    assert one["models"]["model_draw"] == alone[0]
+    assert set(one["draws"]["model_draw"]["std"].values()) == {None}
+    assert "draws" not in write_report(tmp_path / "plain", BOX, truth, preds, options)
+    with pytest.raises(ValueError, match="either a prediction or a set of draws"):
+        write_report(tmp_path / "x", BOX, truth, preds, options, draws={"model": draws})

@@ -42,6 +42,12 @@ def test_margins_are_network_minus_the_binned_hod():
         "rk_mean": 0.5,
     }
     assert margins({"model": SCORES["model"]}) == {}
+    # a probabilistic run: its draws (a galaxy field, as the HOD's) before its mean
+    drawn = {"model_mean": SCORES["hod_zheng07"], "model_draw": SCORES["model"]}
+    assert margins(drawn | {"hod_binned": SCORES["hod_binned"]}) == margins(SCORES)
+    assert margins({"model_mean": SCORES["model"], "hod_binned": SCORES["hod_binned"]}) == (
+        margins(SCORES)
+    )
 
 
 def write_curves(report: Path) -> dict[str, dict[str, np.ndarray]]:

@@ -2,8 +2,8 @@
 
 Each realisation is one whole periodic box (a further mock universe, or any field store) scored
 like the held-out report. A deterministic field (``model``, ``oracle_mean``) has one score per
-realisation; a random one (each HOD) has several draws, whose mean is its score on that
-realisation (their spread is kept as ``draw_std``).
+realisation; a random one (each HOD, ``model_draw``) has several draws, whose mean is its score
+on that realisation (their spread is kept as ``draw_std``).
 
 ``realisations.json``: ``{field: {metric: {"mean", "std", "values"}}}`` with ``values`` one
 per realisation (in order), ``std`` their sample standard deviation (``ddof=1``; ``null`` for a
@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dm2gal.eval.report import spread
+
 #: metrics where a higher value is better (every other one is an error: lower is better)
 HIGHER_IS_BETTER = ("rk_mean", "rk_min")
 #: signed errors, compared by their magnitude
@@ -41,12 +43,6 @@ def higher_is_better(metric: str) -> bool:
 def comparable(metric: str, value: float) -> float:
     """The value a comparison uses: ``|value|`` for a signed error, else the value."""
     return abs(value) if metric in SIGNED else value
-
-
-def _spread(values: Sequence[float]) -> float | None:
-    """Sample std (ddof=1; None for one value), exactly 0 for equal values (shifted first)."""
-    v = np.asarray(values, dtype=np.float64)
-    return float(np.std(v - v[0], ddof=1)) if len(v) > 1 else None
 
 
 def summarise(per_realisation: Sequence[Scores]) -> dict[str, dict[str, dict]]:
@@ -69,10 +65,10 @@ def summarise(per_realisation: Sequence[Scores]) -> dict[str, dict[str, dict]]:
         for metric in metrics:
             draws = [[float(d[metric]) for d in run] for run in runs]
             values = [float(np.mean(d)) for d in draws]
-            entry = {"mean": float(np.mean(values)), "std": _spread(values), "values": values}
+            entry = {"mean": float(np.mean(values)), "std": spread(values), "values": values}
             if max(len(d) for d in draws) > 1:
                 entry["draws"] = draws
-                entry["draw_std"] = float(np.mean([_spread(d) or 0.0 for d in draws]))
+                entry["draw_std"] = float(np.mean([spread(d) or 0.0 for d in draws]))
             out[name][metric] = entry
     return out
 
@@ -114,7 +110,7 @@ def compare(
                 d = np.subtract(a, b)
                 diff, error, sigma = float(d.mean()), None, None
                 if len(d) > 1:
-                    error = _spread(d) / np.sqrt(len(d))
+                    error = spread(d) / np.sqrt(len(d))
                     better = diff if higher_is_better(metric) else -diff
                     sigma = better / error if error > 0 else float(np.sign(better) * np.inf)
                 rows.append(Comparison(net, ref, metric, len(d), diff, error, sigma))

@@ -6,6 +6,14 @@ source adds its oracle fields (``oracle_mean``, ``oracle_draw``) as rows beside 
 ``realisations`` > 0 (or ``stores``) the run is also scored on whole boxes it never saw
 (:mod:`dm2gal.eval.realisations`: ``realisations.json`` / ``.md``, mean +- std plots). The
 settings are one object, :class:`EvaluationSettings` (the ``evaluation`` config group).
+
+A deterministic network's prediction is the row ``model``. A probabilistic network (one with
+``infer_draws``, ``model=probabilistic``) has no ``model`` row: its mean field is ``model_mean``
+(the best r(k); ``model_calibrated`` is its calibration) and ``evaluation.draws`` seeded draws
+(seeds ``seed + i``, from the same forward passes) are the random field ``model_draw``, whose
+every score is the mean over the draws, with their spread in the ``draws`` block of
+``metrics.json`` (:mod:`dm2gal.eval.report`) and as ``model_draw/<metric>/std`` in the
+returned metrics; the same on every realisation.
 """
 
 from __future__ import annotations
@@ -25,7 +33,12 @@ from dm2gal import __version__
 from dm2gal.data.crops import read_crop
 from dm2gal.data.regions import Region
 from dm2gal.errors import ConfigError
-from dm2gal.eval.realisations import evaluate_realisations, mock_realisations, whole_box
+from dm2gal.eval.realisations import (
+    evaluate_realisations,
+    mock_realisations,
+    network_fields,
+    whole_box,
+)
 from dm2gal.eval.report import ReportOptions, write_report
 from dm2gal.eval.wandb_tables import log_evaluation
 from dm2gal.hod import HOD
@@ -50,7 +63,9 @@ class EvaluationSettings:
     a quantile calibration on their training-region voxels (0: off); ``report``: how the report
     measures (:class:`ReportOptions`); ``realisations``: further mock universes (seeds
     ``realisation_seed + i``) on which the run is scored whole-box, and ``stores``: field stores
-    scored the same way (paths); ``hod_draws``: HOD draws painted per realisation.
+    scored the same way (paths); ``hod_draws``: HOD draws painted per realisation; ``draws``:
+    seeded draws of a probabilistic network scored as ``model_draw`` (0: its mean only; a
+    deterministic network ignores it).
     """
 
     tile: int = DEFAULT_TILE
@@ -62,6 +77,7 @@ class EvaluationSettings:
     realisation_seed: int = 1000
     hod_draws: int = 3
     stores: tuple[str, ...] = ()
+    draws: int = 4
 
     def __post_init__(self) -> None:
         for key, minimum in (
@@ -69,6 +85,7 @@ class EvaluationSettings:
             ("realisations", 0),
             ("realisation_seed", 0),
             ("hod_draws", 1),
+            ("draws", 0),
         ):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
@@ -100,6 +117,31 @@ class EvaluationSettings:
 
     def predict_options(self, channels_last: bool = False, progress: bool = True) -> PredictOptions:
         return PredictOptions(self.tile, self.batch_size, channels_last, progress=progress)
+
+
+def draw_seeds(seed: int, count: int) -> list[int]:
+    """The seeds of an evaluation's ``count`` draws: ``seed + i`` (as ``python -m
+    dm2gal.predict samples=count seed=seed``)."""
+    return [seed + i for i in range(count)]
+
+
+def predict_network(
+    net: Any,
+    transform: Any,
+    inputs: Sequence[np.ndarray],
+    region: Region,
+    options: PredictOptions,
+    draws: int,
+    seed: int,
+) -> np.ndarray | list[np.ndarray]:
+    """A deterministic ``net``'s prediction of ``region``; a probabilistic one's ``[mean,
+    *draws]`` with ``draws`` draws (:func:`draw_seeds` of ``seed``), from the same forward
+    passes. :func:`dm2gal.eval.realisations.network_fields` names them."""
+    if not hasattr(net, "infer_draws"):
+        return predict_fields(net, transform, inputs, region, options)
+    seeds = draw_seeds(seed, draws)
+    predicted = predict_fields(net, transform, inputs, region, options, seeds=seeds)
+    return predicted if seeds else [predicted]
 
 
 def region_field(field: np.ndarray, region: Region) -> np.ndarray:
@@ -150,25 +192,28 @@ def score_above(
     fields: dict[str, np.ndarray],
     min_mass: float,
     options: ReportOptions,
+    draws: Mapping[str, Sequence[np.ndarray]] | None = None,
 ) -> dict[str, float]:
     """The paper's scoring beside the whole field: a report on the voxels whose true M* exceeds
-    ``min_mass`` (Msun/h; every other voxel set to 0 in every field), in ``above_<min_mass>/``."""
+    ``min_mass`` (Msun/h; every other voxel set to 0 in every field and draw), in
+    ``above_<min_mass>/``; metrics named ``<field>/above_<min_mass>/<metric>``."""
     keep = truth > min_mass
     if not keep.any():
         log.warning("no test voxel has a true M* above evaluation.min_mass = %g", min_mass)
         return {}
+
+    def cut(field: np.ndarray) -> np.ndarray:
+        return np.where(keep, field, 0).astype(np.float32)
+
     above = write_report(
         out_dir / f"above_{min_mass:g}",
         side,
-        np.where(keep, truth, 0).astype(np.float32),
-        {name: np.where(keep, field, 0).astype(np.float32) for name, field in fields.items()},
+        cut(truth),
+        {name: cut(field) for name, field in fields.items()},
         options,
+        draws={name: [cut(x) for x in xs] for name, xs in (draws or {}).items()},
     )
-    return {
-        f"{name}/above_{min_mass:g}/{key}": float(value)
-        for name, values in above["models"].items()
-        for key, value in values.items()
-    }
+    return report_metrics(above, f"/above_{min_mass:g}")
 
 
 def evaluate_test_region(
@@ -189,7 +234,10 @@ def evaluate_test_region(
     into ``above_<min_mass>/``). With ``settings.calibration_voxels`` > 0, about that many voxels
     of the box are also predicted to fit a quantile calibration on their training-region voxels
     (:mod:`dm2gal.infer.calibration`, saved as ``calibration.csv``), and the calibrated
-    prediction is reported as ``model_calibrated`` beside the raw one."""
+    prediction is reported as ``model_calibrated`` beside the raw one. A probabilistic ``net``
+    is reported as ``model_mean`` (calibrated as ``model_calibrated``) and ``settings.draws``
+    draws, ``model_draw`` (seeds :func:`draw_seeds` of ``seed``, also written to the fields
+    store as ``model_draw_<i>``); see the module's docstring."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     store, region, transform = datamodule.store, datamodule.splits.test, datamodule.transform
@@ -203,9 +251,13 @@ def evaluate_test_region(
     def predict(where: Region) -> np.ndarray:
         return predict_fields(net, transform, inputs, where, options)
 
-    prediction = predict(region)
+    named = network_fields(
+        predict_network(net, transform, inputs, region, options, settings.draws, seed)
+    )
+    draws = {name: xs for name, xs in named.items() if name == "model_draw"}
+    fields = {name: xs[0] for name, xs in named.items() if name not in draws}
+    (prediction,) = fields.values()  # the network's field that a calibration maps
     truth = region_field(store.read(datamodule.target), region)
-    fields = {"model": prediction}
     if settings.calibration_voxels:
         calibrate = fit_calibration(
             predict,
@@ -233,17 +285,31 @@ def evaluate_test_region(
     results.write("truth", truth)
     for name, field in fields.items():
         results.write(name, field)
+    for name, xs in draws.items():
+        for i, (x, s) in enumerate(zip(xs, draw_seeds(seed, len(xs)), strict=True)):
+            results.write(f"{name}_{i}", x, seed=s)
 
-    report = write_report(out_dir, side, truth, fields, settings.report, logger)
+    report = write_report(out_dir, side, truth, fields, settings.report, logger, draws)
+    metrics = report_metrics(report)
+    if settings.min_mass is not None:
+        metrics.update(
+            score_above(out_dir, side, truth, fields, settings.min_mass, settings.report, draws)
+        )
+    return metrics
+
+
+def report_metrics(report: Mapping[str, Any], suffix: str = "") -> dict[str, float]:
+    """A report's scores flat, ``<field><suffix>/<metric>``, and the spread of each random
+    field's draws as ``<field><suffix>/<metric>/std`` (where there are two draws or more)."""
     metrics = {
-        f"{name}/{key}": float(value)
+        f"{name}{suffix}/{key}": float(value)
         for name, values in report["models"].items()
         for key, value in values.items()
     }
-    if settings.min_mass is not None:
-        metrics.update(
-            score_above(out_dir, side, truth, fields, settings.min_mass, settings.report)
-        )
+    for name, block in report.get("draws", {}).items():
+        metrics |= {
+            f"{name}{suffix}/{key}/std": std for key, std in block["std"].items() if std is not None
+        }
     return metrics
 
 
@@ -328,9 +394,12 @@ def score_realisations(
             )
     options = settings.predict_options(channels_last, progress=False)
 
-    def predict(store: FieldStore) -> np.ndarray:
+    def predict(store: FieldStore) -> np.ndarray | list[np.ndarray]:
         inputs = [store.read(name) for name in datamodule.inputs]
-        return predict_fields(net, datamodule.transform, inputs, whole_box(store), options)
+        region = whole_box(store)
+        return predict_network(
+            net, datamodule.transform, inputs, region, options, settings.draws, seed
+        )
 
     calibration = out_dir / "calibration.csv"
     calibrate = QuantileMap.load(calibration) if settings.calibration_voxels else None

@@ -1,9 +1,10 @@
 """Headline scores of an evaluation: which scores compare runs, the network-minus-HOD margins,
 and the report's curve tables read back from CSV.
 
-Fields are named as in the report: ``truth``, the network's (``model``, ``model_calibrated``),
-and the references (``hod_<name>``, ``oracle_<name>``). A score is headline when its name is one
-of :data:`HEADLINE` or one of them with a k-band suffix (``rk_mean_large``); everything else
+Fields are named as in the report: ``truth``, the network's (``model``, ``model_calibrated``;
+a probabilistic network's ``model_mean`` and ``model_draw``), and the references
+(``hod_<name>``, ``oracle_<name>``). A score is headline when its name is one of
+:data:`HEADLINE` or one of them with a k-band suffix (``rk_mean_large``); everything else
 (``k_max``, ``log_rmse``, ...) stays in the full tables.
 """
 
@@ -27,6 +28,9 @@ HEADLINE = (
 REFERENCE_PREFIXES = ("hod_", "oracle_")
 #: the HOD the margins are measured against when the evaluation has it (else the first HOD)
 MARGIN_REFERENCE = "hod_binned"
+#: the network field the margins use: the first of these the evaluation has (a probabilistic
+#: network's draws, a galaxy field like the HOD's, before its mean)
+MARGIN_NETWORKS = ("model", "model_draw", "model_mean")
 #: report entries that are settings, not scores
 NOT_SCORES = ("k_max",)
 
@@ -59,12 +63,17 @@ def margin_reference(fields: Iterable[str]) -> str | None:
     return MARGIN_REFERENCE if MARGIN_REFERENCE in hods else (hods[0] if hods else None)
 
 
-def margins(scores: Mapping[str, Mapping[str, float]], model: str = "model") -> dict[str, float]:
+def margins(
+    scores: Mapping[str, Mapping[str, float]], model: str | None = None
+) -> dict[str, float]:
     """``{metric: scores[model][metric] - scores[hod][metric]}`` against
     :func:`margin_reference` for every finite score both have (negative: the network's error
-    is smaller; for ``rk_mean*``, positive: the network correlates better). Empty without an HOD
-    or without ``model``."""
+    is smaller; for ``rk_mean*``, positive: the network correlates better); ``model`` defaults
+    to the first of :data:`MARGIN_NETWORKS` in ``scores``. Empty without an HOD or without
+    ``model``."""
     reference = margin_reference(scores)
+    if model is None:
+        model = next((name for name in MARGIN_NETWORKS if name in scores), "model")
     if reference is None or model not in scores:
         return {}
     ours, theirs = scores[model], scores[reference]

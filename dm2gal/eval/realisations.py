@@ -3,10 +3,12 @@
 Each realisation is a field store of a whole periodic box: a further mock universe (the run's
 mock settings, another seed, built through the mock's cache) or any given store with the run's
 input and target fields and voxel size. On each, the network predicts the whole box (periodic
-tiling, no sub-cube wrap-around), every HOD fitted on the run's training region is painted on
-the box's halos several times (the HOD is random), and the oracle fields are added where the
-store has them. Every field is measured against the box's truth like the held-out report
-(:func:`dm2gal.eval.report.measure`, k bands included), then summarised over realisations
+tiling, no sub-cube wrap-around; a probabilistic network gives its mean ``model_mean`` and its
+draws ``model_draw`` from the same forward passes), every HOD fitted on the run's training
+region is painted on the box's halos several times (the HOD is random), and the oracle fields
+are added where the store has them. Every field is measured against the box's truth like the
+held-out report (:func:`dm2gal.eval.report.measure_draws`, k bands included; a random field's
+scores on a box are the means over its draws), then summarised over realisations
 (:mod:`dm2gal.eval.aggregate`). Written into ``out_dir``: ``realisations.json``,
 ``realisations.md`` and ``realisations/{pk,rk,pdf}.png`` (mean +- std bands over realisations).
 """
@@ -26,7 +28,7 @@ from matplotlib.ticker import NullFormatter
 
 from dm2gal.data.regions import Region
 from dm2gal.eval.aggregate import compare, markdown, summarise
-from dm2gal.eval.report import ReportOptions, check_fields, measure, save_png
+from dm2gal.eval.report import ReportOptions, measure_draws, plot_band, save_png
 from dm2gal.hod import HOD
 from dm2gal.io.catalog import CATALOGS_FILE, load_catalogs
 from dm2gal.io.store import FieldStore, atomic_path
@@ -36,8 +38,11 @@ from dm2gal.stats.bands import band_edges, parse_bands
 log = logging.getLogger(__name__)
 
 JSON_FILE, MARKDOWN_FILE, PLOTS_DIR = "realisations.json", "realisations.md", "realisations"
-NETWORKS = ("model", "model_calibrated")
-DRAW = "#"  # separates a field's name from its draw number while measuring
+#: the network's fields: a deterministic network's ``model``, a probabilistic one's ``model_mean``
+#: and ``model_draw``, and the calibrated ``model`` or ``model_mean``
+NETWORKS = ("model", "model_mean", "model_draw", "model_calibrated")
+#: the curves kept per realisation, and whether the truth's is among them
+CURVES = (("pk", ["truth"]), ("rk", []), ("pdf", ["truth"]))
 
 
 def whole_box(store: FieldStore) -> Region:
@@ -76,20 +81,31 @@ class Realisation:
     pdf: dict[str, np.ndarray]
 
 
+def network_fields(prediction: np.ndarray | Sequence[np.ndarray]) -> dict[str, list[np.ndarray]]:
+    """The network's fields from its prediction, each a list of draws: ``model`` for one field,
+    ``model_mean`` and ``model_draw`` (its draws) for a probabilistic network's ``[mean, draw,
+    ...]`` (as :func:`dm2gal.infer.predict.predict_fields` returns with ``seeds``)."""
+    if isinstance(prediction, np.ndarray):
+        return {"model": [prediction]}
+    mean, *draws = prediction
+    return {"model_mean": [mean]} | ({"model_draw": draws} if draws else {})
+
+
 def realisation_fields(
     store: FieldStore,
-    model: np.ndarray,
+    prediction: np.ndarray | Sequence[np.ndarray],
     calibrate: Callable[[np.ndarray], np.ndarray] | None,
     hods: Mapping[str, HOD],
     hod_draws: int,
     seed: int,
 ) -> dict[str, list[np.ndarray]]:
-    """The fields scored on one box, each a list of draws: ``model`` (the network's whole-box
-    prediction) and ``model_calibrated``, every HOD painted ``hod_draws`` times on the store's
-    halos (seeds ``seed + d``) when it has catalogues, and the oracle fields it holds."""
-    fields = {"model": [model]}
+    """The fields scored on one box, each a list of draws: the network's whole-box prediction
+    (:func:`network_fields`) and ``model_calibrated`` (its calibrated ``model`` or
+    ``model_mean``), every HOD painted ``hod_draws`` times on the store's halos (seeds
+    ``seed + d``) when it has catalogues, and the oracle fields it holds."""
+    fields = network_fields(prediction)
     if calibrate is not None:
-        fields["model_calibrated"] = [calibrate(model)]
+        fields["model_calibrated"] = [calibrate(next(iter(fields.values()))[0])]
     catalogs = store.root / CATALOGS_FILE
     if hods and catalogs.is_file():
         halos, _ = load_catalogs(catalogs)
@@ -115,12 +131,6 @@ def pdf_edges(fields: Sequence[np.ndarray], bins: int, margin: float = 0.5) -> n
     return np.linspace(lo, hi, bins + 1)
 
 
-def _key(field: str, draw: int) -> str:
-    """A draw's name while measuring: the field's own for the first (so that the report finds
-    ``oracle_mean`` by name), ``<field>#<draw>`` for the others."""
-    return field if draw == 0 else f"{field}{DRAW}{draw}"
-
-
 def score_realisation(
     source: str,
     truth: np.ndarray,
@@ -129,26 +139,15 @@ def score_realisation(
     options: ReportOptions,
     edges: np.ndarray,
 ) -> tuple[Realisation, np.ndarray]:
-    """Measure every draw of every field against ``truth`` in one :func:`measure` call; return
-    the realisation's scores and curves, and the bins' k [h/Mpc]."""
-    flat = {_key(f, d): x for f, draws in fields.items() for d, x in enumerate(draws)}
-    m = measure(box, check_fields(truth, flat), options, pdf_edges=edges)
-    scores, pk, rk, pdf = {}, {"truth": m.pk["truth"]}, {}, {"truth": m.pdf["truth"]}
-    for field, draws in fields.items():
-        keys = [_key(field, d) for d in range(len(draws))]
-        scores[field] = [m.scores[k] for k in keys]
-        pk[field] = np.mean([m.pk[k] for k in keys], axis=0)
-        rk[field] = np.mean([m.rk[k] for k in keys], axis=0)
-        pdf[field] = np.mean([m.pdf[k] for k in keys], axis=0)
-    return Realisation(source, scores, pk, rk, pdf), m.k
-
-
-def _band(ax: Any, x: np.ndarray, curves: np.ndarray, label: str, color: str) -> None:
-    """Mean line and a +- std band of ``curves`` (realisations x points)."""
-    mean = curves.mean(axis=0)
-    std = curves.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
-    ax.plot(x, mean, label=label, color=color)
-    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.25, lw=0)
+    """Measure every draw of every field against ``truth`` in one :func:`measure_draws` call (a
+    field of several draws is random, one of a single draw is a prediction); return the
+    realisation's scores and curves, and the bins' k [h/Mpc]."""
+    single = {f: draws[0] for f, draws in fields.items() if len(draws) == 1}
+    random = {f: draws for f, draws in fields.items() if len(draws) > 1}
+    m = measure_draws(box, truth, single, random, options, pdf_edges=edges)
+    scores = {f: m.draws[f].scores if f in m.draws else [m.scores[f]] for f in fields}
+    curves = [{f: getattr(m, what)[f] for f in [*keep, *fields]} for what, keep in CURVES]
+    return Realisation(source, scores, *curves), m.k
 
 
 def plot_realisations(
@@ -166,9 +165,9 @@ def plot_realisations(
     fig_pk = Figure(figsize=(6, 6))
     top, bottom = fig_pk.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     for f in ["truth", *names]:
-        _band(top, k, stack["pk"][f], f, colors[f])
+        plot_band(top, k, stack["pk"][f], f, colors[f])
     for f in names:
-        _band(bottom, k, stack["pk"][f] / stack["pk"]["truth"], f, colors[f])
+        plot_band(bottom, k, stack["pk"][f] / stack["pk"]["truth"], f, colors[f])
     top.set(xscale="log", yscale="log", ylabel=r"$P(k)\ [(h^{-1}\mathrm{Mpc})^3]$", title=title)
     bottom.axhline(1.0, color="k", lw=0.8)
     bottom.set(xlabel=r"$k\ [h\,\mathrm{Mpc}^{-1}]$", ylabel="ratio to truth")
@@ -177,7 +176,7 @@ def plot_realisations(
     fig_rk = Figure(figsize=(6, 4))
     ax = fig_rk.subplots()
     for f in names:
-        _band(ax, k, stack["rk"][f], f, colors[f])
+        plot_band(ax, k, stack["rk"][f], f, colors[f])
     for edge in marks:
         ax.axvline(edge, color="grey", lw=0.6, ls=":")
     ax.axhline(1.0, color="k", lw=0.8)
@@ -189,7 +188,7 @@ def plot_realisations(
     ax = fig_pdf.subplots()
     centres = 0.5 * (edges[1:] + edges[:-1])
     for f in ["truth", *names]:
-        _band(ax, centres, stack["pdf"][f], f, colors[f])
+        plot_band(ax, centres, stack["pdf"][f], f, colors[f])
     ax.set(yscale="log", xlabel=r"$\log_{10}(M\ /\ h^{-1}M_\odot)$ per voxel", title=title)
     ax.set_ylabel("PDF (all voxels)")
     ax.legend(fontsize="small")
@@ -203,7 +202,7 @@ def plot_realisations(
 
 def evaluate_realisations(
     stores: Sequence[FieldStore],
-    predict: Callable[[FieldStore], np.ndarray],
+    predict: Callable[[FieldStore], np.ndarray | Sequence[np.ndarray]],
     target: str,
     out_dir: str | Path,
     options: ReportOptions,
@@ -213,7 +212,8 @@ def evaluate_realisations(
     hod_draws: int = 3,
     seed: int = 0,
 ) -> dict[str, dict[str, dict]]:
-    """Score ``predict`` (a whole-box prediction of a store), its calibration, the fitted
+    """Score ``predict`` (a whole-box prediction of a store, or a probabilistic network's mean
+    and draws, :func:`network_fields`), its calibration, the fitted
     ``hods`` and the oracles on every store in ``stores`` (one realisation each, all of one box
     and grid); write ``realisations.json``, ``realisations.md`` and the mean +- std plots into
     ``out_dir``; return the summary (the JSON's content)."""

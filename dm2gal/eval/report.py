@@ -13,6 +13,11 @@ Beside the all-k means, every field is scored per k band (:mod:`dm2gal.stats.ban
 ``rk_mean_<band>``, ``pk_ratio_abs_err_<band>``, ``decorrelation_<band>``) and, when the
 fields include the mock's ``oracle_mean`` (the physical limit of r(k)), by its decorrelation
 relative to the oracle's (``decorrelation_ratio_<band>``).
+
+A random field (a probabilistic network's draws) is given as several draws under one name
+(``draws=`` of :func:`write_report`): every draw is measured, the field's curves and scores are
+the means over its draws, ``metrics.json`` holds the draws' scores and their standard deviation
+in its ``draws`` block, and the P(k), r(k) and PDF plots draw it as a mean +- std band.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,8 @@ PLOTS = ("pk", "rk", "bk", "pdf", "slices")
 BACKENDS = ("torch", "pylians")
 #: the field whose decorrelation 1 - r^2 per band is the physical limit (mock sources only)
 ORACLE_REFERENCE = "oracle_mean"
+#: separates a random field's name from its draw number while measuring
+DRAW = "#"
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,27 @@ class ReportOptions:
 
 
 @dataclass(frozen=True)
+class DrawSpread:
+    """A random field's draws as measured: ``pk``, ``rk`` and ``pdf`` stacked (draws x points)
+    and the scores of each draw (the field's own curves and scores are their means)."""
+
+    pk: np.ndarray
+    rk: np.ndarray
+    pdf: np.ndarray
+    scores: list[dict[str, float]]
+
+    def std(self) -> dict[str, float | None]:
+        """Each score's sample standard deviation over the draws (ddof=1; None for one draw)."""
+        return {key: spread([s[key] for s in self.scores]) for key in self.scores[0]}
+
+
+def spread(values: Sequence[float]) -> float | None:
+    """Sample std (ddof=1; None for one value), exactly 0 for equal values (shifted first)."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(np.std(v - v[0], ddof=1)) if len(v) > 1 else None
+
+
+@dataclass(frozen=True)
 class Measurements:
     """Everything a report shows, per field name (``truth`` first, then each prediction)."""
 
@@ -104,6 +132,7 @@ class Measurements:
     pdf: dict[str, np.ndarray]
     scores: dict[str, dict[str, float]]
     bands: tuple[Band, ...]
+    draws: dict[str, DrawSpread] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -125,29 +154,54 @@ def save_png(fig: Figure, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
 
 
-def _plot_pk(names: list[str], pk: dict[str, np.ndarray], k: np.ndarray) -> Figure:
+def mean_std(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample std (ddof=1; 0 for one curve) of ``curves`` (curves x points)."""
+    mean = curves.mean(axis=0)
+    return mean, curves.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
+
+
+def plot_band(ax: Any, x: np.ndarray, curves: np.ndarray, label: str, color: str) -> None:
+    """Mean line and a +- std band of ``curves`` (curves x points, :func:`mean_std`)."""
+    mean, std = mean_std(curves)
+    ax.plot(x, mean, label=label, color=color)
+    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.25, lw=0)
+
+
+def _curves(m: Measurements, what: str) -> dict[str, np.ndarray]:
+    """Each field's ``what`` curve (``pk``, ``rk``, ``pdf``) as a stack: its draws' for a random
+    field, the one curve otherwise."""
+    own = getattr(m, what)
+    return {f: getattr(m.draws[f], what) if f in m.draws else own[f][None] for f in own}
+
+
+def _colors(names: list[str]) -> dict[str, str]:
+    return {"truth": "k"} | {name: f"C{i}" for i, name in enumerate(names)}
+
+
+def _plot_pk(m: Measurements) -> Figure:
     fig = Figure(figsize=(6, 6))
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    for name in ["truth", *names]:
-        top.loglog(k, pk[name], label=name, color="k" if name == "truth" else None)
-    for name in names:
-        bottom.semilogx(k, pk[name] / pk["truth"], label=name)
+    pk, colors = _curves(m, "pk"), _colors(m.names)
+    for name in ["truth", *m.names]:
+        plot_band(top, m.k, pk[name], name, colors[name])
+    for name in m.names:
+        plot_band(bottom, m.k, pk[name] / pk["truth"], name, colors[name])
     bottom.axhline(1.0, color="k", lw=0.8)
-    top.set_ylabel(r"$P(k)\ [(h^{-1}\mathrm{Mpc})^3]$")
+    top.set(xscale="log", yscale="log", ylabel=r"$P(k)\ [(h^{-1}\mathrm{Mpc})^3]$")
     bottom.set(xlabel=r"$k\ [h\,\mathrm{Mpc}^{-1}]$", ylabel="ratio to truth")
     bottom.xaxis.set_minor_formatter(NullFormatter())
     top.legend()
     return fig
 
 
-def _plot_rk(
-    names: list[str], rk: dict[str, np.ndarray], k: np.ndarray, bands: Sequence[Band]
-) -> Figure:
+def _plot_rk(m: Measurements) -> Figure:
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    for name in names:
-        ax.semilogx(k, rk[name], label=name)
-    for edge in band_edges(bands):
+    rk, colors = _curves(m, "rk"), _colors(m.names)
+    for name in m.names:
+        plot_band(ax, m.k, rk[name], name, colors[name])
+    ax.set_xscale("log")
+    for edge in band_edges(m.bands):
         ax.axvline(edge, color="grey", lw=0.6, ls=":")
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set(xlabel=r"$k\ [h\,\mathrm{Mpc}^{-1}]$", ylabel=r"$r(k)$ with truth")
@@ -173,12 +227,16 @@ def _plot_bk(names: list[str], bk: dict[str, list[Bispectrum]]) -> Figure:
     return fig
 
 
-def _plot_pdf(names: list[str], pdf: dict[str, np.ndarray], edges: np.ndarray) -> Figure:
+def _plot_pdf(m: Measurements) -> Figure:
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    for name in ["truth", *names]:
-        style = {"color": "k"} if name == "truth" else {}
-        ax.stairs(pdf[name], edges, label=name, **style)
+    colors = _colors(m.names)
+    for name in ["truth", *m.names]:
+        ax.stairs(m.pdf[name], m.pdf_edges, label=name, color=colors[name])
+        if name in m.draws:  # the draws' +- std band
+            mean, std = mean_std(m.draws[name].pdf)
+            band = {"baseline": mean - std, "fill": True, "color": colors[name], "alpha": 0.25}
+            ax.stairs(mean + std, m.pdf_edges, lw=0, **band)
     ax.set_yscale("log")
     ax.set(xlabel=r"$\log_{10}(M\ /\ h^{-1}M_\odot)$ per voxel", ylabel="PDF (all voxels)")
     ax.legend()
@@ -268,6 +326,62 @@ def measure(
     )
 
 
+def draw_key(name: str, draw: int) -> str:
+    """A random field's draw's name while measuring."""
+    return f"{name}{DRAW}{draw}"
+
+
+def draw_mean(values: Sequence[float]) -> float:
+    """The mean of ``values``, exactly the value when all are equal (shifted first)."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v[0] + np.mean(v - v[0]))
+
+
+def measure_draws(
+    box: float,
+    truth: np.ndarray,
+    predictions: Mapping[str, np.ndarray],
+    draws: Mapping[str, Sequence[np.ndarray]],
+    options: ReportOptions,
+    pdf_edges: np.ndarray | None = None,
+) -> Measurements:
+    """:func:`measure` of the ``predictions`` and of every draw of each random field in
+    ``draws`` (``{name: [draw, ...]}``, at least one each) against ``truth``, in one call: a
+    random field's curves, bispectra and scores are the means over its draws, which
+    ``Measurements.draws`` keeps (:class:`DrawSpread`)."""
+    if clash := set(predictions) & set(draws):
+        raise ValueError(f"{sorted(clash)}: a field is either a prediction or a set of draws")
+    if empty := [name for name, xs in draws.items() if not len(xs)]:
+        raise ValueError(f"draws: {empty} hold no draw")
+    flat = dict(predictions) | {
+        draw_key(name, i): x for name, xs in draws.items() for i, x in enumerate(xs)
+    }
+    m = measure(box, check_fields(truth, flat), options, pdf_edges)
+    pk, rk, pdf, bk, scores = dict(m.pk), dict(m.rk), dict(m.pdf), dict(m.bk), dict(m.scores)
+    spreads = {}
+    for name, xs in draws.items():
+        keys = [draw_key(name, i) for i in range(len(xs))]
+        one = DrawSpread(
+            pk=np.stack([pk.pop(k) for k in keys]),
+            rk=np.stack([rk.pop(k) for k in keys]),
+            pdf=np.stack([pdf.pop(k) for k in keys]),
+            scores=[scores.pop(k) for k in keys],
+        )
+        pk[name], rk[name], pdf[name] = (c.mean(axis=0) for c in (one.pk, one.rk, one.pdf))
+        scores[name] = {s: draw_mean([d[s] for d in one.scores]) for s in one.scores[0]}
+        each = [bk.pop(k) for k in keys]
+        bk[name] = [
+            replace(
+                ref,
+                B=np.mean([b[p].B for b in each], axis=0),
+                Q=np.mean([b[p].Q for b in each], axis=0),
+            )
+            for p, ref in enumerate(each[0])
+        ]
+        spreads[name] = one
+    return replace(m, pk=pk, rk=rk, pdf=pdf, bk=bk, scores=scores, draws=spreads)
+
+
 def _pdf_edges(fields: Any, bins: int) -> np.ndarray:
     """``bins`` equal log10 bins spanning the non-empty voxels of ``fields``."""
     positive = [np.log10(f[f > 0]) for f in fields if (f > 0).any()]
@@ -279,7 +393,9 @@ def _pdf_edges(fields: Any, bins: int) -> np.ndarray:
 def write_tables(out: Path, m: Measurements, options: ReportOptions) -> dict[str, Any]:
     """Write ``metrics.json`` and the CSV tables of ``m`` into ``out``; return the metrics:
     ``{"box", "grid", "k_max", "k_pairs", "bands": {band: [lo, hi]}, "models": {name: {metric:
-    value}}}``."""
+    value}}}`` and, with random fields, ``"draws": {name: {"count", "std": {metric: std},
+    "values": {metric: [one per draw]}}}`` (``std`` with ddof=1, null for one draw; the
+    field's value in ``models`` is the mean of ``values``)."""
     names, fields = m.names, ["truth", *m.names]
     metrics = {
         "box": m.box,
@@ -289,6 +405,15 @@ def write_tables(out: Path, m: Measurements, options: ReportOptions) -> dict[str
         "bands": {b.name: [b.lo, b.hi] for b in m.bands},
         "models": m.scores,
     }
+    if m.draws:
+        metrics["draws"] = {
+            name: {
+                "count": len(d.scores),
+                "std": d.std(),
+                "values": {key: [s[key] for s in d.scores] for key in d.scores[0]},
+            }
+            for name, d in m.draws.items()
+        }
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=2))
     _write_csv(
@@ -326,10 +451,10 @@ def write_plots(
 ) -> dict[str, Path]:
     """Draw the report's PNG plots of ``m`` (and slices of ``fields``) into ``out``."""
     figures = {
-        "pk": _plot_pk(m.names, m.pk, m.k),
-        "rk": _plot_rk(m.names, m.rk, m.k, m.bands),
+        "pk": _plot_pk(m),
+        "rk": _plot_rk(m),
         "bk": _plot_bk(m.names, m.bk),
-        "pdf": _plot_pdf(m.names, m.pdf, m.pdf_edges),
+        "pdf": _plot_pdf(m),
         "slices": plot_slices(dict(fields), int(slice_width), m.box),
     }
     paths = {}
@@ -346,23 +471,31 @@ def write_report(
     predictions: Mapping[str, np.ndarray],
     options: ReportOptions | None = None,
     logger: Logger | None = None,
+    draws: Mapping[str, Sequence[np.ndarray]] | None = None,
 ) -> dict[str, Any]:
-    """Compare ``truth`` with each named prediction (same grid, box side ``box`` Mpc/h): measure,
-    write the tables and the plots into ``out_dir``; return the metrics of ``metrics.json``
-    (:func:`dm2gal.stats.base.scores` plus ``bk_ratio_abs_err``, the mean |B_pred / B_truth - 1|
-    over every configured triangle, per prediction). ``logger``, when given, is called as
-    ``logger(name, value_or_png_path)`` for every metric and plot (for W&B)."""
+    """Compare ``truth`` with each named prediction (same grid, box side ``box`` Mpc/h) and each
+    random field of ``draws`` (``{name: [draw, ...]}``, scored as the mean over its draws, see
+    :func:`measure_draws`): measure, write the tables and the plots into ``out_dir``; return the
+    metrics of ``metrics.json`` (:func:`dm2gal.stats.base.scores` plus ``bk_ratio_abs_err``,
+    the mean |B_pred / B_truth - 1| over every configured triangle, per prediction).
+    ``logger``, when given, is called as ``logger(name, value_or_png_path)`` for every metric
+    (a random field's std as ``<name>/<metric>/std``) and plot (for W&B)."""
     options = options or ReportOptions()
-    fields = check_fields(truth, predictions)
-    m = measure(box, fields, options)
+    draws = draws or {}
+    m = measure_draws(box, truth, predictions, draws, options)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics = write_tables(out, m, options)
-    plots = write_plots(out, m, fields, options.slice_width)
+    slabs = {"truth": truth, **predictions} | {name: xs[0] for name, xs in draws.items()}
+    plots = write_plots(out, m, slabs, options.slice_width)
     if logger is not None:
         for name, scores in m.scores.items():
             for key, value in scores.items():
                 logger(f"{name}/{key}", value)
+        for name, d in m.draws.items():
+            for key, value in d.std().items():
+                if value is not None:
+                    logger(f"{name}/{key}/std", value)
         for stem, path in plots.items():
             logger(f"report/{stem}", str(path))
     return metrics
