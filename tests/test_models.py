@@ -203,6 +203,7 @@ def test_overfits_one_batch(key: str) -> None:
 @pytest.mark.parametrize("name", ["unet3d", "resnet3d", "dm2gal", "twophase", "probabilistic"])
 def test_model_configs_instantiate(name: str) -> None:
     cfg = OmegaConf.load(CONF / "model" / f"{name}.yaml")
+    cfg = cfg.model if "model" in cfg else cfg  # a global-package option (it also picks a loss)
     net = instantiate(cfg)
     assert isinstance(net, FieldNet)
     assert (cfg.in_channels, cfg.out_channels) == (2, 1)

@@ -77,3 +77,15 @@ def test_bad_scheduler_interval_names_the_key():
     net, loss = UNet3d(channels=2, levels=1, convs=1), MSELoss()
     with pytest.raises(ValueError, match="module.scheduler_interval"):
         Dm2galModule(net, loss, torch.optim.AdamW, scheduler_interval="batch")
+
+
+def test_ema_averages_floats_and_copies_flags():
+    """A bool or integer buffer (a head's "initialised" flag) follows the model; floats average."""
+    from dm2gal.train.callbacks import EMAWeights, ema_decay
+
+    ema = EMAWeights(decay=0.9)
+    n = torch.tensor(50)
+    flag = ema._average(torch.tensor([False]), torch.tensor([True]), n)
+    assert flag.dtype == torch.bool and bool(flag)
+    avg = ema._average(torch.tensor([1.0]), torch.tensor([3.0]), n)
+    assert float(avg) == pytest.approx(1.0 + 2.0 * (1.0 - ema_decay(0.9, n)))

@@ -100,6 +100,7 @@ def test_sigkill_after_the_first_epoch_then_resume_is_exact(tmp_path: Path):
         f"paths.data_dir={mock_cache_dir()}",
         # no epoch after the first improves by 1e9: the plateau scheduler halves the learning
         # rate after epochs 1 and 2, so a resume that loses a scheduler step shows
+        "optim=adamw",
         "optim.scheduler.patience=0",
         "+optim.scheduler.threshold_mode=abs",
         "+optim.scheduler.threshold=1e9",

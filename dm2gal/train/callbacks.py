@@ -237,6 +237,8 @@ class EMAWeights(WeightAveraging):
     def _average(
         self, averaged: torch.Tensor, current: torch.Tensor, updates: torch.Tensor
     ) -> torch.Tensor:
+        if not averaged.is_floating_point():  # flags and counters (e.g. a head's "initialised")
+            return current.clone()
         return averaged + (current - averaged) * (1.0 - ema_decay(self.decay, updates))
 
     def on_load_checkpoint(
