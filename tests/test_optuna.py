@@ -16,8 +16,9 @@ from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_override
 from optuna.distributions import CategoricalDistribution, LogUniformDistribution
 from test_sweep import sweep_env
 
-from dm2gal.sweep import aggregate, find_runs
+from dm2gal.sweep import aggregate
 from dm2gal.train.build import compose_train
+from dm2gal.train.runs import find_runs
 
 OPTUNA = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 # a 4-trial study of seconds-long smoke trainings; crop 7 is a size the UNet rejects, and the

@@ -20,7 +20,8 @@ from conftest import ROOT, compose_train, mock_cache_dir
 from hydra.utils import instantiate
 from test_sweep import sweep_env
 
-from dm2gal.sweep import aggregate, find_runs
+from dm2gal.sweep import aggregate
+from dm2gal.train.runs import find_runs
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

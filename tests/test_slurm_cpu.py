@@ -17,7 +17,8 @@ from test_optuna import STUDY, check_study
 from test_slurm import SMOKE, cluster  # noqa: F401  (module fixture: skip without a cluster)
 from test_sweep import sweep_env
 
-from dm2gal.sweep import aggregate, find_runs
+from dm2gal.sweep import aggregate
+from dm2gal.train.runs import find_runs
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
