@@ -231,3 +231,21 @@ def test_initialise_starts_the_head_at_batch_statistics() -> None:
     copy = ProbabilisticNet(channels=2, levels=1, convs=1, components=2)
     copy.load_state_dict(net.state_dict())
     assert bool(copy.initialised) and torch.equal(copy.offset, net.offset)
+
+
+def test_min_occupancy_zeroes_unlikely_voxels_in_mean_and_draws_only() -> None:
+    """Voxels of occupancy 0.2 and 0.6 with ``min_occupancy`` 0.3: the first's mean is 0 and no
+    draw occupies it, the second's mean and draws are unchanged; the likelihood ignores it."""
+    weights, locs, sigmas = [0.0], [0.5], [0.3]
+    logits = [math.log(0.2 / 0.8), math.log(0.6 / 0.4)]
+    out = torch.cat([_output(lg, weights, locs, sigmas) for lg in logits], dim=-1)
+    plain, floored = OccupancyMixture(out, 8.0, 2.0), OccupancyMixture(out, 8.0, 2.0, math.inf, 0.3)
+    assert floored.mean()[..., 0].item() == 0.0
+    assert floored.mean()[..., 1].item() == pytest.approx(plain.mean()[..., 1].item(), rel=1e-12)
+    noise = torch.full((1, 3, 1, 1, 2), 0.1, dtype=torch.float64)  # u = 0.1 < p for both voxels
+    assert plain.from_noise(noise).flatten().gt(0).tolist() == [True, True]
+    assert floored.from_noise(noise).flatten().gt(0).tolist() == [False, True]
+    target, occupied = torch.full((1, 1, 1, 1, 2), 0.5), torch.ones(1, 1, 1, 1, 2, dtype=torch.bool)
+    assert torch.equal(floored.log_prob(target, occupied), plain.log_prob(target, occupied))
+    with pytest.raises(ValueError, match="min_occupancy"):
+        OccupancyMixture(out, 8.0, 2.0, math.inf, 1.0)

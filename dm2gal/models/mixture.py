@@ -60,6 +60,8 @@ class OccupancyMixture:
             ``K`` locations and ``K`` raw scales (``sigma = softplus(raw) + SCALE_MIN``).
         target_mean, target_std: the transform's ``mean`` and ``std`` of ``log10(1 + M)``.
         target_max: ``M_max`` (Msun/h per voxel); ``inf``: no upper clip.
+        min_occupancy: occupancies below this count as 0 in :meth:`mean` and the draws (not in
+            the likelihood): see :meth:`resolved_occupancy`.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class OccupancyMixture:
         target_mean: float = 0.0,
         target_std: float = 1.0,
         target_max: float = math.inf,
+        min_occupancy: float = 0.0,
     ) -> None:
         channels = output.shape[1] if output.ndim >= 2 else 0
         if channels < 4 or (channels - 1) % 3:
@@ -86,7 +89,12 @@ class OccupancyMixture:
         self.log_weights = F.log_softmax(weights, dim=1)
         self.scale = F.softplus(scale) + SCALE_MIN
         self.target_mean, self.target_std = float(target_mean), float(target_std)
+        if not 0.0 <= min_occupancy < 1.0:
+            raise ValueError(
+                f"OccupancyMixture: min_occupancy must be in [0, 1), got {min_occupancy}"
+            )
         self.target_max = float(target_max)
+        self.min_occupancy = float(min_occupancy)
 
     @property
     def components(self) -> int:
@@ -95,6 +103,15 @@ class OccupancyMixture:
     def occupancy(self) -> Tensor:
         """``p``, the probability that a voxel holds stellar mass, ``(B, 1, ...)``."""
         return torch.sigmoid(self.logit)
+
+    def resolved_occupancy(self) -> Tensor:
+        """:meth:`occupancy`, set to 0 below ``min_occupancy`` (float64): what the mean and the
+        draws use. Far from every halo the likelihood drives ``p`` towards 0 only slowly (its
+        gradient there is ``p`` itself) while the mass an occupied voxel would hold stays at a
+        galaxy's: millions of such voxels at ``p ~ 1e-4`` add a few percent of spurious
+        stellar mass to the mean and spurious galaxies to the draws."""
+        p = self.occupancy().double()
+        return torch.where(p < self.min_occupancy, torch.zeros_like(p), p)
 
     def log_density(self, target: Tensor) -> Tensor:
         """Log density of the mixture at normalised targets ``(B, 1, ...)`` (per unit ``y_n``)."""
@@ -129,7 +146,7 @@ class OccupancyMixture:
         if math.isfinite(self.target_max):
             per_component = per_component + self.target_max * torch.special.ndtr((m - b) / s)
         conditional = (self.log_weights.double().exp() * per_component).sum(dim=1, keepdim=True)
-        return self.occupancy().double() * conditional
+        return self.resolved_occupancy() * conditional
 
     def sample(self, generator: torch.Generator) -> Tensor:
         """One draw of ``M`` per voxel (Msun/h, float64), from ``generator`` (on the output's
@@ -151,7 +168,7 @@ class OccupancyMixture:
                 f"{', '.join(map(str, self.logit.shape[2:]))}), got {tuple(noise.shape)}"
             )
         u_occupied, u_component, u_mass = noise.double().split(1, dim=1)
-        occupied = u_occupied < self.occupancy().double()
+        occupied = u_occupied < self.resolved_occupancy()
         cumulative = self.log_weights.double().exp().cumsum(dim=1)
         k = (u_component > cumulative).sum(dim=1, keepdim=True).clamp(max=self.components - 1)
         m, s = self._log10_params()

@@ -25,6 +25,8 @@ class ProbabilisticNet(OccupancyNet):
 
     Args:
         components: Gaussians in the mixture (``K >= 1``).
+        min_occupancy: occupancies below it count as 0 in the mean and the draws
+            (:meth:`OccupancyMixture.resolved_occupancy`); the likelihood uses them as they are.
         others: as :class:`dm2gal.models.UNet3d`; ``out_channels`` must be 1.
     """
 
@@ -36,11 +38,17 @@ class ProbabilisticNet(OccupancyNet):
         levels: int = 2,
         convs: int = 2,
         components: int = 2,
+        min_occupancy: float = 0.0,
     ) -> None:
         if int(components) != components or components < 1:
             raise ValueError(f"ProbabilisticNet: components must be >= 1, got {components!r}")
         super().__init__(in_channels, out_channels, 3 * int(components), channels, levels, convs)
         self.components = int(components)
+        if not 0.0 <= min_occupancy < 1.0:
+            raise ValueError(
+                f"ProbabilisticNet: min_occupancy must be in [0, 1), got {min_occupancy!r}"
+            )
+        self.min_occupancy = float(min_occupancy)
         # mean and std of log10(1 + M), largest mass per voxel (Msun/h): the target transform
         scale = torch.tensor([0.0, 1.0, math.inf], dtype=torch.float64)
         self.register_buffer("target_scale", scale)
@@ -90,7 +98,7 @@ class ProbabilisticNet(OccupancyNet):
     def distribution(self, output: torch.Tensor) -> OccupancyMixture:
         """The per-voxel distribution described by a raw output of :meth:`forward`."""
         mean, std, top = self.target_scale.tolist()
-        return OccupancyMixture(output, mean, std, top)
+        return OccupancyMixture(output, mean, std, top, self.min_occupancy)
 
     def _normalised(self, mass: torch.Tensor) -> torch.Tensor:
         mean, std, _ = self.target_scale.tolist()
@@ -111,4 +119,7 @@ class ProbabilisticNet(OccupancyNet):
         return self._normalised(torch.cat([dist.mean(), *draws], dim=1))
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, components={self.components}"
+        return (
+            f"{super().extra_repr()}, components={self.components}, "
+            f"min_occupancy={self.min_occupancy}"
+        )
