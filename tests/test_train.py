@@ -286,3 +286,19 @@ def test_summary_table_rows_columns_and_realisations(tmp_path: Path):
         "| model_calibrated (headline) | 0.900 ± 0.010 | +2.0% ± 0.5% |",
         "| oracle_mean | 0.950 ± 0.000 |  |",
     ]
+
+
+def test_summary_table_heads_with_a_probabilistic_networks_mean(tmp_path: Path):
+    metrics = {
+        "model_calibrated/pk_ratio_abs_err": 0.6,
+        "model_draw/pk_ratio_abs_err": 0.4,
+        "model_mean/pk_ratio_abs_err": 0.14,
+        "hod_binned/pk_ratio_abs_err": 0.26,
+    }
+    lines = summary_table(metrics, tmp_path).splitlines()
+    assert lines[2:6] == [
+        "| model_mean (headline) | 0.140 |",
+        "| model_calibrated | 0.600 |",
+        "| hod_binned | 0.260 |",
+        "| model_draw | 0.400 |",
+    ]

@@ -42,9 +42,12 @@ def test_margins_are_network_minus_the_binned_hod():
         "rk_mean": 0.5,
     }
     assert margins({"model": SCORES["model"]}) == {}
-    # a probabilistic run: its draws (a galaxy field, as the HOD's) before its mean
-    drawn = {"model_mean": SCORES["hod_zheng07"], "model_draw": SCORES["model"]}
+    # the headline field: a probabilistic run's mean before its draws, a calibrated field
+    # before the raw one
+    drawn = {"model_mean": SCORES["model"], "model_draw": SCORES["hod_zheng07"]}
     assert margins(drawn | {"hod_binned": SCORES["hod_binned"]}) == margins(SCORES)
+    calibrated = {"model_calibrated": SCORES["model"], "model": SCORES["hod_zheng07"]}
+    assert margins(calibrated | {"hod_binned": SCORES["hod_binned"]}) == margins(SCORES)
     assert margins({"model_mean": SCORES["model"], "hod_binned": SCORES["hod_binned"]}) == (
         margins(SCORES)
     )

@@ -28,9 +28,11 @@ HEADLINE = (
 REFERENCE_PREFIXES = ("hod_", "oracle_")
 #: the HOD the margins are measured against when the evaluation has it (else the first HOD)
 MARGIN_REFERENCE = "hod_binned"
-#: the network field the margins use: the first of these the evaluation has (a probabilistic
-#: network's draws, a galaxy field like the HOD's, before its mean)
-MARGIN_NETWORKS = ("model", "model_draw", "model_mean")
+#: the network field quoted as a run's result, the first of these the evaluation has: a
+#: probabilistic network's mean (its conditional expectation, the best r(k) it can give), else
+#: the calibrated regression (a raw log-mass regression compresses the bright end and misses
+#: the total mass), else the raw one
+HEADLINE_FIELDS = ("model_mean", "model_calibrated", "model")
 #: report entries that are settings, not scores
 NOT_SCORES = ("k_max",)
 
@@ -57,6 +59,12 @@ def headline_metrics(metrics: Iterable[str]) -> list[str]:
     return out
 
 
+def headline_field(fields: Iterable[str]) -> str | None:
+    """The first of :data:`HEADLINE_FIELDS` among ``fields``, else None."""
+    fields = set(fields)
+    return next((name for name in HEADLINE_FIELDS if name in fields), None)
+
+
 def margin_reference(fields: Iterable[str]) -> str | None:
     """:data:`MARGIN_REFERENCE` when among ``fields``, else the first HOD field, else None."""
     hods = [f for f in fields if f.startswith("hod_")]
@@ -69,11 +77,9 @@ def margins(
     """``{metric: scores[model][metric] - scores[hod][metric]}`` against
     :func:`margin_reference` for every finite score both have (negative: the network's error
     is smaller; for ``rk_mean*``, positive: the network correlates better); ``model`` defaults
-    to the first of :data:`MARGIN_NETWORKS` in ``scores``. Empty without an HOD or without
-    ``model``."""
+    to the :func:`headline_field`. Empty without an HOD or without ``model``."""
     reference = margin_reference(scores)
-    if model is None:
-        model = next((name for name in MARGIN_NETWORKS if name in scores), "model")
+    model = model or headline_field(scores)
     if reference is None or model not in scores:
         return {}
     ours, theirs = scores[model], scores[reference]

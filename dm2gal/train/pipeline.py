@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from dm2gal.eval.headline import headline_field
 from dm2gal.io.store import atomic_write_text
 from dm2gal.train.build import build
 from dm2gal.train.loggers import find_wandb
@@ -162,8 +163,6 @@ SUMMARY_COLUMNS = (
     ("rk_mean", "r"),
     ("total_mass_rel_err", "total M*"),
 )
-#: the headline network field when the run has it (the raw regression ``model`` is shown beside)
-HEADLINE = "model_calibrated"
 SPLITS = ("train", "val", "test")
 
 
@@ -195,17 +194,18 @@ def summary_table(
             if field not in SPLITS and metric and "/" not in metric:
                 table.setdefault(field, {})[metric] = _number(metric, value)
     columns = [(m, h) for m, h in SUMMARY_COLUMNS if any(m in row for row in table.values())]
-    order = {HEADLINE: 0, "model": 1}
+    headline = headline_field(table)
+    order = {headline: 0, "model_calibrated": 1, "model": 2}
     fields = sorted(
         (f for f in table if any(m in table[f] for m, _ in columns)),
-        key=lambda f: (order.get(f, 2 if f.startswith("hod") else 3), f),
+        key=lambda f: (order.get(f, 3 if f.startswith("hod") else 4), f),
     )
     lines = [
         f"| field ({source}) | " + " | ".join(h for _, h in columns) + " |",
         "|---|" + "---:|" * len(columns),
     ]
     for field in fields:
-        name = f"{field} (headline)" if field == HEADLINE else field
+        name = f"{field} (headline)" if field == headline else field
         cells = " | ".join(table[field].get(m, "") for m, _ in columns)
         lines.append(f"| {name} | {cells} |")
     lines.append(f"run directory: {Path(run_dir).resolve()}")
