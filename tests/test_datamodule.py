@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from dm2gal.data import FieldDataModule
 from dm2gal.data.sampler import MassBinSampler
+from dm2gal.errors import ConfigError
 from dm2gal.io.store import FieldStore
 
 GRID = 16
@@ -132,6 +133,20 @@ def test_same_seed_same_batches_and_mass_bin_sampler(tmp_path):
         assert torch.equal(a[key], b[key])
     assert len(first[0].train_dataloader().sampler) == 12
     assert len(first[0].stat) == len(first[0]._datasets["train"])
+
+
+def test_mass_bin_sampler_bins_an_input_field_with_sample_on(tmp_path):
+    """With crop 1 a training anchor's statistic is log10(1 + M) of its voxel: the target's by
+    default, the subhalo field's with ``sample_on=subhalo``; an unknown field is refused."""
+    sampler = functools.partial(MassBinSampler, bins=5, samples_per_epoch=12)
+    for name in (None, "subhalo"):
+        dm = make_dm(tmp_path, sampler=sampler, crop=1, context=1, stride=1, sample_on=name)
+        field = np.asarray(dm.store.read(name or "stellar"))
+        anchors = dm._datasets["train"].anchors
+        i, j, k = np.unravel_index(anchors, (GRID,) * 3)
+        np.testing.assert_allclose(dm.stat, np.log10(1 + field[i, j, k]), rtol=1e-6)
+    with pytest.raises(ConfigError, match="data.sample_on"):
+        make_dm(tmp_path, sample_on="stellar")
 
 
 def test_min_target_mass_keeps_only_massive_training_targets(tmp_path):

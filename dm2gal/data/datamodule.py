@@ -62,6 +62,9 @@ class FieldDataModule(L.LightningDataModule):
         augment: "all48", "rotations24" or "none".
         random_shift: move each training anchor by a random offset below the stride.
         stride: spacing of the training anchor lattice (voxels); None: ``max(1, crop // 2)``.
+        sample_on: the field whose crop totals a mass-bin sampler bins: None, the target; an
+            input (e.g. ``subhalo``) selects crops on what the network sees, so the target's
+            distribution given the inputs stays unbiased (a likelihood needs that).
         min_target_mass: train and score only target voxels above this (Msun/h; paper: 1e8).
         batch_size, num_workers, pin_memory, persistent_workers: DataLoader settings.
         seed: seeds the sampler, the augmentation and the loader workers.
@@ -83,6 +86,7 @@ class FieldDataModule(L.LightningDataModule):
         augment: str = "all48",
         random_shift: bool = False,
         stride: int | None = None,
+        sample_on: str | None = None,
         min_target_mass: float | None = None,
         batch_size: int = 8,
         num_workers: int = 0,
@@ -110,6 +114,12 @@ class FieldDataModule(L.LightningDataModule):
         self.symmetries = symmetry_group(augment)
         self.random_shift = bool(random_shift)
         self.stride = None if stride is None else _positive_int(stride, "stride")
+        if sample_on is not None and sample_on not in self.inputs:
+            raise ConfigError(
+                f"data.sample_on: expected null (the target) or one of the inputs "
+                f"{self.inputs}, got {sample_on!r}"
+            )
+        self.sample_on = sample_on
         if min_target_mass is not None and not min_target_mass >= 0:
             raise ConfigError(
                 f"data.min_target_mass: expected >= 0 Msun/h or null, got {min_target_mass}"
@@ -169,20 +179,21 @@ class FieldDataModule(L.LightningDataModule):
                 fields[:-1], fields[-1], self.splits, **self.transform_config
             )
         self.store = store
-        self._datasets = {"train": self._train_dataset(fields[-1])}
+        sampled = fields[self.inputs.index(self.sample_on)] if self.sample_on else fields[-1]
+        self._datasets = {"train": self._train_dataset(fields[-1], sampled)}
         for split in ("val", "test"):
             self._datasets[split] = self._tiles(getattr(self.splits, split))
 
-    def _train_dataset(self, target: np.ndarray) -> FieldCrops:
+    def _train_dataset(self, target: np.ndarray, sampled: np.ndarray) -> FieldCrops:
         c, n, grid = self.context, self.crop, self.grid
         stride = self.stride or max(1, n // 2)
         axes = [lattice(grid, stride)] * 3
         allowed = self.splits.lattice_allowed([a - c for a in axes], n + 2 * c)
+        if self.min_target_mass is not None:
+            allowed &= crop_stat(target, axes, n) > math.log10(1.0 + self.min_target_mass)
         stat = None
-        if self.min_target_mass is not None or getattr(self.sampler_class, "needs_stat", False):
-            stat = crop_stat(target, axes, n)
-            if self.min_target_mass is not None:
-                allowed &= stat > math.log10(1.0 + self.min_target_mass)
+        if getattr(self.sampler_class, "needs_stat", False):
+            stat = crop_stat(sampled, axes, n)
         anchors = _flat_true(allowed)
         if len(anchors) == 0:
             raise ConfigError(
