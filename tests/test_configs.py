@@ -55,7 +55,8 @@ def test_model_options_build_field_nets(compose, name: str):
 @pytest.mark.parametrize(
     "overrides, net, loss",
     [
-        ([], "TwoPhaseNet", "TwoPhaseLoss"),  # the default network picks its loss
+        ([], "ProbabilisticNet", "OccupancyNLL"),  # the default network picks its loss
+        (["model=twophase"], "TwoPhaseNet", "TwoPhaseLoss"),
         (["model=unet3d"], "UNet3d", "MSELoss"),
         (["model=resnet3d", "loss=huber"], "ResNet3d", "HuberLoss"),
         (["model=twophase", "loss=weighted_mse"], "TwoPhaseNet", "WeightedMSELoss"),
@@ -64,6 +65,21 @@ def test_model_options_build_field_nets(compose, name: str):
 def test_model_and_loss_pairing(compose, overrides: list[str], net: str, loss: str):
     cfg = compose(overrides, tiny=False)
     assert cfg.model._target_.endswith(net) and cfg.loss._target_.endswith(loss)
+
+
+def test_probabilistic_default_draws_uniform_crops_and_selects_on_the_likelihood(compose):
+    cfg = compose([], tiny=False)
+    assert cfg.sampler._target_.endswith("UniformSampler") and cfg.sampler.samples_per_epoch
+    assert cfg.optimized_metric == "val/loss"
+    regression = compose(["model=twophase"], tiny=False)
+    assert regression.sampler._target_.endswith("MassBinSampler")
+    assert regression.optimized_metric == "val/pk_ratio_abs_err"
+
+
+def test_mock_runs_score_two_unseen_realisations_by_default(compose):
+    assert compose([], tiny=False).evaluation.realisations == 2
+    assert compose(["data=mock_small"], tiny=False).evaluation.realisations == 0
+    assert compose(["data=tng100"], tiny=False).evaluation.realisations == 0
 
 
 @pytest.mark.parametrize("name", options("loss"))
