@@ -35,6 +35,7 @@ from omegaconf import DictConfig
 
 from dm2gal.cli import reports_user_errors
 from dm2gal.eval.headline import (
+    headline_field,
     headline_metrics,
     is_reference,
     margins,
@@ -315,7 +316,8 @@ def _reference_style(name: str) -> dict[str, Any]:
 
 
 def _plot_curves(ax: Axes, table: SweepTable, stem: str, prefix: str) -> bool:
-    """Overlay column ``<prefix>model`` of every run's ``evaluation/<stem>.csv`` over the
+    """Overlay the headline network column (:func:`headline_field`: ``<prefix>model_mean``,
+    ``...model_calibrated`` or ``...model``) of every run's ``evaluation/<stem>.csv`` over the
     reference columns (HODs, oracle) of the first; False when no run has the file."""
     tables = [
         (row, read_columns(path))
@@ -330,8 +332,10 @@ def _plot_curves(ax: Axes, table: SweepTable, stem: str, prefix: str) -> bool:
         if name.startswith(prefix) and is_reference(ref := name.removeprefix(prefix)):
             ax.semilogx(first["k"], first[name], label=ref, **_reference_style(ref))
     for row, columns in tables:
-        if f"{prefix}model" in columns:
-            ax.semilogx(columns["k"], columns[f"{prefix}model"], label=table.label(row))
+        names = [c.removeprefix(prefix) for c in columns if c.startswith(prefix)]
+        if network := headline_field(names):
+            label = table.label(row) + ("" if network == "model" else f" ({network})")
+            ax.semilogx(columns["k"], columns[f"{prefix}{network}"], label=label)
     ax.legend(fontsize=7)
     return True
 
@@ -362,10 +366,12 @@ def _plot_bars(ax: Axes, table: SweepTable, metric: str) -> None:
 
 def plot_sweep(table: SweepTable, path: Path) -> Path:
     """Top: every run's P(k) ratio and r(k) with the references (HODs solid, oracle dashed);
-    bottom: bars of the optimised metric and the model's headline scores, references as lines.
+    bottom: bars of the optimised metric and the headline network field's scores (the first
+    run's :func:`headline_field`), references as lines.
     Runs are labelled by their swept values; failed runs are marked in red."""
     bars = [table.objective] if table.objective else []
-    bars += [f"eval/model/{m}" for m in BAR_METRICS]
+    network = headline_field(eval_fields(table.rows)) or "model"
+    bars += [f"eval/{network}/{m}" for m in BAR_METRICS]
     bars = [m for m in bars if any(isinstance(v, float) for v in table.column(m))] or ["status"]
     fig = Figure(figsize=(max(10.0, 3.2 * len(bars)), 8.5), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[1.0, 1.0])

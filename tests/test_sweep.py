@@ -15,10 +15,11 @@ import pytest
 import torch
 import yaml
 from conftest import ROOT, compose_train, mock_cache_dir, run_script
+from matplotlib.figure import Figure
 from wandb_offline import read_run
 
 from dm2gal.eval.headline import read_columns
-from dm2gal.sweep import aggregate, read_overrides
+from dm2gal.sweep import _plot_curves, aggregate, read_overrides
 from dm2gal.train.runs import find_runs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -304,3 +305,28 @@ def test_real_multirun_sweep(tmp_path: Path):
         pk = read_columns(run / "evaluation" / "pk.csv")
         assert record.tables["eval/curves/pk"]["columns"] == list(pk)
         assert {"eval/model/pk_ratio_abs_err", "eval/margin/rk_mean"} <= set(record.summary)
+
+
+def test_plot_draws_each_runs_headline_field(tmp_path: Path):
+    """A probabilistic run has no ``model`` column: its curve is ``model_mean``'s, its bars the
+    ``eval/model_mean/...`` scores."""
+    scores = {"rk_mean": 0.75, "pk_ratio_abs_err": 0.25, "k_max": 4.0}
+    hod = {"rk_mean": 0.5, "pk_ratio_abs_err": 0.375, "k_max": 4.0}
+    for i in range(2):
+        make_run(
+            tmp_path / str(i),
+            [f"seed={i}"],
+            results={"status": "ok", "metrics": {"val/pk_ratio_abs_err": 0.5}},
+            evaluation={"model_mean": scores, "model_draw": hod, "hod_binned": hod},
+        )
+    table = aggregate(tmp_path)
+    fig = Figure()
+    ax = fig.subplots()
+    assert _plot_curves(ax, table, "rk", "r_")
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert "seed=0 (model_mean)" in labels and "seed=1 (model_mean)" in labels
+    assert [line.get_ydata()[0] for line in ax.get_lines() if "seed" in line.get_label()] == [
+        0.75,
+        0.75,
+    ]
+    assert table.plot.read_bytes()[:8] == PNG_MAGIC
