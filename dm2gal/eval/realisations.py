@@ -28,7 +28,8 @@ from matplotlib.ticker import NullFormatter
 
 from dm2gal.data.regions import Region
 from dm2gal.eval.aggregate import compare, markdown, summarise
-from dm2gal.eval.report import ReportOptions, measure_draws, plot_band, save_png
+from dm2gal.eval.plots import plot_band, save_png
+from dm2gal.eval.report import ReportOptions, measure_draws
 from dm2gal.hod import HOD
 from dm2gal.io.catalog import CATALOGS_FILE, load_catalogs
 from dm2gal.io.store import FieldStore, atomic_path
