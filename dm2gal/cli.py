@@ -1,6 +1,8 @@
 """What every command (``train.py``, ``evaluate.py``, ``python -m dm2gal.<command>``) does with
 errors: a user error prints one line on stderr and exits with status 1; a bug keeps its
-traceback. ``HYDRA_FULL_ERROR=1`` shows the traceback of user errors too."""
+traceback. ``HYDRA_FULL_ERROR=1`` shows the traceback of user errors too. In a multirun
+(:func:`multirun`, also read by the training pipeline) the error is raised instead. Imports
+nothing of dm2gal but :mod:`dm2gal.errors`, so every layer may use it."""
 
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ def user_error(err: BaseException) -> BaseException | None:
     return None
 
 
-def _multirun() -> bool:
+def multirun() -> bool:
+    """Whether this process runs a job of a Hydra multirun (``-m``); ``False`` outside Hydra."""
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
@@ -48,7 +51,7 @@ def reports_user_errors(task: Callable[[DictConfig], T]) -> Callable[[DictConfig
             return task(cfg)
         except Exception as err:
             found = user_error(err)
-            if found is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or _multirun():
+            if found is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or multirun():
                 raise
             message = str(found)
             if isinstance(found, MissingMandatoryValue):

@@ -42,7 +42,7 @@ from dm2gal.eval.headline import (
     nest,
     read_columns,
 )
-from dm2gal.eval.report import save_png
+from dm2gal.eval.plots import save_png
 from dm2gal.io.store import atomic_write_text
 from dm2gal.train.loggers import wandb_logger
 from dm2gal.train.runs import find_runs

@@ -18,6 +18,7 @@ from dm2gal.io.paint import paint
 from dm2gal.sim import MockUniverse
 from dm2gal.sim.galaxies import (
     GalaxyModel,
+    Hosts,
     capped_poisson_mean,
     mean_satellite_shmr,
     moster13,
@@ -30,9 +31,9 @@ from dm2gal.stats.bands import band_scores, default_bands
 H = 0.6774
 
 
-def expected_total(hosts: tuple, min_sub_mass: float, h: float, model: GalaxyModel) -> float:
+def expected_total(hosts: Hosts, min_sub_mass: float, h: float, model: GalaxyModel) -> float:
     """Sum over hosts of E[central] + E[min(N, m)] E[satellite], from quad and the Poisson pmf."""
-    pos, mass, members, _, env = hosts
+    mass, members, env = hosts.mass, hosts.members, hosts.env
     boost = np.exp(0.5 * (model.scatter_dex * np.log(10)) ** 2) * 10 ** (model.env_dex * env)
     a, total = model.sub_slope, 0.0
     for i, m in enumerate(mass):
@@ -78,7 +79,7 @@ def test_mean_satellite_shmr_against_quad():
     assert mean_satellite_shmr(np.array([1e12]), m_min, H, model)[0] == 0.0  # m_min/M = sub_max
 
 
-def synthetic_hosts() -> tuple:
+def synthetic_hosts() -> Hosts:
     """Six hosts from no satellites (1e12) to a strongly capped one (1e15 with 3 members)."""
     mass = np.array([1e12, 3e13, 1e14, 1e15, 1e15, 4e14])
     count = [25, 40, 60, 3, 30, 80]
@@ -88,24 +89,23 @@ def synthetic_hosts() -> tuple:
     halo_pos = np.full((len(mass), 3), -1.0)
     halo_pos[:, 1] = np.arange(len(mass))  # y encodes the halo of a central
     env = np.array([0.5, -1.0, 0.0, 1.2, -0.3, 2.0])
-    return halo_pos, mass, members, particle_pos, env
+    return Hosts(halo_pos, mass, members, particle_pos, env)
 
 
 def test_oracle_mean_is_the_average_of_populate_per_site():
     hosts, model = synthetic_hosts(), GalaxyModel()
-    halo_pos, mass, members, particle_pos, env = hosts
-    pos, weight = oracle_mean(*hosts, 1e12, H, model)
+    pos, weight = oracle_mean(hosts, 1e12, H, model)
     assert weight.sum() == pytest.approx(expected_total(hosts, 1e12, H, model), rel=1e-9)
     # the expected sites: halo centres then each host's members
-    np.testing.assert_array_equal(pos[: len(mass)], halo_pos)
-    np.testing.assert_array_equal(pos[len(mass) :, 0], np.concatenate(members))
+    np.testing.assert_array_equal(pos[: len(hosts)], hosts.pos)
+    np.testing.assert_array_equal(pos[len(hosts) :, 0], np.concatenate(hosts.members))
 
-    draws, n_sites = 3000, len(mass) + len(particle_pos)
+    draws, n_sites = 3000, len(hosts) + len(hosts.particle_pos)
     total, total2 = np.zeros(n_sites), np.zeros(n_sites)
     rng = np.random.default_rng(7)
     for _ in range(draws):
-        _, gals = populate(*hosts, 1e12, H, model, rng)
-        site = np.where(gals.central, gals.pos[:, 1], len(mass) + gals.pos[:, 0]).astype(int)
+        _, gals = populate(hosts, 1e12, H, model, rng)
+        site = np.where(gals.central, gals.pos[:, 1], len(hosts) + gals.pos[:, 0]).astype(int)
         per_site = np.bincount(site, weights=gals.mstar, minlength=n_sites)
         total += per_site
         total2 += per_site**2
@@ -115,7 +115,7 @@ def test_oracle_mean_is_the_average_of_populate_per_site():
     np.testing.assert_array_less(np.abs(mean - weight), 5 * err + 1e-9 * weight.max())
     np.testing.assert_array_equal(weight[err == 0], mean[err == 0])
     # the cap: the 3-member 1e15 host gets ~3 satellites, not the ~27 of its Poisson rate
-    capped = slice(len(mass) + 125, len(mass) + 128)
+    capped = slice(len(hosts) + 125, len(hosts) + 128)
     assert (weight[capped] > 0).all() and mean[capped].sum() == pytest.approx(
         weight[capped].sum(), rel=0.05
     )
@@ -141,9 +141,9 @@ def small(tmp_path_factory):
         store = src.build()
     finally:
         patch.undo()
-    args, kwargs = seen[0]
+    (hosts,), kwargs = seen[0]
     kwargs = {k: v for k, v in kwargs.items() if k != "rng"}
-    return src, store, args, kwargs
+    return src, store, hosts, kwargs
 
 
 def test_mock_oracle_total_is_the_expectation(small):
@@ -163,10 +163,10 @@ def test_mean_of_many_draws_converges_to_oracle_mean(small):
     coarse = 4
     fields = []
     for seed in range(200):
-        _, gals = populate(*hosts, **physics, rng=np.random.default_rng(1000 + seed))
+        _, gals = populate(hosts, **physics, rng=np.random.default_rng(1000 + seed))
         fields.append(paint(gals.pos, gals.mstar, coarse, src.box).astype(np.float64))
     fields = np.array(fields)
-    pos, weight = oracle_mean(*hosts, **physics)
+    pos, weight = oracle_mean(hosts, **physics)
     oracle = paint(pos, weight, coarse, src.box).astype(np.float64)
     mean, err = fields.mean(axis=0), fields.std(axis=0, ddof=1) / np.sqrt(len(fields))
     totals = fields.sum(axis=(1, 2, 3))

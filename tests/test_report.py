@@ -10,7 +10,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from dm2gal.eval.report import PLOTS, ReportOptions, write_report
+from dm2gal.eval.plots import PLOTS
+from dm2gal.eval.report import ReportOptions, write_report
 
 BOX = 75.0  # Mpc/h
 N = 16

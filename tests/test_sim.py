@@ -12,6 +12,7 @@ from dm2gal.sim.cosmology import Cosmology
 from dm2gal.sim.fof import friends_of_friends
 from dm2gal.sim.galaxies import (
     GalaxyModel,
+    Hosts,
     environment_residual,
     moster13,
     populate,
@@ -132,10 +133,8 @@ def test_populate_environment_and_satellites():
     particle_pos = np.zeros((n_h * per_halo, 3))
     particle_pos[:, 0] = np.arange(n_h * per_halo)  # x encodes the particle index
     members = list(np.arange(n_h * per_halo).reshape(n_h, per_halo))
-    halos, gals = populate(
-        particle_pos[::per_halo], mass, members, particle_pos, env, 1e11, h, model,
-        np.random.default_rng(1),
-    )  # fmt: skip
+    hosts = Hosts(particle_pos[::per_halo], mass, members, particle_pos, env)
+    halos, gals = populate(hosts, 1e11, h, model, np.random.default_rng(1))
     cen = np.log10(gals.mstar[gals.central])
     # environment shifts log M* by +-env_dex at fixed halo mass
     assert cen[env > 0].mean() - cen[env < 0].mean() == pytest.approx(2 * model.env_dex, abs=0.03)
@@ -152,6 +151,12 @@ def test_populate_environment_and_satellites():
     np.testing.assert_array_equal(particle_pos[index], gals.pos[sats])
     np.testing.assert_array_equal(index // per_halo, gals.host[sats])
     np.testing.assert_array_equal(gals.host_mass, 1e13)
+
+
+def test_hosts_need_one_entry_per_halo():
+    pos, members = np.zeros((3, 3)), [np.arange(2)] * 3
+    with pytest.raises(ValueError, match=r"one entry per halo.*'env': 2"):
+        Hosts(pos, np.ones(3), members, np.zeros((2, 3)), np.zeros(2))
 
 
 # -- the mock universe -------------------------------------------------------------------------

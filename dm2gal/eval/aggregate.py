@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dm2gal.eval.report import spread
+from dm2gal.eval.measurements import spread
 
 #: metrics where a higher value is better (every other one is an error: lower is better)
 HIGHER_IS_BETTER = ("rk_mean", "rk_min")

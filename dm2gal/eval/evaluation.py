@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dm2gal import __version__
@@ -39,14 +38,13 @@ from dm2gal.eval.realisations import (
     network_fields,
     whole_box,
 )
+from dm2gal.eval.references import fit_hods, oracle_fields, paint_hods
 from dm2gal.eval.report import ReportOptions, write_report
 from dm2gal.eval.wandb_tables import log_evaluation
 from dm2gal.hod import HOD
 from dm2gal.infer.calibration import QuantileMap, fit_calibration
 from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, default_device, predict_fields
-from dm2gal.io.catalog import CATALOGS_FILE, load_catalogs
 from dm2gal.io.store import FieldStore
-from dm2gal.sim.mock import ORACLE_FIELDS
 from dm2gal.train.loggers import find_wandb, wandb_logger
 from dm2gal.train.runs import find_runs, load_run
 
@@ -149,42 +147,6 @@ def region_field(field: np.ndarray, region: Region) -> np.ndarray:
     return read_crop(field, region.start, region.size)
 
 
-def fit_hods(hod_cfgs: Sequence[DictConfig], datamodule: Any) -> dict[str, HOD]:
-    """Each HOD (by name) fitted on the catalogues' galaxies outside the held-out regions."""
-    catalogs = datamodule.store.root / CATALOGS_FILE
-    if not hod_cfgs:
-        return {}
-    if not catalogs.is_file():
-        log.warning("%s not found: no HOD benchmark for this data source", catalogs)
-        return {}
-    halos, galaxies = load_catalogs(catalogs)
-
-    def is_heldout(pos: np.ndarray) -> np.ndarray:
-        return datamodule.splits.is_heldout(pos, datamodule.box)
-
-    hods = [instantiate(cfg) for cfg in hod_cfgs]
-    return {hod.name: hod.fit(halos, galaxies, is_heldout, datamodule.box) for hod in hods}
-
-
-def hod_fields(
-    hods: Mapping[str, HOD], store: FieldStore, region: Region, seed: int
-) -> dict[str, np.ndarray]:
-    """Each fitted HOD painted on the whole box of ``store`` (its halos), cut to ``region``."""
-    if not hods:
-        return {}
-    halos, _ = load_catalogs(store.root / CATALOGS_FILE)
-    return {
-        f"hod_{name}": region_field(hod.paint(halos, store.grid, store.box, seed), region)
-        for name, hod in hods.items()
-    }
-
-
-def oracle_fields(store: FieldStore, region: Region) -> dict[str, np.ndarray]:
-    """The mock's oracle fields on ``region``; none for a source without them."""
-    held = store.fields()
-    return {name: region_field(store.read(name), region) for name in ORACLE_FIELDS if name in held}
-
-
 def score_above(
     out_dir: Path,
     side: float,
@@ -268,7 +230,8 @@ def evaluate_test_region(
         )
         calibrate.save(out_dir / "calibration.csv")
         fields["model_calibrated"] = calibrate(prediction)
-    fields.update(hod_fields(hods or {}, store, region, seed))
+    painted = paint_hods(hods or {}, store, [seed], region)
+    fields.update({name: draw for name, (draw,) in painted.items()})
     fields.update(oracle_fields(store, region))
 
     side = region.size[0] * store.box / store.grid

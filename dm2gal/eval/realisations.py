@@ -28,11 +28,11 @@ from matplotlib.ticker import NullFormatter
 
 from dm2gal.data.regions import Region
 from dm2gal.eval.aggregate import compare, markdown, summarise
-from dm2gal.eval.report import ReportOptions, measure_draws, plot_band, save_png
+from dm2gal.eval.plots import plot_band, save_png
+from dm2gal.eval.references import oracle_fields, paint_hods
+from dm2gal.eval.report import ReportOptions, measure_draws
 from dm2gal.hod import HOD
-from dm2gal.io.catalog import CATALOGS_FILE, load_catalogs
 from dm2gal.io.store import FieldStore, atomic_path
-from dm2gal.sim.mock import ORACLE_FIELDS
 from dm2gal.stats.bands import band_edges, parse_bands
 
 log = logging.getLogger(__name__)
@@ -106,17 +106,8 @@ def realisation_fields(
     fields = network_fields(prediction)
     if calibrate is not None:
         fields["model_calibrated"] = [calibrate(next(iter(fields.values()))[0])]
-    catalogs = store.root / CATALOGS_FILE
-    if hods and catalogs.is_file():
-        halos, _ = load_catalogs(catalogs)
-        for name, hod in hods.items():
-            fields[f"hod_{name}"] = [
-                hod.paint(halos, store.grid, store.box, seed + d) for d in range(hod_draws)
-            ]
-    elif hods:
-        log.warning("%s not found: no HOD on this realisation", catalogs)
-    held = store.fields()
-    fields.update({name: [store.read(name, mmap=False)] for name in ORACLE_FIELDS if name in held})
+    fields.update(paint_hods(hods, store, [seed + d for d in range(hod_draws)]))
+    fields.update({name: [field] for name, field in oracle_fields(store).items()})
     return fields
 
 

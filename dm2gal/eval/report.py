@@ -2,12 +2,12 @@
 
 Three steps, each its own function: :func:`measure` computes P(k), r(k), B(k1, k2, theta), the
 voxel mass PDF and the scalar scores (with :mod:`dm2gal.stats.fast`, torch, by default; or the
-Pylians reference, ``ReportOptions.backend = "pylians"``); :func:`write_tables` writes
-``metrics.json``, ``pk.csv``, ``rk.csv``, ``bk.csv`` and ``pdf.csv``; :func:`write_plots` draws
-``pk.png`` (P(k) with a ratio panel), ``rk.png``, ``bk.png`` (B(theta) with a ratio panel per
-(k1, k2) pair), ``pdf.png`` and ``slices.png`` (projected slabs, truth | each prediction) with
-matplotlib's Agg canvas. :func:`write_report` checks the inputs and runs the three. Every file is
-written atomically. Units: k [h/Mpc], P [(Mpc/h)^3], B [(Mpc/h)^6], masses Msun/h.
+Pylians reference, ``ReportOptions.backend = "pylians"``) into
+:class:`dm2gal.eval.measurements.Measurements`; :func:`write_tables` writes ``metrics.json``,
+``pk.csv``, ``rk.csv``, ``bk.csv`` and ``pdf.csv``; :func:`dm2gal.eval.plots.write_plots` draws
+``pk.png``, ``rk.png``, ``bk.png``, ``pdf.png`` and ``slices.png``. :func:`write_report` checks
+the inputs and runs the three. Every file is written atomically. Units: k [h/Mpc],
+P [(Mpc/h)^3], B [(Mpc/h)^6], masses Msun/h.
 
 Beside the all-k means, every field is scored per k band (:mod:`dm2gal.stats.bands`:
 ``rk_mean_<band>``, ``pk_ratio_abs_err_<band>``, ``decorrelation_<band>``) and, when the
@@ -30,16 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
 
+from dm2gal.eval.measurements import DrawSpread, Measurements
+from dm2gal.eval.plots import write_plots
 from dm2gal.io.store import atomic_path
 from dm2gal.stats import base, fast, pylians
-from dm2gal.stats.bands import Band, band_edges, band_scores, decorrelation_ratios, parse_bands
+from dm2gal.stats.bands import band_scores, decorrelation_ratios, parse_bands
 from dm2gal.stats.base import Bispectrum
 
 Logger = Callable[[str, Any], None]
-PLOTS = ("pk", "rk", "bk", "pdf", "slices")
 BACKENDS = ("torch", "pylians")
 #: the field whose decorrelation 1 - r^2 per band is the physical limit (mock sources only)
 ORACLE_REFERENCE = "oracle_mean"
@@ -96,169 +95,12 @@ class ReportOptions:
         return pylians.bispectra(f, box, self.k_pairs, self.thetas, self.mas, self.threads)
 
 
-@dataclass(frozen=True)
-class DrawSpread:
-    """A random field's draws as measured: ``pk``, ``rk`` and ``pdf`` stacked (draws x points)
-    and the scores of each draw (the field's own curves and scores are their means)."""
-
-    pk: np.ndarray
-    rk: np.ndarray
-    pdf: np.ndarray
-    scores: list[dict[str, float]]
-
-    def std(self) -> dict[str, float | None]:
-        """Each score's sample standard deviation over the draws (ddof=1; None for one draw)."""
-        return {key: spread([s[key] for s in self.scores]) for key in self.scores[0]}
-
-
-def spread(values: Sequence[float]) -> float | None:
-    """Sample std (ddof=1; None for one value), exactly 0 for equal values (shifted first)."""
-    v = np.asarray(values, dtype=np.float64)
-    return float(np.std(v - v[0], ddof=1)) if len(v) > 1 else None
-
-
-@dataclass(frozen=True)
-class Measurements:
-    """Everything a report shows, per field name (``truth`` first, then each prediction)."""
-
-    box: float
-    grid: int
-    k: np.ndarray
-    nmodes: np.ndarray
-    pk: dict[str, np.ndarray]
-    rk: dict[str, np.ndarray]
-    bk: dict[str, list[Bispectrum]]
-    pdf_edges: np.ndarray
-    pdf: dict[str, np.ndarray]
-    scores: dict[str, dict[str, float]]
-    bands: tuple[Band, ...]
-    draws: dict[str, DrawSpread] = field(default_factory=dict)
-
-    @property
-    def names(self) -> list[str]:
-        """The predictions' names."""
-        return list(self.scores)
-
-
 def _write_csv(path: Path, header: Sequence[str], columns: Sequence[Sequence[Any]]) -> None:
     """Write equal-length columns as a CSV table with a header row, atomically."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(zip(*columns, strict=True))
-
-
-def save_png(fig: Figure, path: Path) -> None:
-    """Save a figure as PNG, atomically."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-
-
-def mean_std(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and sample std (ddof=1; 0 for one curve) of ``curves`` (curves x points)."""
-    mean = curves.mean(axis=0)
-    return mean, curves.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
-
-
-def plot_band(ax: Any, x: np.ndarray, curves: np.ndarray, label: str, color: str) -> None:
-    """Mean line and a +- std band of ``curves`` (curves x points, :func:`mean_std`)."""
-    mean, std = mean_std(curves)
-    ax.plot(x, mean, label=label, color=color)
-    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.25, lw=0)
-
-
-def _curves(m: Measurements, what: str) -> dict[str, np.ndarray]:
-    """Each field's ``what`` curve (``pk``, ``rk``, ``pdf``) as a stack: its draws' for a random
-    field, the one curve otherwise."""
-    own = getattr(m, what)
-    return {f: getattr(m.draws[f], what) if f in m.draws else own[f][None] for f in own}
-
-
-def _colors(names: list[str]) -> dict[str, str]:
-    return {"truth": "k"} | {name: f"C{i}" for i, name in enumerate(names)}
-
-
-def _plot_pk(m: Measurements) -> Figure:
-    fig = Figure(figsize=(6, 6))
-    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    pk, colors = _curves(m, "pk"), _colors(m.names)
-    for name in ["truth", *m.names]:
-        plot_band(top, m.k, pk[name], name, colors[name])
-    for name in m.names:
-        plot_band(bottom, m.k, pk[name] / pk["truth"], name, colors[name])
-    bottom.axhline(1.0, color="k", lw=0.8)
-    top.set(xscale="log", yscale="log", ylabel=r"$P(k)\ [(h^{-1}\mathrm{Mpc})^3]$")
-    bottom.set(xlabel=r"$k\ [h\,\mathrm{Mpc}^{-1}]$", ylabel="ratio to truth")
-    bottom.xaxis.set_minor_formatter(NullFormatter())
-    top.legend()
-    return fig
-
-
-def _plot_rk(m: Measurements) -> Figure:
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    rk, colors = _curves(m, "rk"), _colors(m.names)
-    for name in m.names:
-        plot_band(ax, m.k, rk[name], name, colors[name])
-    ax.set_xscale("log")
-    for edge in band_edges(m.bands):
-        ax.axvline(edge, color="grey", lw=0.6, ls=":")
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set(xlabel=r"$k\ [h\,\mathrm{Mpc}^{-1}]$", ylabel=r"$r(k)$ with truth")
-    ax.legend()
-    return fig
-
-
-def _plot_bk(names: list[str], bk: dict[str, list[Bispectrum]]) -> Figure:
-    pairs = len(bk["truth"])
-    fig = Figure(figsize=(5 * pairs, 6))
-    axes = fig.subplots(2, pairs, sharex=True, squeeze=False, gridspec_kw={"height_ratios": [3, 1]})
-    for p, ref in enumerate(bk["truth"]):
-        top, bottom = axes[0, p], axes[1, p]
-        for name in ["truth", *names]:
-            top.plot(ref.theta, bk[name][p].B, label=name, color="k" if name == "truth" else None)
-        for name in names:
-            bottom.plot(ref.theta, bk[name][p].B / ref.B, label=name)
-        bottom.axhline(1.0, color="k", lw=0.8)
-        top.set_title(rf"$k_1={ref.k1:g},\ k_2={ref.k2:g}\ h\,\mathrm{{Mpc}}^{{-1}}$")
-        top.set_ylabel(r"$B\ [(h^{-1}\mathrm{Mpc})^6]$")
-        bottom.set(xlabel=r"$\theta$ [rad]", ylabel="ratio to truth")
-    axes[0, 0].legend()
-    return fig
-
-
-def _plot_pdf(m: Measurements) -> Figure:
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    colors = _colors(m.names)
-    for name in ["truth", *m.names]:
-        ax.stairs(m.pdf[name], m.pdf_edges, label=name, color=colors[name])
-        if name in m.draws:  # the draws' +- std band
-            mean, std = mean_std(m.draws[name].pdf)
-            band = {"baseline": mean - std, "fill": True, "color": colors[name], "alpha": 0.25}
-            ax.stairs(mean + std, m.pdf_edges, lw=0, **band)
-    ax.set_yscale("log")
-    ax.set(xlabel=r"$\log_{10}(M\ /\ h^{-1}M_\odot)$ per voxel", ylabel="PDF (all voxels)")
-    ax.legend()
-    return fig
-
-
-def plot_slices(fields: dict[str, np.ndarray], width: int, box: float) -> Figure:
-    n = next(iter(fields.values())).shape[0]
-    lo = (n - width) // 2
-    slabs = {
-        k: np.log10(1.0 + v[lo : lo + width].sum(axis=0, dtype=np.float64))
-        for k, v in fields.items()
-    }
-    vmin, vmax = min(s.min() for s in slabs.values()), max(s.max() for s in slabs.values())
-    fig = Figure(figsize=(4 * len(slabs), 4.4))
-    axes = fig.subplots(1, len(slabs), squeeze=False)[0]
-    for ax, (name, slab) in zip(axes, slabs.items(), strict=True):
-        image = ax.imshow(slab.T, origin="lower", extent=(0, box, 0, box), vmin=vmin, vmax=vmax)
-        ax.set(title=name, xlabel=r"$y\ [h^{-1}\mathrm{Mpc}]$")
-    axes[0].set_ylabel(r"$z\ [h^{-1}\mathrm{Mpc}]$")
-    fig.colorbar(image, ax=list(axes), label=rf"$\log_{{10}}(1 + M_{{\rm slab}})$, {width} voxels")
-    return fig
 
 
 def check_fields(truth: np.ndarray, predictions: Mapping[str, np.ndarray]) -> dict:
@@ -444,24 +286,6 @@ def write_tables(out: Path, m: Measurements, options: ReportOptions) -> dict[str
         [m.pdf_edges[:-1], m.pdf_edges[1:], *(m.pdf[f] for f in fields)],
     )
     return metrics
-
-
-def write_plots(
-    out: Path, m: Measurements, fields: Mapping[str, np.ndarray], slice_width: int
-) -> dict[str, Path]:
-    """Draw the report's PNG plots of ``m`` (and slices of ``fields``) into ``out``."""
-    figures = {
-        "pk": _plot_pk(m),
-        "rk": _plot_rk(m),
-        "bk": _plot_bk(m.names, m.bk),
-        "pdf": _plot_pdf(m),
-        "slices": plot_slices(dict(fields), int(slice_width), m.box),
-    }
-    paths = {}
-    for stem, fig in figures.items():
-        paths[stem] = out / f"{stem}.png"
-        save_png(fig, paths[stem])
-    return paths
 
 
 def write_report(

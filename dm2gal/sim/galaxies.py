@@ -11,9 +11,10 @@ take ``SHMR(m_sub)`` with the same environment term and scatter, and sit on rand
 particles of their host. Halo masses are M200c (:mod:`dm2gal.sim.so`). Masses in Msun/h,
 lengths Mpc/h.
 
-The oracle (:func:`oracle_mean`) is the model's expectation given the gravity-only run: the
-stellar mass each halo centre and each member particle receives on average over the scatter,
-the satellite counts, their masses and their positions.
+The gravity-only run's halos, their member particles and environment come in as one
+:class:`Hosts`. The oracle (:func:`oracle_mean`) is the model's expectation given the
+gravity-only run: the stellar mass each halo centre and each member particle receives on
+average over the scatter, the satellite counts, their masses and their positions.
 """
 
 from __future__ import annotations
@@ -51,6 +52,34 @@ class GalaxyModel:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         if not 0 < self.sub_max <= 1:
             raise ValueError(f"sub_max must be in (0, 1], got {self.sub_max}")
+
+
+@dataclass(frozen=True)
+class Hosts:
+    """The gravity-only halos the galaxy model populates, with the particles they are made of.
+
+    Attributes:
+        pos: ``(n_h, 3)`` halo centres, Mpc/h.
+        mass: ``(n_h,)`` halo masses (M200c), Msun/h.
+        members: member particle indices of each halo (``n_h`` arrays).
+        particle_pos: ``(n_p, 3)`` particle positions, Mpc/h.
+        env: ``(n_h,)`` standardised environment residual of each halo
+            (:func:`environment_residual`).
+    """
+
+    pos: np.ndarray
+    mass: np.ndarray
+    members: list[np.ndarray]
+    particle_pos: np.ndarray
+    env: np.ndarray
+
+    def __post_init__(self) -> None:
+        sizes = {key: len(getattr(self, key)) for key in ("pos", "mass", "members", "env")}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"Hosts: one entry per halo expected, got lengths {sizes}")
+
+    def __len__(self) -> int:
+        return len(self.mass)
 
 
 def moster13(mass: np.ndarray, h: float, model: GalaxyModel) -> np.ndarray:
@@ -136,11 +165,7 @@ def environment_residual(log_mass: np.ndarray, log_env: np.ndarray) -> np.ndarra
 
 
 def populate(
-    halo_pos: np.ndarray,
-    halo_mass: np.ndarray,
-    members: list[np.ndarray],
-    particle_pos: np.ndarray,
-    env: np.ndarray,
+    hosts: Hosts,
     min_sub_mass: float,
     h: float,
     model: GalaxyModel,
@@ -149,21 +174,18 @@ def populate(
     """Place centrals and satellites in halos; return the halo and galaxy catalogues.
 
     Args:
-        halo_pos: ``(n_h, 3)`` halo centres, Mpc/h.
-        halo_mass: ``(n_h,)`` halo masses, Msun/h.
-        members: member particle indices of each halo.
-        particle_pos: ``(n_p, 3)`` particle positions, Mpc/h.
-        env: ``(n_h,)`` standardised environment residual of each halo.
+        hosts: the halos, their member particles and their environment.
         min_sub_mass: smallest subhalo mass hosting a satellite, Msun/h.
         h: dimensionless Hubble constant (Moster+13 is in Msun).
         model: galaxy model parameters.
         rng: random generator (the only source of randomness).
     """
-    n_h = len(halo_mass)
-    mu_min = min_sub_mass / np.maximum(halo_mass, 1e-300)
+    n_h = len(hosts)
+    mu_min = min_sub_mass / np.maximum(hosts.mass, 1e-300)
     a = model.sub_slope
     n_sat = np.minimum(
-        rng.poisson(satellite_rate(halo_mass, min_sub_mass, model)), [len(m) for m in members]
+        rng.poisson(satellite_rate(hosts.mass, min_sub_mass, model)),
+        [len(m) for m in hosts.members],
     )
     host_sat = np.repeat(np.arange(n_h), n_sat)
     # inverse CDF of dN/dmu ~ mu^(-a-1) on [mu_min, sub_max]
@@ -173,36 +195,32 @@ def populate(
     sat_pos = np.empty((len(host_sat), 3))
     start = 0
     for i in np.flatnonzero(n_sat):
-        chosen = rng.choice(members[i], size=n_sat[i], replace=False)
-        sat_pos[start : start + n_sat[i]] = particle_pos[chosen]
+        chosen = rng.choice(hosts.members[i], size=n_sat[i], replace=False)
+        sat_pos[start : start + n_sat[i]] = hosts.particle_pos[chosen]
         start += n_sat[i]
 
     host = np.concatenate([np.arange(n_h), host_sat])
-    base_mass = np.concatenate([halo_mass, mu * halo_mass[host_sat]])
+    base_mass = np.concatenate([hosts.mass, mu * hosts.mass[host_sat]])
     log_mstar = (
         np.log10(moster13(base_mass, h, model))
-        + model.env_dex * env[host]
+        + model.env_dex * hosts.env[host]
         + rng.normal(0.0, model.scatter_dex, len(host))
     )
     halos = HaloCatalog(
-        pos=np.asarray(halo_pos, dtype=float), mass=np.asarray(halo_mass), n_sub=1 + n_sat
+        pos=np.asarray(hosts.pos, dtype=float), mass=np.asarray(hosts.mass), n_sub=1 + n_sat
     )
     galaxies = GalaxyCatalog(
-        pos=np.concatenate([halo_pos, sat_pos]),
+        pos=np.concatenate([hosts.pos, sat_pos]),
         mstar=10.0**log_mstar,
         host=host,
         central=np.arange(len(host)) < n_h,
-        host_mass=halo_mass[host],
+        host_mass=hosts.mass[host],
     )
     return halos, galaxies
 
 
 def oracle_mean(
-    halo_pos: np.ndarray,
-    halo_mass: np.ndarray,
-    members: list[np.ndarray],
-    particle_pos: np.ndarray,
-    env: np.ndarray,
+    hosts: Hosts,
     min_sub_mass: float,
     h: float,
     model: GalaxyModel,
@@ -217,13 +235,13 @@ def oracle_mean(
 
     Returns ``(pos (n, 3) Mpc/h, mass (n,) Msun/h)``: halo centres, then member particles.
     """
-    halo_mass = np.asarray(halo_mass, dtype=float)
-    count = np.array([len(m) for m in members])
-    boost = lognormal_boost(model.scatter_dex) * 10.0 ** (model.env_dex * np.asarray(env))
+    halo_mass = np.asarray(hosts.mass, dtype=float)
+    count = np.array([len(m) for m in hosts.members])
+    boost = lognormal_boost(model.scatter_dex) * 10.0 ** (model.env_dex * np.asarray(hosts.env))
     central = moster13(halo_mass, h, model) * boost
     n_sat = capped_poisson_mean(satellite_rate(halo_mass, min_sub_mass, model), count)
     sat_total = n_sat * mean_satellite_shmr(halo_mass, min_sub_mass, h, model) * boost
     per_member = np.repeat(sat_total / np.maximum(count, 1), count)
-    index = np.concatenate(members) if members else np.zeros(0, dtype=int)
-    pos = np.concatenate([np.asarray(halo_pos, dtype=float), particle_pos[index]])
+    index = np.concatenate(hosts.members) if hosts.members else np.zeros(0, dtype=int)
+    pos = np.concatenate([np.asarray(hosts.pos, dtype=float), hosts.particle_pos[index]])
     return pos, np.concatenate([central, per_member])

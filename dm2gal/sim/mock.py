@@ -42,6 +42,7 @@ from dm2gal.sim.cosmology import RHO_CRIT, Cosmology
 from dm2gal.sim.fof import friends_of_friends
 from dm2gal.sim.galaxies import (
     GalaxyModel,
+    Hosts,
     environment_residual,
     oracle_mean,
     populate,
@@ -263,16 +264,16 @@ class MockUniverse(CachedSource):
         model = self.galaxy_model
         log_env = smoothed_log_density(dm, self.box, model.env_radius, so.centre)
         env = environment_residual(np.log10(halo_mass), log_env)
-        hosts = (so.centre, halo_mass, groups.members(), pos, env)
+        hosts = Hosts(so.centre, halo_mass, groups.members(), pos, env)
         physics = {
             "min_sub_mass": self.min_halo_particles * self.particle_mass,
             "h": self.cosmo.h,
             "model": model,
         }
-        halos, galaxies = populate(*hosts, **physics, rng=np.random.default_rng(self._seeds()[1]))
+        halos, galaxies = populate(hosts, **physics, rng=np.random.default_rng(self._seeds()[1]))
         log.info("galaxies: %d (%d centrals)", len(galaxies), int(galaxies.central.sum()))
-        _, draw = populate(*hosts, **physics, rng=np.random.default_rng(self._seeds()[2]))
-        mean_pos, mean_mass = oracle_mean(*hosts, **physics)
+        _, draw = populate(hosts, **physics, rng=np.random.default_rng(self._seeds()[2]))
+        mean_pos, mean_mass = oracle_mean(hosts, **physics)
 
         save_catalogs(root / CATALOGS_FILE, halos, galaxies)
         store = FieldStore(root)

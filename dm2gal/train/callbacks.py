@@ -29,7 +29,7 @@ from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 
 from dm2gal.data.crops import read_crop
-from dm2gal.eval.report import plot_slices, save_png
+from dm2gal.eval.plots import plot_slices, save_png
 from dm2gal.eval.wandb_tables import curve_payload
 from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, predict_fields
 from dm2gal.stats.base import nyquist

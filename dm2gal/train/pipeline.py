@@ -11,9 +11,9 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from dm2gal.cli import multirun
 from dm2gal.eval.headline import headline_field
 from dm2gal.io.store import atomic_write_text
 from dm2gal.train.build import build
@@ -89,11 +89,9 @@ def with_sweep_info(cfg: DictConfig) -> DictConfig:
     """In a Hydra multirun, group the W&B runs by the sweep's id (the sweep directory's name)
     and tag each with its overrides. Other runs are returned unchanged."""
     wandb_cfg = OmegaConf.select(cfg, "logger.wandb")
-    if wandb_cfg is None or not HydraConfig.initialized():
+    if wandb_cfg is None or not multirun():
         return cfg
     hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return cfg
     with open_dict(cfg):
         if wandb_cfg.get("group") is None:
             wandb_cfg.group = Path(hydra_cfg.sweep.dir).name
