@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import shutil
 import subprocess
@@ -251,6 +252,15 @@ def stage_stats(work: Path, opts: argparse.Namespace) -> str:
     )
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def status_kib(key: str) -> int:
     """A ``/proc/self/status`` memory line (``VmRSS``, ``RssAnon``...) in bytes (Linux)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -284,14 +294,14 @@ def run_stage(name: str, work: Path, opts: argparse.Namespace) -> dict:
     base = status_kib("VmRSS")
     sampler = AnonPeak()
     sampler.start()
-    start = time.perf_counter()
+    cpu0, start = cpu_seconds(), time.perf_counter()
     note = globals()[f"stage_{name}"](work, opts)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
     sampler.done.set()
     sampler.join()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
-    return {"stage": name, "seconds": seconds, "peak_rss": peak, "peak_anon": sampler.peak,
-            "base": base, "note": note}  # fmt: skip
+    return {"stage": name, "seconds": seconds, "cpu": cpu, "load": os.getloadavg()[1],
+            "peak_rss": peak, "peak_anon": sampler.peak, "base": base, "note": note}  # fmt: skip
 
 
 def fit(rows: dict[int, dict], stage: str, key: str, target: int) -> float:
@@ -308,18 +318,22 @@ def table(rows: list[dict], grid: int) -> str:
     field = 4 * grid**3 / GIB
     lines = [
         f"grid {grid}^3 (one field {field:.3g} GiB), box {box_size(grid):g} Mpc/h:\n",
-        "| stage | seconds | peak RSS (GiB) | peak anon (GiB) | after imports (GiB) "
-        "| <= one field + 2 GiB | what |",
-        "|---|---|---|---|---|---|---|",
+        "| stage | wall s | CPU s (user+sys) | load (5 min) | peak RSS (GiB) | peak anon (GiB) "
+        "| after imports (GiB) | <= one field + 2 GiB | what |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         rss = row["peak_rss"] / GIB
         lines.append(
-            f"| {row['stage']} | {row['seconds']:.1f} | {rss:.2f} | {row['peak_anon'] / GIB:.2f} | "
+            f"| {row['stage']} | {row['seconds']:.1f} | {row['cpu']:.1f} | {row['load']:.1f} "
+            f"| {rss:.2f} | {row['peak_anon'] / GIB:.2f} | "
             f"{row['base'] / GIB:.2f} | "
             f"{'yes' if rss <= field + 2 else 'no'} | {row['note']} |"
         )
-    lines.append(f"| all | {sum(r['seconds'] for r in rows):.1f} | | | | | |")
+    lines.append(
+        f"| all | {sum(r['seconds'] for r in rows):.1f} | {sum(r['cpu'] for r in rows):.1f} "
+        "| | | | | | |"
+    )
     return "\n".join(lines)
 
 
@@ -379,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
                 if done.returncode != 0:
                     raise RuntimeError(f"stage {name} at {grid}^3 failed:\n{done.stderr[-3000:]}")
                 rows[grid][name] = json.loads(done.stdout.strip().splitlines()[-1])
-                print(f"{grid}^3 {name}: {rows[grid][name]['seconds']:.1f} s", file=sys.stderr)
+                print(f"{grid}^3 {json.dumps(rows[grid][name])}", file=sys.stderr, flush=True)
             print(table(list(rows[grid].values()), grid) + "\n", flush=True)
     finally:
         if opts.workdir is None:
