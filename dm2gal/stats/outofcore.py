@@ -16,15 +16,18 @@ Subtracting each plane's mean before the 2D FFT keeps the large DC term out of t
 ``k_y = k_z = 0`` line is rebuilt from exact float64 plane sums, and the field means (the sum of
 the plane sums) divide the binned powers at the end, so no pass is spent on the means. With a
 complex64 spill each coefficient is rounded to ~6e-8 of itself, so a mode's power is resolved to
-~1e-7 of the power of its (k_y, k_z) line, as with a float32 FFT; ``spill_dtype=np.complex128``
+~1e-7 of the power of its (k_y, k_z) line, as with a float32 FFT (a 512^3 CIC dm field whose
+P(k) spans 4e6: up to 6e-5 in the highest-k bins, 1e-7 elsewhere); ``spill_dtype=np.complex128``
 (twice the disk) matches the in-memory float64 path to ~1e-12.
 
-**Memory bound.** The anonymous memory is a few slabs and pencils: at most about 130 bytes per
+**Memory bound.** The anonymous memory is a few slabs and pencils: about 100-200 bytes per
 voxel of ``max(chunk_voxels, N^2)`` (a slab is at least one x-plane; a pencil block at least one
-y-row of ``N (N/2 + 1)`` modes) plus O(N) vectors, independent of N^3: ~0.5 GiB at the default
-``chunk_voxels = 2^22`` up to N = 2048. Fields given as ``.npy`` paths (or store fields) are read
-with plain file reads and the spill with ``pread``/``pwrite``: the data pass through the page
-cache, which the kernel reclaims, and not through the process's resident set. The spill file is
+y-row of ``N (N/2 + 1)`` modes) plus O(N) vectors, independent of N^3. With the default
+``chunk_voxels = 2^22`` that is 0.4-0.8 GiB above the imports (measured by
+``benchmarks/bench_scale.py``: 0.43 GiB at 256^3, 0.76 GiB at 512^3) for any N up to 2048.
+Fields given as ``.npy`` paths (or store fields) are read with plain file reads and the spill
+with ``pread``/``pwrite``: the data pass through the page cache, which the kernel reclaims, and
+not through the process's resident set. The spill file is
 created in ``work_dir`` and unlinked at once (its space is reserved first, so a full disk is an
 error before any work, not a crash midway); it disappears when the computation ends, fails or
 is killed.
@@ -235,7 +238,7 @@ def cross_power(
         box: the cube's side (Mpc/h).
         mas: the mass-assignment window to deconvolve (``"CIC"``, ``"None"``, ...).
         work_dir: where the spill file goes (default: the system's temporary directory).
-        chunk_voxels: voxels per slab and modes per pencil block (memory ~130 bytes each).
+        chunk_voxels: voxels per slab and modes per pencil block (~100-200 bytes each).
         spill_dtype: ``np.complex64`` (default) or ``np.complex128`` (double the disk, ~1e-12
             agreement with the in-memory float64 path).
 
