@@ -24,7 +24,8 @@ P(k) spans 4e6: up to 6e-5 in the highest-k bins, 1e-7 elsewhere); ``spill_dtype
 voxel of ``max(chunk_voxels, N^2)`` (a slab is at least one x-plane; a pencil block at least one
 y-row of ``N (N/2 + 1)`` modes) plus O(N) vectors, independent of N^3. With the default
 ``chunk_voxels = 2^22`` that is 0.4-0.8 GiB above the imports (measured by
-``benchmarks/bench_scale.py``: 0.43 GiB at 256^3, 0.76 GiB at 512^3) for any N up to 2048.
+``benchmarks/bench_scale.py``: 0.43, 0.76 and 0.66 GiB at 256^3, 512^3 and 1024^3) for any N up
+to 2048.
 Fields given as ``.npy`` paths (or store fields) are read with plain file reads and the spill
 with ``pread``/``pwrite``: the data pass through the page cache, which the kernel reclaims, and
 not through the process's resident set. The spill file is
