@@ -13,8 +13,17 @@ of memory-mapped fields a stage touches):
 3. ``train``: ``--steps`` optimiser steps of the default network (``conf/model/unet3d.yaml``) with
    the project's data module, module and trainer (paper split, no validation), checkpointed.
 4. ``predict``: ``python -m dm2gal.predict`` of the whole box from that checkpoint (tiled,
-   chunked reads, written through a memory map).
-5. ``stats``: P(k) of prediction and truth and r(k) on the whole box, ``dm2gal.stats.fast``.
+   chunked reads, written through a memory map); with ``--predict-slab X0 DX`` only the x-slab
+   ``[X0, X0 + DX)`` (what one task of a SLURM array predicting by slabs does), with the whole
+   box's time extrapolated from its rate.
+5. ``stats``: P(k) of truth and prediction (``--stats-against dm``: the dm field instead, when
+   the prediction is partial) and r(k) on the whole box: ``--stats memory`` with
+   ``dm2gal.stats.fast`` (both fields and their FFTs in memory, ~38 bytes per voxel),
+   ``--stats outofcore`` with ``dm2gal.stats.outofcore`` (x-slabs and y-pencils through a spill
+   file in the work directory); ``auto`` (default) takes the out-of-core path where the
+   in-memory one would exceed one field + 2 GiB. Each result is kept in the work directory, and
+   the note gives the largest relative difference from the other method's result when both
+   were run.
 
 The box side is ``75 * grid / 2048`` Mpc/h, the voxel of the paper's TNG100 grid. Usage::
 
@@ -33,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import shutil
 import subprocess
@@ -50,6 +60,8 @@ SNAPSHOT = 99
 DARK, HYDRO = "Bench-Dark", "Bench"
 COSMOLOGY = {"HubbleParam": 0.6774, "Omega0": 0.3089, "OmegaLambda": 0.6911, "OmegaBaryon": 0.0486}
 GIB = 2**30
+#: peak memory of dm2gal.stats.fast's whole-box cross power per voxel (measured at 512^3)
+STATS_BYTES_PER_VOXEL = 38
 
 
 def box_size(grid: int) -> float:
@@ -227,6 +239,8 @@ def stage_predict(work: Path, opts: argparse.Namespace) -> str:
     from dm2gal.predict import predict
 
     run = work / "train"
+    if opts.predict_slab is not None:
+        return predict_slab(work, opts, *opts.predict_slab)
     predict(OmegaConf.create({
         "run_dir": str(run), "ckpt_path": str(run / "model.ckpt"), "store": str(work / "store"),
         "out": str(work / "prediction"), "name": "stellar", "tile": opts.tile,
@@ -235,20 +249,97 @@ def stage_predict(work: Path, opts: argparse.Namespace) -> str:
     return f"whole {opts.grid}^3 box, tile {opts.tile}"
 
 
+def predict_slab(work: Path, opts: argparse.Namespace, x0: int, dx: int) -> str:
+    """Predict the x-slab ``[x0, x0 + dx)`` of the box into ``prediction_slab.npy``."""
+    from dm2gal.data.regions import Region
+    from dm2gal.infer.predict import PredictOptions, check_tile, predict_fields
+    from dm2gal.io.store import FieldStore
+    from dm2gal.train.runs import load_run
+
+    run = work / "train"
+    run_cfg, module, datamodule, _ = load_run(run, run / "model.ckpt", setup_data=False)
+    source = FieldStore(work / "store")
+    grid = source.grid
+    region = Region((x0, 0, 0), (dx, grid, grid), grid)
+    options = PredictOptions(
+        tile=check_tile(module.net, opts.tile),
+        batch_size=(run_cfg.get("evaluation") or {}).get("batch_size", 4),
+        channels_last=module.hparams.get("channels_last", False),
+        progress=False,
+    )
+    out = np.lib.format.open_memmap(
+        work / "prediction_slab.npy", mode="w+", dtype=np.float32, shape=region.size
+    )
+    cpu, start = cpu_seconds(), time.perf_counter()
+    inputs = [source.read(field) for field in datamodule.inputs]
+    predict_fields(module.net, datamodule.transform, inputs, region, options, out=out)
+    out.flush()
+    rate = dx * grid * grid / (time.perf_counter() - start)
+    cpu_rate = dx * grid * grid / (cpu_seconds() - cpu)
+    return (
+        f"x-slab [{x0}, {x0 + dx}) of {grid}^3 ({dx / grid:.2%} of the box), tile {opts.tile}: "
+        f"{rate:.3g} voxels/s ({cpu_rate:.3g} per CPU second); whole box at these rates "
+        f"{grid**3 / rate / 3600:.3g} h wall, {grid**3 / cpu_rate / 3600:.3g} h CPU"
+    )
+
+
+def stats_method(opts: argparse.Namespace) -> str:
+    """``--stats``, with ``auto`` resolved: out of core where the in-memory path's
+    :data:`STATS_BYTES_PER_VOXEL` exceed one float32 field + 2 GiB."""
+    if opts.stats != "auto":
+        return opts.stats
+    fits = STATS_BYTES_PER_VOXEL * opts.grid**3 <= 4 * opts.grid**3 + 2 * GIB
+    return "memory" if fits else "outofcore"
+
+
 def stage_stats(work: Path, opts: argparse.Namespace) -> str:
     import torch
 
     from dm2gal.io.store import FieldStore
     from dm2gal.stats.fast import cross_power_torch
+    from dm2gal.stats.outofcore import store_cross_power
 
-    truth = torch.from_numpy(FieldStore(work / "store").read("stellar", mmap=False))
-    pred = torch.from_numpy(FieldStore(work / "prediction").read("stellar", mmap=False))
-    k, pk_pred, pk_truth, _, r = cross_power_torch(pred, truth, box_size(opts.grid))
-    i = int(torch.searchsorted(k, torch.tensor(1.0, dtype=k.dtype)))
-    return (
-        f"{len(k)} k bins; at k={float(k[i]):.2f} h/Mpc P_pred/P_true="
-        f"{float(pk_pred[i] / pk_truth[i]):.3g}, r={float(r[i]):.3g}"
+    truth = FieldStore(work / "store")
+    other, name = (
+        (FieldStore(work / "prediction"), "stellar")
+        if opts.stats_against == "prediction"
+        else (truth, "dm")
     )
+    method = stats_method(opts)
+    if method == "memory":
+        fields = (truth.read("stellar", mmap=False), other.read(name, mmap=False))
+        a, b = (torch.from_numpy(field) for field in fields)
+        result = cross_power_torch(a, b, box_size(opts.grid))
+        k, pk_a, pk_b, _, r = (t.numpy() for t in result)
+    else:
+        xp = store_cross_power(truth, "stellar", other, name, work_dir=work)
+        k, pk_a, pk_b, r = xp.k, xp.pk_a, xp.pk_b, xp.r
+    np.savez(work / f"stats_{method}_{opts.stats_against}.npz", k=k, pk_a=pk_a, pk_b=pk_b, r=r)
+    i = int(np.searchsorted(k, 1.0))
+    note = (
+        f"{method}, stellar vs {opts.stats_against}: {len(k)} k bins; at k={k[i]:.2f} h/Mpc "
+        f"P_b/P_a={pk_b[i] / pk_a[i]:.3g}, r={r[i]:.3g}"
+    )
+    twin = "outofcore" if method == "memory" else "memory"
+    saved = work / f"stats_{twin}_{opts.stats_against}.npz"
+    if saved.is_file():
+        ref = np.load(saved)
+        rel = [np.max(np.abs(v / ref[key] - 1)) for key, v in (("pk_a", pk_a), ("pk_b", pk_b))]
+        note += (
+            f"; vs {twin}: max rel. diff P_a {rel[0]:.1e}, P_b {rel[1]:.1e}, r "
+            f"{np.max(np.abs(r / ref['r'] - 1)):.1e} (max abs. diff of r "
+            f"{np.max(np.abs(r - ref['r'])):.1e})"
+        )
+    return note
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def status_kib(key: str) -> int:
@@ -279,19 +370,20 @@ def run_stage(name: str, work: Path, opts: argparse.Namespace) -> dict:
     import dm2gal.io.sources  # noqa: F401
     import dm2gal.predict  # noqa: F401
     import dm2gal.stats.fast  # noqa: F401
+    import dm2gal.stats.outofcore  # noqa: F401
     import dm2gal.train.pipeline  # noqa: F401
 
     base = status_kib("VmRSS")
     sampler = AnonPeak()
     sampler.start()
-    start = time.perf_counter()
+    cpu0, start = cpu_seconds(), time.perf_counter()
     note = globals()[f"stage_{name}"](work, opts)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
     sampler.done.set()
     sampler.join()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
-    return {"stage": name, "seconds": seconds, "peak_rss": peak, "peak_anon": sampler.peak,
-            "base": base, "note": note}  # fmt: skip
+    return {"stage": name, "seconds": seconds, "cpu": cpu, "load": os.getloadavg()[1],
+            "peak_rss": peak, "peak_anon": sampler.peak, "base": base, "note": note}  # fmt: skip
 
 
 def fit(rows: dict[int, dict], stage: str, key: str, target: int) -> float:
@@ -308,18 +400,22 @@ def table(rows: list[dict], grid: int) -> str:
     field = 4 * grid**3 / GIB
     lines = [
         f"grid {grid}^3 (one field {field:.3g} GiB), box {box_size(grid):g} Mpc/h:\n",
-        "| stage | seconds | peak RSS (GiB) | peak anon (GiB) | after imports (GiB) "
-        "| <= one field + 2 GiB | what |",
-        "|---|---|---|---|---|---|---|",
+        "| stage | wall s | CPU s (user+sys) | load (5 min) | peak RSS (GiB) | peak anon (GiB) "
+        "| after imports (GiB) | <= one field + 2 GiB | what |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         rss = row["peak_rss"] / GIB
         lines.append(
-            f"| {row['stage']} | {row['seconds']:.1f} | {rss:.2f} | {row['peak_anon'] / GIB:.2f} | "
+            f"| {row['stage']} | {row['seconds']:.1f} | {row['cpu']:.1f} | {row['load']:.1f} "
+            f"| {rss:.2f} | {row['peak_anon'] / GIB:.2f} | "
             f"{row['base'] / GIB:.2f} | "
             f"{'yes' if rss <= field + 2 else 'no'} | {row['note']} |"
         )
-    lines.append(f"| all | {sum(r['seconds'] for r in rows):.1f} | | | | | |")
+    lines.append(
+        f"| all | {sum(r['seconds'] for r in rows):.1f} | {sum(r['cpu'] for r in rows):.1f} "
+        "| | | | | | |"
+    )
     return "\n".join(lines)
 
 
@@ -354,6 +450,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=4, help="training steps")
     parser.add_argument("--tile", type=int, default=32, help="prediction tile side")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--predict-slab",
+        type=int,
+        nargs=2,
+        metavar=("X0", "DX"),
+        help="predict only the x-slab [X0, X0 + DX) (default: the whole box)",
+    )
+    parser.add_argument(
+        "--stats",
+        choices=("auto", "memory", "outofcore"),
+        default="auto",
+        help="whole-box statistics in memory or out of core (default: auto)",
+    )
+    parser.add_argument(
+        "--stats-against",
+        choices=("prediction", "dm"),
+        default="prediction",
+        help="the field whose P(k) and r(k) with the stellar truth are measured",
+    )
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--workdir", type=Path, help="keep files here (default: a temp dir)")
     parser.add_argument("--run-stage", choices=STAGES, help=argparse.SUPPRESS)
@@ -372,14 +487,21 @@ def main(argv: list[str] | None = None) -> None:
             for name in opts.stages:
                 options = {"grid": grid, "run-stage": name, "workdir": work, "files": opts.files,
                            "particles-per-voxel": opts.particles_per_voxel, "tile": opts.tile,
-                           "steps": opts.steps, "seed": opts.seed}  # fmt: skip
+                           "steps": opts.steps, "seed": opts.seed, "stats": opts.stats,
+                           "stats-against": opts.stats_against,
+                           "predict-slab": opts.predict_slab}  # fmt: skip
                 cmd = [sys.executable, __file__]
-                cmd += [arg for key, value in options.items() for arg in (f"--{key}", str(value))]
+                for key, value in options.items():
+                    if value is not None:
+                        cmd += [
+                            f"--{key}",
+                            *map(str, value if isinstance(value, list) else [value]),
+                        ]
                 done = subprocess.run(cmd, capture_output=True, text=True)
                 if done.returncode != 0:
                     raise RuntimeError(f"stage {name} at {grid}^3 failed:\n{done.stderr[-3000:]}")
                 rows[grid][name] = json.loads(done.stdout.strip().splitlines()[-1])
-                print(f"{grid}^3 {name}: {rows[grid][name]['seconds']:.1f} s", file=sys.stderr)
+                print(f"{grid}^3 {json.dumps(rows[grid][name])}", file=sys.stderr, flush=True)
             print(table(list(rows[grid].values()), grid) + "\n", flush=True)
     finally:
         if opts.workdir is None:

@@ -84,30 +84,49 @@ def _deconvolution(x: torch.Tensor, n: int, mas: str) -> torch.Tensor:
     return torch.where(arg == 0, 1.0, safe / torch.sin(safe)) ** _MAS_POWER[mas]
 
 
-@functools.lru_cache(maxsize=8)
-def _modes(n: int, mas: str, device: torch.device) -> _Modes:
-    """Build (once per grid, mas and device) the mode tables Pylians' loops use."""
+def frequencies(n: int, device: torch.device | None = None) -> torch.Tensor:
+    """Integer wave numbers (units of kF) of an N grid in FFT order, float64; an even grid's
+    Nyquist one counted positive (Pylians' convention)."""
     middle = n // 2
-    f64 = {"dtype": torch.float64, "device": device}
-    full = torch.fft.fftfreq(n, d=1.0 / n, **f64)  # integer frequencies, Nyquist negative
-    full = torch.where(full == -middle, float(middle), full) if n % 2 == 0 else full
-    half = torch.arange(middle + 1, **f64)
-    nx, ny, nz = full[:, None, None], full[None, :, None], half[None, None, :]
+    full = torch.fft.fftfreq(n, d=1.0 / n, dtype=torch.float64, device=device)
+    return torch.where(full == -middle, float(middle), full) if n % 2 == 0 else full
+
+
+def n_bins(n: int) -> int:
+    """Number of ``floor(|n|)`` bins of an N grid, the DC bin included."""
+    return math.isqrt(3 * (n // 2) ** 2) + 1
+
+
+def mode_block(
+    n: int, mas: str, ny: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per half-complex mode of an N grid with every n_x, the wave numbers ``ny`` (a slice of
+    :func:`frequencies`) and every n_z >= 0, each ``(N, len(ny), N // 2 + 1)``: the bin index
+    ``floor(|n|)`` (int32), ``|n|`` (float64), whether Pylians counts the mode (1.0 or 0.0: on
+    the n_z = 0 and Nyquist planes only one of each conjugate pair) and the squared window
+    deconvolution (float64)."""
+    middle = n // 2
+    half = torch.arange(middle + 1, dtype=torch.float64, device=ny.device)
+    nx, ny, nz = frequencies(n, ny.device)[:, None, None], ny[None, :, None], half[None, None, :]
     kabs = torch.sqrt(nx**2 + ny**2 + nz**2)
     window = _deconvolution(nx, n, mas) * _deconvolution(ny, n, mas) * _deconvolution(nz, n, mas)
-    # On the nz = 0 and nz = Nyquist planes keep one mode of each conjugate pair (Pylians' rule).
     edge_z = (nz == 0) | ((nz == middle) & (n % 2 == 0))
     edge_x = (nx == 0) | ((nx == middle) & (n % 2 == 0))
     counted = ~(edge_z & ((nx < 0) | (edge_x & (ny < 0))))
-    index = kabs.to(torch.int32)
-    nbins = int(math.isqrt(3 * middle * middle)) + 1
+    return kabs.to(torch.int32), kabs, counted.to(torch.float64), window**2
+
+
+@functools.lru_cache(maxsize=8)
+def _modes(n: int, mas: str, device: torch.device) -> _Modes:
+    """Build (once per grid, mas and device) the mode tables Pylians' loops use."""
+    index, kabs, counted, window2 = mode_block(n, mas, frequencies(n, device))
     flat_index = index.reshape(-1)
-    w = counted.to(torch.float64).reshape(-1)
-    nmodes = torch.bincount(flat_index, weights=w, minlength=nbins)
-    ksum = torch.bincount(flat_index, weights=w * kabs.reshape(-1), minlength=nbins)
+    w = counted.reshape(-1)
+    nmodes = torch.bincount(flat_index, weights=w, minlength=n_bins(n))
+    ksum = torch.bincount(flat_index, weights=w * kabs.reshape(-1), minlength=n_bins(n))
     return _Modes(
         index=flat_index,
-        weight2=w * window.reshape(-1) ** 2,
+        weight2=w * window2.reshape(-1),
         kmean=ksum[1:] / nmodes[1:],
         nmodes=nmodes[1:],
     )
