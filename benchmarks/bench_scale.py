@@ -8,8 +8,8 @@ of memory-mapped fields a stage touches):
    written chunk by chunk over ``--files`` files, plus FoF/SUBFIND catalogues of the dark and a
    hydro run (one subhalo per halo, stellar mass from the halo mass).
 2. ``fields``: ``dm2gal.io.sources.TNGSource.build`` (what ``python -m dm2gal.fields data=tng100``
-   runs): dm, subhalo and stellar fields on the ``grid^3`` mesh by streamed CIC painting into
-   memory-mapped store fields, and the catalogues.
+   runs): dm, subhalo and stellar fields on the ``grid^3`` mesh by streamed CIC painting (chunks
+   of particles into one in-memory field, written once), and the catalogues.
 3. ``train``: ``--steps`` optimiser steps of the default network (``conf/model/unet3d.yaml``) with
    the project's data module, module and trainer (paper split, no validation), checkpointed.
 4. ``predict``: ``python -m dm2gal.predict`` of the whole box from that checkpoint (tiled,
