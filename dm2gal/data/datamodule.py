@@ -189,11 +189,15 @@ class FieldDataModule(L.LightningDataModule):
         stride = self.stride or max(1, n // 2)
         axes = [lattice(grid, stride)] * 3
         allowed = self.splits.lattice_allowed([a - c for a in axes], n + 2 * c)
+        binned = getattr(self.sampler_class, "needs_stat", False)
+        target_stat = None
+        if self.min_target_mass is not None or (binned and sampled is target):
+            target_stat = crop_stat(target, axes, n)
         if self.min_target_mass is not None:
-            allowed &= crop_stat(target, axes, n) > math.log10(1.0 + self.min_target_mass)
+            allowed &= target_stat > math.log10(1.0 + self.min_target_mass)
         stat = None
-        if getattr(self.sampler_class, "needs_stat", False):
-            stat = crop_stat(sampled, axes, n)
+        if binned:
+            stat = target_stat if sampled is target else crop_stat(sampled, axes, n)
         anchors = _flat_true(allowed)
         if len(anchors) == 0:
             raise ConfigError(
