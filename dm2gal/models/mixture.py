@@ -52,6 +52,14 @@ def log_normal_interval(lo: Tensor, hi: Tensor) -> Tensor:
     return log_b + _log1mexp((torch.special.log_ndtr(a) - log_b).clamp(max=0.0))
 
 
+def check_min_occupancy(value: float, owner: str) -> float:
+    """``value`` as a float when it is a probability floor in ``[0, 1)``, else a ValueError
+    naming ``owner``."""
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{owner}: min_occupancy must be in [0, 1), got {value!r}")
+    return float(value)
+
+
 class OccupancyMixture:
     """The distribution above for every voxel of a network output.
 
@@ -89,12 +97,8 @@ class OccupancyMixture:
         self.log_weights = F.log_softmax(weights, dim=1)
         self.scale = F.softplus(scale) + SCALE_MIN
         self.target_mean, self.target_std = float(target_mean), float(target_std)
-        if not 0.0 <= min_occupancy < 1.0:
-            raise ValueError(
-                f"OccupancyMixture: min_occupancy must be in [0, 1), got {min_occupancy}"
-            )
         self.target_max = float(target_max)
-        self.min_occupancy = float(min_occupancy)
+        self.min_occupancy = check_min_occupancy(min_occupancy, "OccupancyMixture")
 
     @property
     def components(self) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from dm2gal.models.mixture import LN10, SCALE_MIN, OccupancyMixture
+from dm2gal.models.mixture import LN10, SCALE_MIN, OccupancyMixture, check_min_occupancy
 from dm2gal.models.occupancy import OccupancyNet
 
 
@@ -44,11 +44,8 @@ class ProbabilisticNet(OccupancyNet):
             raise ValueError(f"ProbabilisticNet: components must be >= 1, got {components!r}")
         super().__init__(in_channels, out_channels, 3 * int(components), channels, levels, convs)
         self.components = int(components)
-        if not 0.0 <= min_occupancy < 1.0:
-            raise ValueError(
-                f"ProbabilisticNet: min_occupancy must be in [0, 1), got {min_occupancy!r}"
-            )
-        self.min_occupancy = float(min_occupancy)
+        # checked here too, so that a bad config fails when the network is built
+        self.min_occupancy = check_min_occupancy(min_occupancy, "ProbabilisticNet")
         # mean and std of log10(1 + M), largest mass per voxel (Msun/h): the target transform
         scale = torch.tensor([0.0, 1.0, math.inf], dtype=torch.float64)
         self.register_buffer("target_scale", scale)
