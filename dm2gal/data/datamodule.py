@@ -179,25 +179,27 @@ class FieldDataModule(L.LightningDataModule):
                 fields[:-1], fields[-1], self.splits, **self.transform_config
             )
         self.store = store
-        sampled = fields[self.inputs.index(self.sample_on)] if self.sample_on else fields[-1]
+        sampled = fields[self.inputs.index(self.sample_on)] if self.sample_on else None
         self._datasets = {"train": self._train_dataset(fields[-1], sampled)}
         for split in ("val", "test"):
             self._datasets[split] = self._tiles(getattr(self.splits, split))
 
-    def _train_dataset(self, target: np.ndarray, sampled: np.ndarray) -> FieldCrops:
+    def _train_dataset(self, target: np.ndarray, sampled: np.ndarray | None) -> FieldCrops:
+        """Training crops; a mass-bin sampler bins the crop totals of ``sampled`` (the input
+        ``data.sample_on`` names), or of ``target`` when None."""
         c, n, grid = self.context, self.crop, self.grid
         stride = self.stride or max(1, n // 2)
         axes = [lattice(grid, stride)] * 3
         allowed = self.splits.lattice_allowed([a - c for a in axes], n + 2 * c)
         binned = getattr(self.sampler_class, "needs_stat", False)
         target_stat = None
-        if self.min_target_mass is not None or (binned and sampled is target):
+        if self.min_target_mass is not None or (binned and sampled is None):
             target_stat = crop_stat(target, axes, n)
         if self.min_target_mass is not None:
             allowed &= target_stat > math.log10(1.0 + self.min_target_mass)
         stat = None
         if binned:
-            stat = target_stat if sampled is target else crop_stat(sampled, axes, n)
+            stat = target_stat if sampled is None else crop_stat(sampled, axes, n)
         anchors = _flat_true(allowed)
         if len(anchors) == 0:
             raise ConfigError(
