@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dm2gal.cli import multirun
-from dm2gal.eval.headline import headline_field
+from dm2gal.eval.headline import HEADLINE_FIELDS, headline_field
 from dm2gal.io.store import atomic_write_text
 from dm2gal.train.build import build
 from dm2gal.train.loggers import find_wandb
@@ -193,10 +193,11 @@ def summary_table(
                 table.setdefault(field, {})[metric] = _number(metric, value)
     columns = [(m, h) for m, h in SUMMARY_COLUMNS if any(m in row for row in table.values())]
     headline = headline_field(table)
-    order = {headline: 0, "model_calibrated": 1, "model": 2}
+    # the network fields in headline order (the headline is the first present), then HODs
+    order = {name: i for i, name in enumerate(HEADLINE_FIELDS)}
     fields = sorted(
         (f for f in table if any(m in table[f] for m, _ in columns)),
-        key=lambda f: (order.get(f, 3 if f.startswith("hod") else 4), f),
+        key=lambda f: (order.get(f, len(order) + (0 if f.startswith("hod") else 1)), f),
     )
     lines = [
         f"| field ({source}) | " + " | ".join(h for _, h in columns) + " |",
