@@ -2,7 +2,8 @@
 ``pk.png`` (P(k) with a ratio panel), ``rk.png`` (k-band edges dotted), ``bk.png`` (B(theta)
 with a ratio panel per (k1, k2) pair), ``pdf.png`` and ``slices.png`` (projected slabs, truth |
 each prediction); a random field is drawn as a mean +- std band over its draws. Also the helpers
-other figures share (:func:`save_png`, :func:`plot_band`, :func:`plot_slices`). Units: k
+other figures share (:func:`save_png`, :func:`plot_band`, :func:`pk_figure`,
+:func:`rk_figure`, :func:`plot_slices`). Units: k
 [h/Mpc], P [(Mpc/h)^3], B [(Mpc/h)^6], masses Msun/h, lengths Mpc/h.
 """
 
@@ -50,38 +51,52 @@ def _curves(m: Measurements, what: str) -> dict[str, np.ndarray]:
     return {f: getattr(m.draws[f], what) if f in m.draws else own[f][None] for f in own}
 
 
-def _colors(names: list[str]) -> dict[str, str]:
+def field_colors(names: list[str]) -> dict[str, str]:
+    """One colour per field of ``names`` (the truth black)."""
     return {"truth": "k"} | {name: f"C{i}" for i, name in enumerate(names)}
 
 
-def _plot_pk(m: Measurements) -> Figure:
+def pk_figure(
+    k: np.ndarray, pk: Mapping[str, np.ndarray], names: list[str], title: str | None = None
+) -> Figure:
+    """P(k) of the truth and of ``names``, with a ratio-to-truth panel: each field's stack of
+    curves (curves x k, :func:`plot_band`) in ``pk``."""
     fig = Figure(figsize=(6, 6))
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    pk, colors = _curves(m, "pk"), _colors(m.names)
-    for name in ["truth", *m.names]:
-        plot_band(top, m.k, pk[name], name, colors[name])
-    for name in m.names:
-        plot_band(bottom, m.k, pk[name] / pk["truth"], name, colors[name])
+    colors = field_colors(names)
+    for name in ["truth", *names]:
+        plot_band(top, k, pk[name], name, colors[name])
+    for name in names:
+        plot_band(bottom, k, pk[name] / pk["truth"], name, colors[name])
     bottom.axhline(1.0, color="k", lw=0.8)
-    top.set(xscale="log", yscale="log", ylabel=r"$P(k)\ [(h^{-1}\mathrm{Mpc})^3]$")
+    top.set(xscale="log", yscale="log", ylabel=r"$P(k)\ [(h^{-1}\mathrm{Mpc})^3]$", title=title)
     bottom.set(xlabel=r"$k\ [h\,\mathrm{Mpc}^{-1}]$", ylabel="ratio to truth")
     bottom.xaxis.set_minor_formatter(NullFormatter())
-    top.legend()
+    top.legend(fontsize="small")
     return fig
 
 
-def _plot_rk(m: Measurements) -> Figure:
+def rk_figure(
+    k: np.ndarray,
+    rk: Mapping[str, np.ndarray],
+    names: list[str],
+    marks: list[float],
+    title: str | None = None,
+) -> Figure:
+    """r(k) with the truth of ``names`` (stacks of curves as in :func:`pk_figure`), the k-band
+    edges ``marks`` dotted."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    rk, colors = _curves(m, "rk"), _colors(m.names)
-    for name in m.names:
-        plot_band(ax, m.k, rk[name], name, colors[name])
-    ax.set_xscale("log")
-    for edge in band_edges(m.bands):
+    colors = field_colors(names)
+    for name in names:
+        plot_band(ax, k, rk[name], name, colors[name])
+    for edge in marks:
         ax.axvline(edge, color="grey", lw=0.6, ls=":")
     ax.axhline(1.0, color="k", lw=0.8)
-    ax.set(xlabel=r"$k\ [h\,\mathrm{Mpc}^{-1}]$", ylabel=r"$r(k)$ with truth")
-    ax.legend()
+    ax.set(xscale="log", xlabel=r"$k\ [h\,\mathrm{Mpc}^{-1}]$", ylabel=r"$r(k)$ with truth")
+    ax.set_title(title)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.legend(fontsize="small")
     return fig
 
 
@@ -106,7 +121,7 @@ def _plot_bk(names: list[str], bk: dict[str, list[Bispectrum]]) -> Figure:
 def _plot_pdf(m: Measurements) -> Figure:
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    colors = _colors(m.names)
+    colors = field_colors(m.names)
     for name in ["truth", *m.names]:
         ax.stairs(m.pdf[name], m.pdf_edges, label=name, color=colors[name])
         if name in m.draws:  # the draws' +- std band
@@ -144,8 +159,8 @@ def write_plots(
 ) -> dict[str, Path]:
     """Draw the report's PNG plots of ``m`` (and slices of ``fields``) into ``out``."""
     figures = {
-        "pk": _plot_pk(m),
-        "rk": _plot_rk(m),
+        "pk": pk_figure(m.k, _curves(m, "pk"), m.names),
+        "rk": rk_figure(m.k, _curves(m, "rk"), m.names, band_edges(m.bands)),
         "bk": _plot_bk(m.names, m.bk),
         "pdf": _plot_pdf(m),
         "slices": plot_slices(dict(fields), int(slice_width), m.box),

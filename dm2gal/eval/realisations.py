@@ -24,11 +24,10 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
 
 from dm2gal.data.regions import Region
 from dm2gal.eval.aggregate import compare, markdown, summarise
-from dm2gal.eval.plots import plot_band, save_png
+from dm2gal.eval.plots import field_colors, pk_figure, plot_band, rk_figure, save_png
 from dm2gal.eval.references import oracle_fields, paint_hods
 from dm2gal.eval.report import ReportOptions, measure_draws
 from dm2gal.hod import HOD
@@ -147,34 +146,14 @@ def plot_realisations(
     """``pk.png`` (P(k) and P/P_true), ``rk.png`` (k-band edges ``marks`` dotted) and
     ``pdf.png``: mean +- std over ``runs``, one colour per field (truth black)."""
     names = [f for f in runs[0].pk if f != "truth"]
-    colors = {"truth": "k"} | {f: f"C{i}" for i, f in enumerate(names)}
+    colors = field_colors(names)
     stack = {
         what: {f: np.array([getattr(r, what)[f] for r in runs]) for f in getattr(runs[0], what)}
         for what in ("pk", "rk", "pdf")
     }
     title = f"mean ± std over {len(runs)} realisation(s)"
-    fig_pk = Figure(figsize=(6, 6))
-    top, bottom = fig_pk.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    for f in ["truth", *names]:
-        plot_band(top, k, stack["pk"][f], f, colors[f])
-    for f in names:
-        plot_band(bottom, k, stack["pk"][f] / stack["pk"]["truth"], f, colors[f])
-    top.set(xscale="log", yscale="log", ylabel=r"$P(k)\ [(h^{-1}\mathrm{Mpc})^3]$", title=title)
-    bottom.axhline(1.0, color="k", lw=0.8)
-    bottom.set(xlabel=r"$k\ [h\,\mathrm{Mpc}^{-1}]$", ylabel="ratio to truth")
-    bottom.xaxis.set_minor_formatter(NullFormatter())
-    top.legend(fontsize="small")
-    fig_rk = Figure(figsize=(6, 4))
-    ax = fig_rk.subplots()
-    for f in names:
-        plot_band(ax, k, stack["rk"][f], f, colors[f])
-    for edge in marks:
-        ax.axvline(edge, color="grey", lw=0.6, ls=":")
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set(xscale="log", xlabel=r"$k\ [h\,\mathrm{Mpc}^{-1}]$", ylabel=r"$r(k)$ with truth")
-    ax.set_title(title)
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.legend(fontsize="small")
+    fig_pk = pk_figure(k, stack["pk"], names, title)
+    fig_rk = rk_figure(k, stack["rk"], names, marks, title)
     fig_pdf = Figure(figsize=(6, 4))
     ax = fig_pdf.subplots()
     centres = 0.5 * (edges[1:] + edges[:-1])
