@@ -249,3 +249,16 @@ def test_min_occupancy_zeroes_unlikely_voxels_in_mean_and_draws_only() -> None:
     assert torch.equal(floored.log_prob(target, occupied), plain.log_prob(target, occupied))
     with pytest.raises(ValueError, match="min_occupancy"):
         OccupancyMixture(out, 8.0, 2.0, math.inf, 1.0)
+
+
+def test_loss_weights_each_crop_by_its_importance_weight() -> None:
+    """Two crops of one voxel each: with weights (w0, w1) the loss is the weighted mean of the
+    two voxels' negative log-likelihoods."""
+    out = torch.cat([_output(0.3, [0.0], [1.0], [0.5]), _output(-1.0, [0.0], [0.2], [0.8])]).float()
+    target = torch.tensor([1.1, 0.4]).reshape(2, 1, 1, 1, 1)
+    batch = {"target": target, "occupied": target > 0}
+    per_crop = -OccupancyMixture(out).log_prob(target, batch["occupied"]).flatten()
+    weighted = OccupancyNLL()(out, batch | {"weight": torch.tensor([3.0, 0.5])})
+    expected = (3.0 * per_crop[0] + 0.5 * per_crop[1]) / 3.5
+    assert weighted.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert OccupancyNLL()(out, batch).item() == pytest.approx(per_crop.mean().item(), rel=1e-6)

@@ -84,3 +84,24 @@ def test_bad_sampler_config_names_the_key(kwargs, key):
     args = {"num_anchors": 5, "stat": np.arange(5.0), **kwargs}
     with pytest.raises(ValueError, match=key):
         MassBinSampler(**args)
+
+
+def test_importance_weights_make_the_draws_an_unbiased_average():
+    """With importance weights, the weighted mean of any per-anchor quantity over the draws is
+    its plain mean over all anchors (what uniform draws estimate); without, it is biased."""
+    stat = _stat()
+    kwargs = {"samples_per_epoch": 200000, "seed": 5, "num_replicas": 1, "rank": 0}
+    sampler = MassBinSampler(len(stat), stat, bins=20, importance=True, **kwargs)
+    drawn = sampler.draw()
+    w = sampler.weights(drawn)
+    # P_uniform / P_drawn of one anchor: (nonempty bins) x (anchors in its bin) / N
+    binned = MassBinSampler.bin_of(stat, 20)
+    counts = np.bincount(binned, minlength=20)
+    i = drawn[0]
+    assert w[0] == pytest.approx((counts > 0).sum() * counts[binned[i]] / len(stat))
+    assert np.average(stat[drawn], weights=w) == pytest.approx(stat.mean(), rel=0.02)
+    assert abs(stat[drawn].mean() / stat.mean() - 1) > 0.5  # the unweighted draws are biased
+    assert MassBinSampler(len(stat), stat, bins=20, **kwargs).weights(drawn) is None
+    assert UniformSampler(len(stat), **kwargs).weights(drawn) is None
+    with pytest.raises(Exception, match="sampler.importance"):
+        MassBinSampler(len(stat), stat, importance="yes", **kwargs)

@@ -138,10 +138,13 @@ class FieldCrops(Dataset):
             return x if x.base is None else np.array(x, order="C")  # views: fresh strides
         return getattr(self.transform, method)(x)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
-        """Item ``key``: an anchor index, or ``(index, augmentation seed)``."""
+    def __getitem__(self, key: int | tuple) -> dict[str, torch.Tensor]:
+        """Item ``key``: an anchor index, or ``(index, augmentation seed)``, or ``(index, seed,
+        importance weight)`` (then the item carries ``weight``, a float32 scalar)."""
+        weight = None
         if isinstance(key, tuple):
             i, gen = key[0], torch.Generator().manual_seed(key[1])
+            weight = key[2] if len(key) > 2 else None
         else:
             i, gen = key, self.gen
         start = self.start(i)
@@ -164,13 +167,16 @@ class FieldCrops(Dataset):
         if len(self.symmetries) > 1:
             sym = self.symmetries[int(torch.randint(0, len(self.symmetries), (), generator=gen))]
             x, y, valid = sym(x), sym(y), sym(valid)
-        return {
+        item = {
             "input": torch.from_numpy(self._normalised(x, "forward_input")),
             "target": torch.from_numpy(self._normalised(y, "forward_target")),
             # copies: flipped views of size-1 axes keep negative strides that torch refuses
             "occupied": torch.from_numpy((y > 0).copy()),
             "valid": torch.from_numpy(valid.copy()),
         }
+        if weight is not None:
+            item["weight"] = torch.tensor(weight, dtype=torch.float32)
+        return item
 
 
 def lattice(grid: int, stride: int, offset: int = 0) -> np.ndarray:

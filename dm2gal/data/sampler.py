@@ -74,6 +74,11 @@ class UniformSampler(Sampler[int]):
     def __len__(self) -> int:
         return self.num_samples
 
+    def weights(self, indices: np.ndarray) -> np.ndarray | None:
+        """Importance weight of each drawn anchor (uniform probability over the sampler's), or
+        None when draws need no weighting."""
+        return None
+
     def _rng(self) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, self.rank])
 
@@ -102,6 +107,10 @@ class MassBinSampler(UniformSampler):
         num_anchors: number of training anchors.
         stat: the statistic per anchor, shape ``(num_anchors,)``.
         bins: number of bins (20 by default; the paper used 100).
+        importance: give each draw the weight ``P_uniform / P_drawn`` (:meth:`weights`, carried
+            into the batch as ``weight``): a loss that uses it averages over the training region
+            as uniform draws would, while seeing the rare high-mass crops more often (a
+            likelihood stays unbiased). False: the draws are meant to reweight the loss.
         samples_per_epoch, seed, num_replicas, rank: as :class:`UniformSampler`.
     """
 
@@ -116,8 +125,12 @@ class MassBinSampler(UniformSampler):
         seed: int = 0,
         num_replicas: int | None = None,
         rank: int | None = None,
+        importance: bool = False,
     ):
         super().__init__(num_anchors, None, samples_per_epoch, seed, num_replicas, rank)
+        if not isinstance(importance, bool):
+            raise ConfigError(f"sampler.importance: expected true or false, got {importance!r}")
+        self.importance = importance
         if not _is_count(bins):
             raise ConfigError(f"sampler.bins: expected an integer >= 1, got {bins!r}")
         if stat is None or np.shape(stat) != (num_anchors,):
@@ -130,6 +143,9 @@ class MassBinSampler(UniformSampler):
         counts = np.bincount(binned, minlength=self.bins)
         self.nonempty = np.flatnonzero(counts)
         self.offsets = np.concatenate([[0], np.cumsum(counts)])
+        # P_uniform / P_drawn = (1 / N) / (1 / (nonempty bins * anchors in the bin))
+        self.bin_weight = counts * (len(self.nonempty) / num_anchors)
+        self.binned = binned
 
     @staticmethod
     def bin_of(stat: np.ndarray, bins: int) -> np.ndarray:
@@ -140,6 +156,9 @@ class MassBinSampler(UniformSampler):
         idx = ((stat - lo) * (bins / (hi - lo))).astype(np.int32)
         return np.minimum(idx, bins - 1, out=idx)
 
+    def weights(self, indices: np.ndarray) -> np.ndarray | None:
+        return self.bin_weight[self.binned[indices]] if self.importance else None
+
     def draw(self) -> np.ndarray:
         rng = self._rng()
         b = self.nonempty[rng.integers(0, len(self.nonempty), self.num_samples)]
@@ -149,8 +168,9 @@ class MassBinSampler(UniformSampler):
         )
 
 
-class AugmentationSeeds(Sampler[tuple[int, int]]):
-    """Pairs each index a sampler draws with a seed for that crop's augmentation.
+class AugmentationSeeds(Sampler[tuple]):
+    """Pairs each index a sampler draws with a seed for that crop's augmentation (and its
+    importance weight, when the sampler gives one: ``(index, seed, weight)``).
 
     The seeds come from ``(seed, epoch, rank)`` like the draws, so an epoch augments the same
     crops the same way whatever the number of loader workers, and a run resumed from a
@@ -166,7 +186,11 @@ class AugmentationSeeds(Sampler[tuple[int, int]]):
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[tuple]:
         s = self.sampler
         seeds = np.random.default_rng([s.seed, s.epoch, s.rank, 1]).integers(0, 2**62, len(s))
-        return zip(iter(s), seeds.tolist(), strict=True)
+        indices = s.draw()
+        weights = s.weights(indices)
+        if weights is None:
+            return zip(indices.tolist(), seeds.tolist(), strict=True)
+        return zip(indices.tolist(), seeds.tolist(), weights.tolist(), strict=True)

@@ -167,7 +167,10 @@ class OccupancyNLL(nn.Module):
     valid voxels of ``-log(1 - p)`` where empty and ``-log p - log q(y_n)`` where occupied, with
     ``q`` the mixture density per unit normalised target ``y_n`` (nats per voxel; add
     ``log(std * ln 10 * (1 + M))`` per occupied voxel for the density per unit mass). Unweighted,
-    so that the network learns the conditional distribution itself.
+    so that the network learns the conditional distribution itself, except for a batch's
+    ``weight`` (one per crop, from a sampler with ``importance: true``): each crop's voxels then
+    count with the crop's importance weight, so that crops drawn more often than uniformly count
+    less and the average is the uniform one.
     """
 
     name = "nll"
@@ -180,4 +183,8 @@ class OccupancyNLL(nn.Module):
                 f"{tuple(target.shape)} (expected (B, 1 + 3K, n, n, n))"
             )
         log_prob = OccupancyMixture(output).log_prob(target, occupied)
-        return -_masked_mean(log_prob, _valid(batch, log_prob))
+        mask = _valid(batch, log_prob)
+        weight = batch.get("weight")
+        if weight is not None:
+            mask = mask * weight.to(mask.dtype).view(-1, *([1] * (mask.ndim - 1)))
+        return -_masked_mean(log_prob, mask)
