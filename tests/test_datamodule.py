@@ -229,3 +229,16 @@ def test_training_batches_do_not_depend_on_the_number_of_workers(tmp_path):
         batches.append(next(iter(loader)))
     for key in ("input", "target"):
         torch.testing.assert_close(batches[0][key], batches[1][key], rtol=0, atol=0)
+
+
+def test_importance_sampler_puts_each_crops_weight_in_the_batch(tmp_path):
+    """With ``importance=True`` every training item carries its draw's P_uniform / P_drawn; the
+    weights of the loader's first batch are those the sampler gives for its first draws."""
+    sampler = functools.partial(MassBinSampler, bins=5, samples_per_epoch=12, importance=True)
+    dm = make_dm(tmp_path, sampler=sampler, crop=1, context=1, stride=1)
+    loader = dm.train_dataloader()
+    batch = next(iter(loader))
+    drawn = loader.sampler.sampler.draw()[: len(batch["weight"])]
+    expected = loader.sampler.sampler.weights(drawn)
+    np.testing.assert_allclose(batch["weight"].numpy(), expected, rtol=1e-6)
+    assert "weight" not in next(iter(make_dm(tmp_path / "plain").train_dataloader()))
