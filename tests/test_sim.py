@@ -327,10 +327,27 @@ def test_central_stellar_mass_depends_on_environment_beyond_halo_mass(mock64):
     log_env = smoothed_log_density(
         store.read("dm", mmap=False), src.box, model.env_radius, halos.pos
     )
-    env = environment_residual(np.log10(halos.mass), log_env)
+    env = environment_residual(np.log10(halos.mass), log_env, model)
     resid = np.log10(gals.mstar[cen] / moster13(gals.host_mass[cen], src.cosmo.h, model))
-    expected = model.env_dex / np.hypot(model.env_dex, model.scatter_dex)  # 0.71
+    spread = model.env_dex * env[gals.host[cen]].std()  # dex of log M* from the environment
+    expected = spread / np.hypot(spread, model.scatter_dex)
     assert np.corrcoef(env[gals.host[cen]], resid)[0, 1] == pytest.approx(expected, abs=0.1)
+    # at fixed mass the model's relation is the box's: residuals about it are centred, their
+    # scatter near env_std (at 64^3 / 32 Mpc/h: a smaller box, a finer grid than the fit's)
+    assert abs(env.mean()) < 0.5 and 0.6 < env.std() < 1.4
+
+
+def test_environment_term_is_local():
+    """A halo's environment residual follows the model's fixed relation (hand computation) and
+    does not depend on the other halos of the box."""
+    model = GalaxyModel(env_pivot=0.4, env_slope=0.2, env_std=0.3)
+    log_mass = np.array([11.5, 12.5, 13.5, 14.0])
+    log_env = np.array([0.3, 0.4, 0.9, 0.5])
+    expected = (log_env - 0.4 - 0.2 * (log_mass - 12.5)) / 0.3
+    np.testing.assert_allclose(environment_residual(log_mass, log_env, model), expected)
+    np.testing.assert_allclose(environment_residual(log_mass[2:], log_env[2:], model), expected[2:])
+    with pytest.raises(ValueError, match="env_std"):
+        GalaxyModel(env_std=0.0)
 
 
 # -- settings of the gravity solver ------------------------------------------------------------

@@ -55,7 +55,7 @@ from dm2gal.sim.so import m200c, spherical_overdensity
 
 log = logging.getLogger(__name__)
 
-MOCK_VERSION = 2  # bump when the generated data change for the same configuration
+MOCK_VERSION = 3  # bump when the generated data change for the same configuration
 ORACLE_FIELDS = ("oracle_mean", "oracle_draw")
 
 
@@ -263,7 +263,7 @@ class MockUniverse(CachedSource):
 
         model = self.galaxy_model
         log_env = smoothed_log_density(dm, self.box, model.env_radius, so.centre)
-        env = environment_residual(np.log10(halo_mass), log_env)
+        env = environment_residual(np.log10(halo_mass), log_env, model)
         hosts = Hosts(so.centre, halo_mass, groups.members(), pos, env)
         physics = {
             "min_sub_mass": self.min_halo_particles * self.particle_mass,
