@@ -67,12 +67,17 @@ def test_model_and_loss_pairing(compose, overrides: list[str], net: str, loss: s
     assert cfg.model._target_.endswith(net) and cfg.loss._target_.endswith(loss)
 
 
-def test_probabilistic_default_draws_uniform_crops_and_selects_on_the_likelihood(compose):
+def test_probabilistic_default_draws_weighted_mass_bin_crops_and_selects_on_the_likelihood(
+    compose,
+):
     cfg = compose([], tiny=False)
-    assert cfg.sampler._target_.endswith("UniformSampler") and cfg.sampler.samples_per_epoch
+    assert cfg.sampler._target_.endswith("MassBinSampler") and cfg.sampler.importance is True
+    assert cfg.sampler.samples_per_epoch
+    assert compose(["sampler=uniform"], tiny=False).sampler._target_.endswith("UniformSampler")
     assert cfg.optimized_metric == "val/loss"
     regression = compose(["model=twophase"], tiny=False)
     assert regression.sampler._target_.endswith("MassBinSampler")
+    assert not regression.sampler.importance
     assert regression.optimized_metric == "val/pk_ratio_abs_err"
 
 

@@ -112,6 +112,18 @@ def test_voxel_pdf_counts_non_empty_voxels():
     assert np.sum(density * np.diff(edges)) == pytest.approx(3 / 64)
 
 
+def test_pdf_decade_abs_err_counts_voxels_per_decade():
+    """Hand counts: decade 1e8 holds 100 truth voxels and 90 predicted (-10%), decade 1e9 100 and
+    130 (+30%); decade 1e10 holds 10 truth voxels (< PDF_MIN_COUNT) and is left out."""
+    truth = np.zeros(400)
+    truth[:100], truth[100:200], truth[200:210] = 3e8, 3e9, 3e10
+    pred = np.zeros(400)
+    pred[:90], pred[90:220], pred[220:300] = 3e8, 3e9, 3e10
+    assert base.pdf_decade_abs_err(truth, pred) == pytest.approx(0.3)
+    assert base.pdf_decade_abs_err(truth, truth) == 0.0
+    assert np.isnan(base.pdf_decade_abs_err(np.zeros(8), np.ones(8)))
+
+
 def test_summary_scores():
     truth = (white_noise(4) + 2e9).astype(np.float32)
     perfect = stats.summary(truth, truth.copy(), BOX, mas="None")

@@ -134,6 +134,23 @@ def voxel_pdf(field: np.ndarray, bins: int | np.ndarray = 50) -> tuple[np.ndarra
     return edges, counts / (field.size * np.diff(edges))
 
 
+#: decades of voxel mass (log10 Msun/h, lower edges) whose voxel counts pdf_decade_abs_err compares
+PDF_DECADES = (8, 9, 10, 11, 12)
+#: a decade holding fewer truth voxels is left out of pdf_decade_abs_err (counting noise)
+PDF_MIN_COUNT = 50
+
+
+def pdf_decade_abs_err(truth: np.ndarray, pred: np.ndarray) -> float:
+    """The largest ``|N_pred / N_truth - 1|`` over the :data:`PDF_DECADES` of voxel mass that
+    hold at least :data:`PDF_MIN_COUNT` truth voxels (N: voxels with mass in the decade); NaN
+    when none does."""
+    edges = 10.0 ** np.array([*PDF_DECADES, PDF_DECADES[-1] + 1], dtype=np.float64)
+    n_truth = np.histogram(truth, bins=edges)[0]
+    n_pred = np.histogram(pred, bins=edges)[0]
+    sel = n_truth >= PDF_MIN_COUNT
+    return float(np.max(np.abs(n_pred[sel] / n_truth[sel] - 1.0))) if sel.any() else float("nan")
+
+
 def scores(
     truth: np.ndarray,
     pred: np.ndarray,
@@ -147,7 +164,8 @@ def scores(
     Keys: ``total_mass_rel_err`` ((sum pred - sum truth) / sum truth), ``pk_ratio_abs_err``
     (mean |P_pred / P_truth - 1| over k bins with k <= k_max), ``rk_mean`` and ``rk_min`` (r(k)
     over the same bins), ``log_rmse`` (rms of log10(1 + M) differences per voxel, negative
-    predicted masses counted as 0) and ``k_max``
+    predicted masses counted as 0), ``pdf_decade_abs_err`` (:func:`pdf_decade_abs_err`) and
+    ``k_max``
     [h/Mpc] (default: the Nyquist wavenumber). ``cross`` is ``cross_power(truth, pred, box,
     mas)`` of either implementation (:mod:`dm2gal.stats.pylians` or :mod:`dm2gal.stats.fast`).
     """
@@ -167,5 +185,6 @@ def scores(
         "rk_mean": float(np.mean(xp.r[sel])),
         "rk_min": float(np.min(xp.r[sel])),
         "log_rmse": float(np.sqrt(np.mean(log_diff**2)) / np.log(10.0)),
+        "pdf_decade_abs_err": pdf_decade_abs_err(truth, pred),
         "k_max": k_max,
     }
