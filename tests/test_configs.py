@@ -67,6 +67,14 @@ def test_model_and_loss_pairing(compose, overrides: list[str], net: str, loss: s
     assert cfg.model._target_.endswith(net) and cfg.loss._target_.endswith(loss)
 
 
+@pytest.mark.parametrize("family", ["normal", "gumbel"])
+def test_likelihood_follows_the_network_family(compose, family: str):
+    overrides = [] if family == "normal" else [f"model.family={family}"]
+    cfg = compose(overrides, tiny=False)
+    assert instantiate(cfg.model).family == family
+    assert instantiate(cfg.loss).family == family
+
+
 def test_probabilistic_default_draws_weighted_mass_bin_crops_and_selects_on_the_likelihood(
     compose,
 ):

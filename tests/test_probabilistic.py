@@ -64,25 +64,31 @@ def test_bad_output_shapes_raise() -> None:
         ProbabilisticNet(components=0)
 
 
-def _quadrature_mean(p, w, locs, sigmas, t_mean, t_std, t_max) -> float:
+#: each family's law of y = log10(1 + M) in scipy: location m_k, scale s_k (dex)
+LAWS = {"normal": stats.norm, "gumbel": stats.gumbel_l}
+
+
+def _quadrature_mean(p, w, locs, sigmas, t_mean, t_std, t_max, family="normal") -> float:
     """E[clip(10^y - 1, 0, M_max)] for y = t_std * y_n + t_mean, y_n ~ the mixture, by quad."""
+    law = LAWS[family]
     total = 0.0
     for wk, m, s in zip(w, locs, sigmas, strict=True):
         mu, sd = t_std * m + t_mean, t_std * s
         top = math.log10(1 + t_max) if math.isfinite(t_max) else math.inf
         inside, _ = integrate.quad(
-            lambda y, mu=mu, sd=sd: (10**y - 1) * stats.norm.pdf(y, mu, sd),
+            lambda y, mu=mu, sd=sd: (10**y - 1) * law.pdf(y, mu, sd),
             0.0,
             min(top, mu + 12 * sd),
             epsabs=0,
             epsrel=1e-10,
             limit=200,
         )
-        tail = t_max * stats.norm.sf(top, mu, sd) if math.isfinite(t_max) else 0.0
+        tail = t_max * law.sf(top, mu, sd) if math.isfinite(t_max) else 0.0
         total += wk * (inside + tail)
     return p * total
 
 
+@pytest.mark.parametrize("family", sorted(LAWS))
 @pytest.mark.parametrize(
     ("locs", "sigmas", "t_mean", "t_std", "t_max"),
     [
@@ -91,11 +97,12 @@ def _quadrature_mean(p, w, locs, sigmas, t_mean, t_std, t_max) -> float:
         ([1.0, 0.5], [0.5, 0.3], 8.0, 2.0, 3e10),  # a tail above M_max: clipped
     ],
 )
-def test_mean_equals_quadrature(locs, sigmas, t_mean, t_std, t_max) -> None:
+def test_mean_equals_quadrature(family, locs, sigmas, t_mean, t_std, t_max) -> None:
     weights, logit = [0.0, math.log(3.0)], -0.7
-    dist = OccupancyMixture(_output(logit, weights, locs, sigmas), t_mean, t_std, t_max)
+    output = _output(logit, weights, locs, sigmas)
+    dist = OccupancyMixture(output, t_mean, t_std, t_max, family=family)
     p = 1 / (1 + math.exp(-logit))
-    expected = _quadrature_mean(p, [0.25, 0.75], locs, sigmas, t_mean, t_std, t_max)
+    expected = _quadrature_mean(p, [0.25, 0.75], locs, sigmas, t_mean, t_std, t_max, family)
     assert dist.mean().item() == pytest.approx(expected, rel=1e-6)
 
 
@@ -262,3 +269,66 @@ def test_loss_weights_each_crop_by_its_importance_weight() -> None:
     expected = (3.0 * per_crop[0] + 0.5 * per_crop[1]) / 3.5
     assert weighted.item() == pytest.approx(expected.item(), rel=1e-6)
     assert OccupancyNLL()(out, batch).item() == pytest.approx(per_crop.mean().item(), rel=1e-6)
+
+
+def test_gumbel_density_and_draw_by_hand() -> None:
+    """One minimum-Gumbel component: log density ``z - e^z - log s`` at ``z = (y - loc) / s``
+    (integrating to 1 over y), and the draw at noise ``u`` sits at ``loc + s ln(-ln(1 - u))``;
+    the loss uses the family it is given and rejects an unknown one."""
+    loc, sigma, t_mean, t_std = 0.5, 0.4, 8.0, 2.0
+    out = _output(0.0, [0.0], [loc], [sigma], 3)
+    dist = OccupancyMixture(out, t_mean, t_std, family="gumbel")
+    target = torch.tensor([0.1, 0.5, 1.2], dtype=torch.float64).reshape(1, 1, 1, 1, 3)
+    z = (target.flatten() - loc) / sigma
+    expected = z - torch.exp(z) - math.log(sigma)
+    got = dist.log_density(target).flatten().double()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    area, _ = integrate.quad(
+        lambda y: math.exp(dist.log_density(torch.full((1, 1, 1, 1, 3), y)).flatten()[0].item()),
+        -20,
+        5,
+    )
+    assert area == pytest.approx(1.0, rel=1e-4)
+    u = [0.1, 0.5, 0.9]
+    noise = torch.tensor([[0.1] * 3, [0.5] * 3, u], dtype=torch.float64).reshape(1, 3, 1, 1, 3)
+    y = [t_mean + t_std * (loc + sigma * math.log(-math.log1p(-v))) for v in u]
+    expected_mass = [10**v - 1 for v in y]
+    assert dist.from_noise(noise).flatten().tolist() == pytest.approx(expected_mass, rel=1e-5)
+    occupied = torch.ones_like(target, dtype=torch.bool)
+    nll = OccupancyNLL(family="gumbel")(out.float(), {"target": target, "occupied": occupied})
+    assert nll.item() == pytest.approx(-(math.log(0.5) + expected.mean().item()), rel=1e-5)
+    with pytest.raises(ValueError, match="family must be one of"):
+        OccupancyNLL(family="cauchy")
+    with pytest.raises(ValueError, match="family must be one of"):
+        ProbabilisticNet(family="cauchy")
+
+
+def test_gumbel_initialise_matches_batch_mean_and_std() -> None:
+    """A Gumbel head starts with the occupied voxels' mean and standard deviation: scale
+    ``std * sqrt(6) / pi`` and location ``mean + 0.5772 * scale``."""
+    net = ProbabilisticNet(channels=2, levels=1, convs=1, components=1, family="gumbel").eval()
+    target = torch.full((1, 1, 4, 4, 4), -1.0)
+    target[0, 0, 0, 0, :2], target[0, 0, 1, 1, 1] = torch.tensor([7.0, 9.0]), 8.0
+    net.initialise({"target": target, "occupied": target > 0})
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.zero_()
+        side = 2 + 2 * net.context
+        dist = net.distribution(net(torch.randn(1, 2, side, side, side)))
+    scale = math.sqrt(6.0) / math.pi
+    assert torch.allclose(dist.scale, torch.tensor(scale), rtol=1e-5)
+    assert torch.allclose(dist.loc, torch.tensor(8.0 + 0.5772156649 * scale), rtol=1e-6)
+
+
+@pytest.mark.parametrize("family", sorted(LAWS))
+def test_mean_stays_finite_and_bounded_for_extreme_components(family: str) -> None:
+    """Components a network may leave anywhere where ``p`` is tiny (very broad, very narrow,
+    far below 0): every mean is finite and within ``[0, M_max]``; a component all above
+    ``M_max`` gives ``p * M_max``."""
+    cases = [(-3.0, 50.0), (2.0, 200.0), (-50.0, 0.01), (0.5, 0.002), (9.0, 0.1)]
+    t_mean, t_std, t_max = 4.0, 2.0, 1e11
+    out = torch.cat([_output(0.0, [0.0], [loc], [sigma]) for loc, sigma in cases], dim=-1)
+    mean = OccupancyMixture(out, t_mean, t_std, t_max, family=family).mean().flatten()
+    assert torch.isfinite(mean).all()
+    assert (mean >= 0).all() and (mean <= 0.5 * t_max).all()
+    assert mean[-1].item() == pytest.approx(0.5 * t_max, rel=1e-6)

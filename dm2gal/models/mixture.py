@@ -1,25 +1,41 @@
-"""A per-voxel distribution of stellar mass: occupancy times a Gaussian mixture in log mass.
+"""A per-voxel distribution of stellar mass: occupancy times a mixture in log mass.
 
 Space. The data transform stores the target as ``y_n = (log10(1 + M) - mean) / std`` with ``M``
 in Msun/h per voxel (:class:`dm2gal.data.transforms.FieldTransform`). A voxel is empty
 (``M = 0``) with probability ``1 - p``; an occupied voxel's ``y_n`` follows a mixture of ``K``
-Gaussians with weights ``w_k``, locations ``mu_k`` and scales ``sigma_k``, all in normalised
-units. In mass, component ``k`` is a shifted lognormal: ``log10(1 + M) ~ N(m_k, s_k^2)`` with
-``m_k = std * mu_k + mean`` and ``s_k = std * sigma_k`` (dex of ``1 + M``).
+components with weights ``w_k``, locations ``mu_k`` and scales ``sigma_k``, all in normalised
+units, of one family:
 
-Draws. ``M = clip(10^y - 1, 0, M_max)``: a Gaussian puts some probability below ``y = 0``
+- ``normal``: Gaussians; in mass, component ``k`` is a shifted lognormal,
+  ``log10(1 + M) ~ N(m_k, s_k^2)`` with ``m_k = std * mu_k + mean`` and ``s_k = std * sigma_k``
+  (dex of ``1 + M``).
+- ``gumbel``: minimum-Gumbel laws, ``log10(1 + M) = m_k + s_k ln E`` with ``E ~ Exp(1)``
+  (density ``exp(z - e^z) / s_k`` at ``z = (y - m_k) / s_k``; mode ``m_k``, mean
+  ``m_k - 0.5772 s_k``): a long tail to low mass and a short one to high mass. A voxel that
+  holds a cloud-in-cell share of a galaxy has such a law (the share is at most the whole
+  galaxy, often a small part of it); a Gaussian fitted to it in log mass puts as much
+  probability above as below, and its mean in mass, dominated by that upper tail, comes out
+  high.
+
+Draws. ``M = clip(10^y - 1, 0, M_max)``: either law puts some probability below ``y = 0``
 (``-1 < M < 0``, i.e. less than one solar mass, in a voxel said to hold a galaxy) and above
 the largest mass the training region showed (``M_max``, the bound every prediction keeps); the
 clip maps those to 0 and ``M_max``.
 
 Mean. ``E[M] = p * sum_k w_k E_k`` is the exact expectation of the clipped draws, in closed
-form with ``Phi`` the standard normal CDF, ``c = ln 10``, ``b = log10(1 + M_max)``:
+form with ``c = ln 10``, ``b = log10(1 + M_max)``. Normal, with ``Phi`` the standard normal CDF:
 
     E_k = exp(c m_k + c^2 s_k^2 / 2) [Phi((b - m_k - c s_k^2) / s_k) - Phi((-m_k - c s_k^2) / s_k)]
           - [Phi((b - m_k) / s_k) - Phi(-m_k / s_k)] + M_max Phi((m_k - b) / s_k)
 
 (the first term is ``E[10^y; 0 < y < b]``, the second ``P(0 < y < b)``, the third the clipped
-upper tail), evaluated in float64 and in log space where it could overflow.
+upper tail). Gumbel, with ``a = c s_k``, ``10^y = 10^m_k E^a``, ``Q`` the regularised upper
+incomplete gamma function, ``e_0 = exp(-m_k / s_k)`` and ``e_1 = exp((b - m_k) / s_k)``:
+
+    E_k = 10^m_k Gamma(1 + a) [Q(1 + a, e_0) - Q(1 + a, e_1)] - [exp(-e_0) - exp(-e_1)]
+          + M_max exp(-e_1)
+
+Both are evaluated in float64 and in log space where they could overflow.
 """
 
 from __future__ import annotations
@@ -36,6 +52,10 @@ LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 SCALE_MIN = 1e-3
 # uniform numbers per voxel that one draw uses (occupancy, component, log mass)
 NOISE_CHANNELS = 3
+#: the component laws of log mass
+FAMILIES = ("normal", "gumbel")
+#: Euler's constant: a standard minimum-Gumbel law has mean -EULER_GAMMA
+EULER_GAMMA = 0.5772156649015329
 
 
 def _log1mexp(x: Tensor) -> Tensor:
@@ -50,6 +70,13 @@ def log_normal_interval(lo: Tensor, hi: Tensor) -> Tensor:
     a, b = torch.where(flip, -hi, lo), torch.where(flip, -lo, hi)
     log_b = torch.special.log_ndtr(b)
     return log_b + _log1mexp((torch.special.log_ndtr(a) - log_b).clamp(max=0.0))
+
+
+def check_family(value: str, owner: str) -> str:
+    """``value`` when it is one of :data:`FAMILIES`, else a ValueError naming ``owner``."""
+    if value not in FAMILIES:
+        raise ValueError(f"{owner}: family must be one of {FAMILIES}, got {value!r}")
+    return value
 
 
 def check_min_occupancy(value: float, owner: str) -> float:
@@ -70,6 +97,7 @@ class OccupancyMixture:
         target_max: ``M_max`` (Msun/h per voxel); ``inf``: no upper clip.
         min_occupancy: occupancies below this count as 0 in :meth:`mean` and the draws (not in
             the likelihood): see :meth:`resolved_occupancy`.
+        family: the components' law of log mass, one of :data:`FAMILIES`.
     """
 
     def __init__(
@@ -79,6 +107,7 @@ class OccupancyMixture:
         target_std: float = 1.0,
         target_max: float = math.inf,
         min_occupancy: float = 0.0,
+        family: str = "normal",
     ) -> None:
         channels = output.shape[1] if output.ndim >= 2 else 0
         if channels < 4 or (channels - 1) % 3:
@@ -99,6 +128,7 @@ class OccupancyMixture:
         self.target_mean, self.target_std = float(target_mean), float(target_std)
         self.target_max = float(target_max)
         self.min_occupancy = check_min_occupancy(min_occupancy, "OccupancyMixture")
+        self.family = check_family(family, "OccupancyMixture")
 
     @property
     def components(self) -> int:
@@ -120,7 +150,10 @@ class OccupancyMixture:
     def log_density(self, target: Tensor) -> Tensor:
         """Log density of the mixture at normalised targets ``(B, 1, ...)`` (per unit ``y_n``)."""
         z = (target.float() - self.loc) / self.scale
-        terms = self.log_weights - 0.5 * z**2 - torch.log(self.scale) - LOG_SQRT_2PI
+        if self.family == "gumbel":
+            terms = self.log_weights + z - torch.exp(z) - torch.log(self.scale)
+        else:
+            terms = self.log_weights - 0.5 * z**2 - torch.log(self.scale) - LOG_SQRT_2PI
         return torch.logsumexp(terms, dim=1, keepdim=True)
 
     def log_prob(self, target: Tensor, occupied: Tensor) -> Tensor:
@@ -141,16 +174,39 @@ class OccupancyMixture:
         m, s = self._log10_params()
         top = math.log10(1.0 + self.target_max) if math.isfinite(self.target_max) else math.inf
         b = torch.full_like(m, top)
+        per_component = (
+            self._gumbel_means(m, s, b) if self.family == "gumbel" else self._normal_means(m, s, b)
+        )
+        conditional = (self.log_weights.double().exp() * per_component).sum(dim=1, keepdim=True)
+        return self.resolved_occupancy() * conditional
+
+    def _normal_means(self, m: Tensor, s: Tensor, b: Tensor) -> Tensor:
+        """``E_k`` of normal components (module docstring)."""
         shifted = m + LN10 * s**2
         log_power = (
             LN10 * m + 0.5 * (LN10 * s) ** 2 + log_normal_interval(-shifted / s, (b - shifted) / s)
         )
         inside = torch.exp(log_normal_interval(-m / s, (b - m) / s))
-        per_component = torch.exp(log_power) - inside
+        means = torch.exp(log_power) - inside
         if math.isfinite(self.target_max):
-            per_component = per_component + self.target_max * torch.special.ndtr((m - b) / s)
-        conditional = (self.log_weights.double().exp() * per_component).sum(dim=1, keepdim=True)
-        return self.resolved_occupancy() * conditional
+            means = means + self.target_max * torch.special.ndtr((m - b) / s)
+        return means
+
+    def _gumbel_means(self, m: Tensor, s: Tensor, b: Tensor) -> Tensor:
+        """``E_k`` of minimum-Gumbel components (module docstring). ``Gamma(1 + a) [Q(1 + a, e_0)
+        - Q(1 + a, e_1)]`` is taken as a difference of lower regularised functions where
+        ``e_1 < 1 + a`` (both small there), and multiplied in log space: a voxel's component
+        may be very broad (far from every halo), where ``Gamma(1 + a)`` alone overflows."""
+        a = 1.0 + LN10 * s
+        e0, e1 = torch.exp(-m / s), torch.exp((b - m) / s)
+        lower = torch.special.gammainc(a, e1) - torch.special.gammainc(a, e0)
+        upper = torch.special.gammaincc(a, e0) - torch.special.gammaincc(a, e1)
+        power = torch.where(e1 < a, lower, upper).clamp(min=0.0)
+        means = torch.exp(LN10 * m + torch.lgamma(a) + torch.log(power))
+        means = means - (torch.exp(-e0) - torch.exp(-e1))
+        if math.isfinite(self.target_max):
+            means = means + self.target_max * torch.exp(-e1)
+        return means
 
     def sample(self, generator: torch.Generator) -> Tensor:
         """One draw of ``M`` per voxel (Msun/h, float64), from ``generator`` (on the output's
@@ -164,7 +220,7 @@ class OccupancyMixture:
     def from_noise(self, noise: Tensor) -> Tensor:
         """The draw of ``M`` per voxel (Msun/h, float64) that uniform noise ``(B, 3, ...)`` in
         ``(0, 1)`` selects: channel 0 decides occupancy (``u < p``), channel 1 the component
-        (inverse CDF of the weights), channel 2 the log mass (the component's normal quantile).
+        (inverse CDF of the weights), channel 2 the log mass (the component's quantile).
         Noise fields fixed per voxel make draws independent of how a volume is tiled."""
         if noise.shape[1] != NOISE_CHANNELS or noise.shape[2:] != self.logit.shape[2:]:
             raise ValueError(
@@ -176,6 +232,10 @@ class OccupancyMixture:
         cumulative = self.log_weights.double().exp().cumsum(dim=1)
         k = (u_component > cumulative).sum(dim=1, keepdim=True).clamp(max=self.components - 1)
         m, s = self._log10_params()
-        y = m.gather(1, k) + s.gather(1, k) * torch.special.ndtri(u_mass)
+        if self.family == "gumbel":
+            quantile = torch.log(-torch.log1p(-u_mass))
+        else:
+            quantile = torch.special.ndtri(u_mass)
+        y = m.gather(1, k) + s.gather(1, k) * quantile
         mass = torch.expm1(LN10 * y).clamp(min=0.0, max=self.target_max)
         return torch.where(occupied, mass, torch.zeros_like(mass))

@@ -7,14 +7,22 @@ from typing import Any
 
 import torch
 
-from dm2gal.models.mixture import LN10, SCALE_MIN, OccupancyMixture, check_min_occupancy
+from dm2gal.models.mixture import (
+    EULER_GAMMA,
+    LN10,
+    SCALE_MIN,
+    OccupancyMixture,
+    check_family,
+    check_min_occupancy,
+)
 from dm2gal.models.occupancy import OccupancyNet
 
 
 class ProbabilisticNet(OccupancyNet):
-    """An :class:`OccupancyNet` whose ``3 * components`` value channels parametrise a Gaussian
-    mixture of an occupied voxel's normalised target: the :class:`OccupancyMixture` that
-    :meth:`distribution` builds and :class:`dm2gal.train.losses.OccupancyNLL` trains by likelihood.
+    """An :class:`OccupancyNet` whose ``3 * components`` value channels parametrise a mixture
+    (normal or minimum-Gumbel components) of an occupied voxel's normalised target: the
+    :class:`OccupancyMixture` that :meth:`distribution` builds and
+    :class:`dm2gal.train.losses.OccupancyNLL` trains by likelihood.
     Output channels: occupancy logit, ``K`` weight logits, ``K`` locations, ``K`` raw scales.
 
     ``infer`` (what prediction, the validation callback and the evaluation call) returns the
@@ -24,7 +32,8 @@ class ProbabilisticNet(OccupancyNet):
     a buffer, so a checkpoint carries it, as it carries the head's offsets (:meth:`initialise`).
 
     Args:
-        components: Gaussians in the mixture (``K >= 1``).
+        components: components in the mixture (``K >= 1``).
+        family: their law of log mass, ``normal`` or ``gumbel`` (:mod:`dm2gal.models.mixture`).
         min_occupancy: occupancies below it count as 0 in the mean and the draws
             (:meth:`OccupancyMixture.resolved_occupancy`); the likelihood uses them as they are.
         others: as :class:`dm2gal.models.UNet3d`; ``out_channels`` must be 1.
@@ -39,6 +48,7 @@ class ProbabilisticNet(OccupancyNet):
         convs: int = 2,
         components: int = 2,
         min_occupancy: float = 0.0,
+        family: str = "normal",
     ) -> None:
         if int(components) != components or components < 1:
             raise ValueError(f"ProbabilisticNet: components must be >= 1, got {components!r}")
@@ -46,6 +56,7 @@ class ProbabilisticNet(OccupancyNet):
         self.components = int(components)
         # checked here too, so that a bad config fails when the network is built
         self.min_occupancy = check_min_occupancy(min_occupancy, "ProbabilisticNet")
+        self.family = check_family(family, "ProbabilisticNet")
         # mean and std of log10(1 + M), largest mass per voxel (Msun/h): the target transform
         scale = torch.tensor([0.0, 1.0, math.inf], dtype=torch.float64)
         self.register_buffer("target_scale", scale)
@@ -69,7 +80,8 @@ class ProbabilisticNet(OccupancyNet):
     def initialise(self, batch: dict[str, torch.Tensor]) -> None:
         """Start the head at a training batch's statistics, once (later calls do nothing): the
         occupancy logit at the log-odds of its occupied fraction, every component at the mean
-        and standard deviation of its occupied voxels' normalised targets. Occupied voxels sit
+        and standard deviation of its occupied voxels' normalised targets (a Gumbel component's
+        location and scale set to give them). Occupied voxels sit
         several standard deviations of the whole-field normalisation above the empty ones,
         further than a freshly initialised head travels in thousands of steps."""
         if bool(self.initialised):
@@ -80,10 +92,14 @@ class ProbabilisticNet(OccupancyNet):
         if values.numel() < 2:
             return
         fraction = values.numel() / int(valid.sum())
-        scale = max(float(values.std()) - SCALE_MIN, SCALE_MIN)
+        std, loc = float(values.std()), float(values.mean())
+        if self.family == "gumbel":  # std = scale * pi / sqrt(6), mean = loc - gamma * scale
+            std *= math.sqrt(6.0) / math.pi
+            loc += EULER_GAMMA * std
+        scale = max(std - SCALE_MIN, SCALE_MIN)
         raw_scale = scale + math.log(-math.expm1(-scale))  # inverse of softplus
         logit = math.log(fraction) - math.log1p(-fraction) if fraction < 1 else 0.0
-        self.offset.copy_(torch.tensor([logit, float(values.mean()), raw_scale]))
+        self.offset.copy_(torch.tensor([logit, loc, raw_scale]))
         self.initialised.fill_(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +111,7 @@ class ProbabilisticNet(OccupancyNet):
     def distribution(self, output: torch.Tensor) -> OccupancyMixture:
         """The per-voxel distribution described by a raw output of :meth:`forward`."""
         mean, std, top = self.target_scale.tolist()
-        return OccupancyMixture(output, mean, std, top, self.min_occupancy)
+        return OccupancyMixture(output, mean, std, top, self.min_occupancy, self.family)
 
     def _normalised(self, mass: torch.Tensor) -> torch.Tensor:
         mean, std, _ = self.target_scale.tolist()
@@ -118,5 +134,5 @@ class ProbabilisticNet(OccupancyNet):
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, components={self.components}, "
-            f"min_occupancy={self.min_occupancy}"
+            f"min_occupancy={self.min_occupancy}, family={self.family}"
         )

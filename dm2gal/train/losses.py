@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dm2gal.models.mixture import OccupancyMixture
+from dm2gal.models.mixture import OccupancyMixture, check_family
 
 
 def _single_channel(name: str, output: Tensor, target: Tensor) -> None:
@@ -170,10 +170,15 @@ class OccupancyNLL(nn.Module):
     so that the network learns the conditional distribution itself, except for a batch's
     ``weight`` (one per crop, from a sampler with ``importance: true``): each crop's voxels then
     count with the crop's importance weight, so that crops drawn more often than uniformly count
-    less and the average is the uniform one.
+    less and the average is the uniform one. ``family`` is the mixture's component law (the
+    network's ``family``, :mod:`dm2gal.models.mixture`).
     """
 
     name = "nll"
+
+    def __init__(self, family: str = "normal") -> None:
+        super().__init__()
+        self.family = check_family(family, "OccupancyNLL")
 
     def forward(self, output: Tensor, batch: dict[str, Tensor]) -> Tensor:
         target, occupied = batch["target"], batch["occupied"]
@@ -182,7 +187,7 @@ class OccupancyNLL(nn.Module):
                 f"loss 'nll': output {tuple(output.shape)} does not match target "
                 f"{tuple(target.shape)} (expected (B, 1 + 3K, n, n, n))"
             )
-        log_prob = OccupancyMixture(output).log_prob(target, occupied)
+        log_prob = OccupancyMixture(output, family=self.family).log_prob(target, occupied)
         mask = _valid(batch, log_prob)
         weight = batch.get("weight")
         if weight is not None:
