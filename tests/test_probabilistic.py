@@ -332,3 +332,19 @@ def test_mean_stays_finite_and_bounded_for_extreme_components(family: str) -> No
     assert torch.isfinite(mean).all()
     assert (mean >= 0).all() and (mean <= 0.5 * t_max).all()
     assert mean[-1].item() == pytest.approx(0.5 * t_max, rel=1e-6)
+
+
+def test_gumbel_likelihood_far_above_the_mode_is_finite() -> None:
+    """A target 1e4 scales above a Gumbel component's mode: beyond z = 20 the likelihood's
+    ``exp(z)`` grows linearly, so the loss and its gradient stay finite (and huge) instead of
+    overflowing; below it the density is the exact one."""
+    out = _output(0.0, [0.0], [0.0], [0.01], 2).float().clone().requires_grad_(True)
+    target = torch.tensor([100.0, 0.1]).reshape(1, 1, 1, 1, 2)
+    batch = {"target": target, "occupied": torch.ones_like(target, dtype=torch.bool)}
+    loss = OccupancyNLL(family="gumbel")(out, batch)
+    loss.backward()
+    assert torch.isfinite(loss) and loss.item() > 1e10
+    assert torch.isfinite(out.grad).all()
+    z = (0.1 - 0.0) / 0.01  # exact below the cap
+    log_density = OccupancyMixture(out.detach(), family="gumbel").log_density(target).flatten()
+    assert log_density[1].item() == pytest.approx(z - math.exp(z) - math.log(0.01), rel=1e-5)

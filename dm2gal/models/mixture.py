@@ -54,6 +54,8 @@ SCALE_MIN = 1e-3
 NOISE_CHANNELS = 3
 #: the component laws of log mass
 FAMILIES = ("normal", "gumbel")
+#: z = (y - loc) / scale above which the minimum-Gumbel likelihood's exp(z) grows linearly
+GUMBEL_CAP = 20.0
 #: Euler's constant: a standard minimum-Gumbel law has mean -EULER_GAMMA
 EULER_GAMMA = 0.5772156649015329
 
@@ -70,6 +72,14 @@ def log_normal_interval(lo: Tensor, hi: Tensor) -> Tensor:
     a, b = torch.where(flip, -hi, lo), torch.where(flip, -lo, hi)
     log_b = torch.special.log_ndtr(b)
     return log_b + _log1mexp((torch.special.log_ndtr(a) - log_b).clamp(max=0.0))
+
+
+def _capped_exp(z: Tensor) -> Tensor:
+    """``exp(z)`` up to ``z = GUMBEL_CAP``, continued linearly above: the minimum-Gumbel
+    likelihood's ``exp(z)`` of a target far above its mode overflows (and its gradient with it)
+    where the law puts probability ``exp(-e^20) ~ 0``."""
+    capped = z.clamp(max=GUMBEL_CAP)
+    return torch.exp(capped) * (1.0 + (z - capped))
 
 
 def check_family(value: str, owner: str) -> str:
@@ -151,7 +161,7 @@ class OccupancyMixture:
         """Log density of the mixture at normalised targets ``(B, 1, ...)`` (per unit ``y_n``)."""
         z = (target.float() - self.loc) / self.scale
         if self.family == "gumbel":
-            terms = self.log_weights + z - torch.exp(z) - torch.log(self.scale)
+            terms = self.log_weights + z - _capped_exp(z) - torch.log(self.scale)
         else:
             terms = self.log_weights - 0.5 * z**2 - torch.log(self.scale) - LOG_SQRT_2PI
         return torch.logsumexp(terms, dim=1, keepdim=True)
@@ -170,15 +180,22 @@ class OccupancyMixture:
         return loc, self.scale.double() * self.target_std
 
     def mean(self) -> Tensor:
-        """``E[M]`` per voxel (Msun/h, float64), the expectation of :meth:`sample`'s draws."""
-        m, s = self._log10_params()
+        """``E[M]`` per voxel (Msun/h, float64), the expectation of :meth:`sample`'s draws.
+        Evaluated only where the resolved occupancy is non-zero (elsewhere the mean is 0):
+        most of a box is far from every halo, and the Gumbel means' incomplete gamma
+        functions are slow."""
+        p = self.resolved_occupancy()
+        where = p[:, 0] > 0  # (B, ...)
+        m, s = (x.movedim(1, -1)[where] for x in self._log10_params())  # (N, K)
         top = math.log10(1.0 + self.target_max) if math.isfinite(self.target_max) else math.inf
         b = torch.full_like(m, top)
         per_component = (
             self._gumbel_means(m, s, b) if self.family == "gumbel" else self._normal_means(m, s, b)
         )
-        conditional = (self.log_weights.double().exp() * per_component).sum(dim=1, keepdim=True)
-        return self.resolved_occupancy() * conditional
+        weights = self.log_weights.double().exp().movedim(1, -1)[where]
+        mean = torch.zeros_like(p[:, 0])
+        mean[where] = p[:, 0][where] * (weights * per_component).sum(dim=-1)
+        return mean.unsqueeze(1)
 
     def _normal_means(self, m: Tensor, s: Tensor, b: Tensor) -> Tensor:
         """``E_k`` of normal components (module docstring)."""
