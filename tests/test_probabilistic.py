@@ -140,16 +140,22 @@ def test_mean_of_draws_converges_to_mean() -> None:
     assert abs(y.var() - log_var) < 4 * log_var * math.sqrt(2 / y.size)
 
 
-def test_trained_head_recovers_known_distribution() -> None:
+@pytest.mark.parametrize("family", sorted(LAWS))
+def test_trained_head_recovers_known_distribution(family: str) -> None:
     """A field drawn from a known law given an input channel x ~ U(-1, 1): a voxel is occupied
-    with probability sigmoid(-0.5 + 2 x) and then log10(1 + M) ~ N(9 + 0.8 x, 0.2^2) dex. A
-    1^3-convolution head (K = 1) trained by the NLL on the normalised target recovers the five
+    with probability sigmoid(-0.5 + 2 x) and then log10(1 + M) = 9 + 0.8 x + 0.2 e dex, with e
+    standard normal (``normal``) or ln E, E ~ Exp(1) (``gumbel``). A 1^3-convolution head
+    (K = 1) of that family trained by the NLL on the normalised target recovers the five
     numbers."""
     gen = torch.Generator().manual_seed(3)
     n = 10_000
     x = torch.rand(n, generator=gen) * 2 - 1
     occupied = torch.rand(n, generator=gen) < torch.sigmoid(-0.5 + 2 * x)
-    log_mass = 9 + 0.8 * x + 0.2 * torch.randn(n, generator=gen)
+    if family == "gumbel":
+        noise = torch.log(-torch.log1p(-torch.rand(n, generator=gen)))
+    else:
+        noise = torch.randn(n, generator=gen)
+    log_mass = 9 + 0.8 * x + 0.2 * noise
     mass = torch.where(occupied, torch.expm1(math.log(10) * log_mass.double()), 0.0)
     t_mean, t_std = 4.0, 4.5
     transform = FieldTransform([0.0], [1.0], t_mean, t_std, log=True)
@@ -159,7 +165,7 @@ def test_trained_head_recovers_known_distribution() -> None:
     torch.manual_seed(0)
     head = torch.nn.Conv3d(1, 4, 1)
     opt = torch.optim.Adam(head.parameters(), lr=0.05)
-    loss_fn = OccupancyNLL()
+    loss_fn = OccupancyNLL(family=family)
     for _ in range(500):
         opt.zero_grad()
         loss_fn(head(x.reshape(shape)), batch).backward()
@@ -169,7 +175,7 @@ def test_trained_head_recovers_known_distribution() -> None:
     # channels: occupancy logit, mixture weight logit (irrelevant for K = 1), location, scale
     assert (b[0].item(), w[0].item()) == pytest.approx((-0.5, 2.0), abs=0.1)
     assert (b[2].item() * t_std + t_mean, w[2].item() * t_std) == pytest.approx((9, 0.8), abs=0.02)
-    dist = OccupancyMixture(head(x.reshape(shape)).detach(), t_mean, t_std)
+    dist = OccupancyMixture(head(x.reshape(shape)).detach(), t_mean, t_std, family=family)
     sigma_dex = dist.scale * t_std
     assert sigma_dex.min().item() == pytest.approx(0.2, abs=0.01)
     assert sigma_dex.max().item() == pytest.approx(0.2, abs=0.01)
