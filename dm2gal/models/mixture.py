@@ -213,12 +213,20 @@ class OccupancyMixture:
         """``E_k`` of minimum-Gumbel components (module docstring). ``Gamma(1 + a) [Q(1 + a, e_0)
         - Q(1 + a, e_1)]`` is taken as a difference of lower regularised functions where
         ``e_1 < 1 + a`` (both small there), and multiplied in log space: a voxel's component
-        may be very broad (far from every halo), where ``Gamma(1 + a)`` alone overflows."""
+        may be very broad (far from every halo), where ``Gamma(1 + a)`` alone overflows. Each
+        element evaluates only its own form (the incomplete gamma functions are slow)."""
         a = 1.0 + LN10 * s
         e0, e1 = torch.exp(-m / s), torch.exp((b - m) / s)
-        lower = torch.special.gammainc(a, e1) - torch.special.gammainc(a, e0)
-        upper = torch.special.gammaincc(a, e0) - torch.special.gammaincc(a, e1)
-        power = torch.where(e1 < a, lower, upper).clamp(min=0.0)
+        low = e1 < a
+        power = torch.empty_like(a)
+        power[low] = torch.special.gammainc(a[low], e1[low]) - torch.special.gammainc(
+            a[low], e0[low]
+        )
+        high = ~low
+        power[high] = torch.special.gammaincc(a[high], e0[high]) - torch.special.gammaincc(
+            a[high], e1[high]
+        )
+        power = power.clamp(min=0.0)
         means = torch.exp(LN10 * m + torch.lgamma(a) + torch.log(power))
         means = means - (torch.exp(-e0) - torch.exp(-e1))
         if math.isfinite(self.target_max):
