@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dm2gal.data.crops import FieldCrops, crop_stat, lattice, read_crop
+from dm2gal.data.crops import ConcatCrops, FieldCrops, crop_stat, lattice, read_crop
 from dm2gal.data.regions import Region
 from dm2gal.data.symmetry import symmetry_group
 from dm2gal.data.transforms import FieldTransform
@@ -81,3 +81,28 @@ def test_region_tiles_mark_valid_voxels(tmp_path, field):
         idx = [(ds.start(i)[a] + np.arange(4)) % GRID for a in range(3)]
         np.add.at(covered, np.ix_(*idx), valid)
     np.testing.assert_array_equal(covered, region.voxel_mask().astype(int))
+
+
+def test_concatenation_passes_keys_to_the_part_that_holds_the_index(tmp_path, field):
+    """Index i of the concatenation is the right part's local item; seeds and importance
+    weights travel with it."""
+    array, _ = field
+    paths = []
+    for name, values in (("x", array), ("y", 2.0 * array)):
+        np.save(tmp_path / f"{name}.npy", values)
+        paths.append(tmp_path / f"{name}.npy")
+    axes = [lattice(GRID, 4)] * 3
+    first = FieldCrops(paths, 4, 1, axes, np.array([0, 5]), None)
+    second = FieldCrops(paths[::-1], 4, 1, axes, np.array([3, 7, 9]), None)
+    both = ConcatCrops([first, second])
+    assert len(both) == 5
+    for i, (part, local) in enumerate(
+        [(first, 0), (first, 1), (second, 0), (second, 1), (second, 2)]
+    ):
+        expected = part[local]
+        got = both[(i, 11, 0.25)]
+        np.testing.assert_array_equal(got["input"], expected["input"])
+        np.testing.assert_array_equal(got["target"], expected["target"])
+        assert float(got["weight"]) == 0.25
+    with pytest.raises(IndexError, match="out of range for 5"):
+        both[5]

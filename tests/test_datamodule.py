@@ -19,14 +19,18 @@ SPLITS = {"preset": None, "test": [0, 5], "val": {"start": [8, 8, 0], "stop": [1
 class FakeSource:
     """Writes random dm / subhalo fields and a sparse stellar field into a store once."""
 
-    def __init__(self, root, grid=GRID, box=20.0):
-        self.root, self.grid, self.box, self.builds = root, grid, box, 0
+    def __init__(self, root, grid=GRID, box=20.0, seed=0):
+        self.root, self.grid, self.box, self.seed, self.builds = root, grid, box, seed, 0
+
+    def realisation(self, seed: int) -> "FakeSource":
+        """Another universe: its own store next to this one, other random fields."""
+        return FakeSource(self.root.parent / f"universe{seed}", self.grid, self.box, seed)
 
     def build(self) -> FieldStore:
         store = FieldStore(self.root)
         if not store.exists():
             self.builds += 1
-            rng = np.random.default_rng(0)
+            rng = np.random.default_rng(self.seed)
             shape = (self.grid,) * 3
             store.init(self.box, self.grid)
             store.write("dm", rng.lognormal(22, 1, shape))
@@ -242,3 +246,40 @@ def test_importance_sampler_puts_each_crops_weight_in_the_batch(tmp_path):
     expected = loader.sampler.sampler.weights(drawn)
     np.testing.assert_allclose(batch["weight"].numpy(), expected, rtol=1e-6)
     assert "weight" not in next(iter(make_dm(tmp_path / "plain").train_dataloader()))
+
+
+def test_training_universes_add_whole_boxes_to_the_training_crops(tmp_path):
+    """Each further universe adds its whole stride lattice, read from its own store and
+    normalised like the source's crops; the held-out regions, the normalisation and the
+    validation tiles stay the source's, and the sampler's statistic covers every crop."""
+    sampler = functools.partial(MassBinSampler, bins=5, samples_per_epoch=12, importance=True)
+    kwargs = {"sampler": sampler, "crop": 2, "context": 1, "augment": "none"}
+    alone = make_dm(tmp_path / "alone", **kwargs)
+    dm = make_dm(tmp_path / "more", training_universes=2, training_seed=5, **kwargs)
+    train, main = dm._datasets["train"], alone._datasets["train"]
+    assert [len(p) for p in train.parts] == [len(main), GRID**3, GRID**3]  # stride 1
+    assert len(dm.stat) == len(train)
+    np.testing.assert_allclose(dm.stat[: len(main)], alone.stat)
+    assert [b.root.name for b in dm.training_boxes] == ["universe5", "universe6"]
+    assert dm.transform.state_dict() == alone.transform.state_dict()
+    assert len(dm._datasets["val"]) == len(alone._datasets["val"])
+    other = dm.training_boxes[1]
+    i = len(main) + GRID**3 + 37  # anchor 37 of the second universe
+    start = np.unravel_index(37, (GRID,) * 3)
+    item = train[(i, 0, 1.0)]
+    raw = dm.transform.inverse_target(item["target"])[0].numpy()
+    expected = np.asarray(other.read("stellar"))[tuple(slice(s, s + 2) for s in start)]
+    np.testing.assert_allclose(raw, expected, rtol=1e-4, atol=1e-3)
+    sample = next(iter(dm.train_dataloader()))
+    assert sample["input"].shape == (4, 2, 4, 4, 4) and "weight" in sample
+
+
+def test_training_stores_join_and_mismatched_ones_are_refused(tmp_path):
+    extra = FakeSource(tmp_path / "extra", seed=9).build()
+    dm = make_dm(tmp_path / "a", training_stores=[str(extra.root)], crop=2, context=1)
+    assert len(dm._datasets["train"].parts) == 2
+    coarse = FakeSource(tmp_path / "coarse", box=40.0, seed=9).build()
+    with pytest.raises(ConfigError, match=rf"{coarse.root}.*voxels of 2.5 Mpc/h, the source 1.25"):
+        make_dm(tmp_path / "b", training_stores=[str(coarse.root)])
+    with pytest.raises(ConfigError, match="data.training_universes: the data source"):
+        FieldDataModule(extra, training_universes=1)

@@ -4,15 +4,17 @@ the whole-box painting is cut) and the mock's oracle fields as stored."""
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from dm2gal.data.crops import read_crop
 from dm2gal.data.regions import Region
-from dm2gal.eval.references import oracle_fields, paint_hods
+from dm2gal.eval.references import fit_hods, oracle_fields, paint_hods
 from dm2gal.hod import BinnedHOD
-from dm2gal.io.catalog import CATALOGS_FILE
+from dm2gal.io.catalog import CATALOGS_FILE, stack_catalogs
 from dm2gal.io.store import FieldStore
 from dm2gal.sim import MockUniverse
 
@@ -66,3 +68,35 @@ def test_oracle_fields_as_stored(mock, tmp_path):
     bare = FieldStore(tmp_path / "bare")
     bare.init(store.box, store.grid, source="test")
     assert oracle_fields(bare) == {}
+
+
+def test_stack_catalogs_keeps_boxes_and_hosts_apart(mock):
+    src, _, _ = mock
+    halos, galaxies = src.catalogs()
+    both_h, both_g = stack_catalogs([(halos, galaxies), (halos, galaxies)], src.box)
+    n, m = len(halos), len(galaxies)
+    np.testing.assert_array_equal(both_h.pos[n:], halos.pos + [src.box, 0, 0])
+    np.testing.assert_array_equal(both_g.pos[:m], galaxies.pos)
+    assert both_g.host[m:].min() >= max(n, galaxies.host.max() + 1)
+    np.testing.assert_array_equal(both_g.host[m:] - both_g.host[m:].min(), galaxies.host)
+    np.testing.assert_array_equal(both_h.mass, np.tile(halos.mass, 2))
+
+
+def test_fit_hods_on_the_training_region_and_every_further_box_whole(mock):
+    """The HOD sees the volume the network trains on: the source box outside its held-out slab
+    (x < 8 Mpc/h here) plus the further training box whole."""
+    src, store, _ = mock
+    other = src.realisation(4)
+    slab = SimpleNamespace(is_heldout=lambda pos, box: pos[:, 0] < 8.0)
+    dm = SimpleNamespace(store=store, training_boxes=[other.build()], splits=slab, box=src.box)
+    cfg = OmegaConf.create({"_target_": "dm2gal.hod.BinnedHOD", "name": "binned"})
+    fitted = fit_hods([cfg], dm)["binned"].fitted_params()
+    main = BinnedHOD().fit(*src.catalogs(), lambda pos: pos[:, 0] < 8.0, src.box)
+    whole = BinnedHOD().fit(*other.catalogs(), lambda pos: np.zeros(len(pos), bool), src.box)
+    for key in ("n_centrals", "n_satellites"):
+        expected = sum(main.fitted_params()[key]) + sum(whole.fitted_params()[key])
+        assert sum(fitted[key]) == expected
+    assert sum(fitted["n_centrals"]) > sum(main.fitted_params()["n_centrals"])
+    dm.training_boxes = []
+    alone = fit_hods([cfg], dm)["binned"].fitted_params()
+    assert alone["n_centrals"] == main.fitted_params()["n_centrals"]

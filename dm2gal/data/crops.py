@@ -66,7 +66,7 @@ class FieldCrops(Dataset):
         min_target_mass: if given, ``valid`` also requires raw target > this (Msun/h).
         shift: if > 0, each anchor moves by a random offset in ``[0, shift)`` per axis when the
             moved input still lies in ``splits``' training region.
-        splits: needed with ``shift``.
+        splits: the held-out regions a shifted input must avoid; None: the whole box trains.
         seed: seeds the augmentation generator (loader workers use their own worker seed).
     """
 
@@ -95,8 +95,6 @@ class FieldCrops(Dataset):
         self.symmetries = tuple(symmetries or ())
         self.region, self.min_target_mass = region, min_target_mass
         self.shift, self.splits = int(shift), splits
-        if self.shift and splits is None:
-            raise ValueError("FieldCrops: random shift needs the splits to stay in training data")
         self.seed = int(seed)
         self._fields: list[np.ndarray] | None = None
         self._gen: torch.Generator | None = None
@@ -130,6 +128,8 @@ class FieldCrops(Dataset):
 
     def _shifted(self, start: np.ndarray, gen: torch.Generator) -> np.ndarray:
         moved = start + torch.randint(0, self.shift, (3,), generator=gen).numpy()
+        if self.splits is None:
+            return moved
         size = self.crop + 2 * self.context
         return moved if self.splits.cube_allowed(moved - self.context, size)[0] else start
 
@@ -177,6 +177,29 @@ class FieldCrops(Dataset):
         if weight is not None:
             item["weight"] = torch.tensor(weight, dtype=torch.float32)
         return item
+
+
+class ConcatCrops(Dataset):
+    """Several :class:`FieldCrops` (e.g. the training region of one box and further whole
+    boxes) as one dataset, item ``i`` of the concatenation; keys may carry an augmentation seed
+    and an importance weight as :meth:`FieldCrops.__getitem__`'s do."""
+
+    def __init__(self, parts: Sequence[FieldCrops]):
+        if not parts:
+            raise ValueError("ConcatCrops: expected at least one dataset")
+        self.parts = list(parts)
+        self.ends = np.cumsum([len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.ends[-1])
+
+    def __getitem__(self, key: int | tuple) -> dict[str, torch.Tensor]:
+        i, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, None)
+        if not 0 <= i < len(self):
+            raise IndexError(f"ConcatCrops: index {i} out of range for {len(self)} crops")
+        part = int(np.searchsorted(self.ends, i, side="right"))
+        local = int(i) - (int(self.ends[part - 1]) if part else 0)
+        return self.parts[part][local if rest is None else (local, *rest)]
 
 
 def lattice(grid: int, stride: int, offset: int = 0) -> np.ndarray:

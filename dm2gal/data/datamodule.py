@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from dm2gal.data.crops import FieldCrops, crop_stat, lattice
+from dm2gal.data.crops import ConcatCrops, FieldCrops, crop_stat, lattice
 from dm2gal.data.regions import Region
 from dm2gal.data.sampler import AugmentationSeeds, UniformSampler
 from dm2gal.data.splits import Splits, make_splits
@@ -66,6 +66,13 @@ class FieldDataModule(L.LightningDataModule):
             input (e.g. ``subhalo``) selects crops on what the network sees, so the target's
             distribution given the inputs stays unbiased (a likelihood needs that).
         min_target_mass: train and score only target voxels above this (Msun/h; paper: 1e8).
+        training_universes: further whole boxes of the source to train on as well (seeds
+            ``training_seed + i``; the source must offer ``realisation(seed)``, as the mock does):
+            more volume, and more of the rare massive halos, at the same cost per step.
+        training_seed: the first of those seeds (keep them apart from the evaluation's).
+        training_stores: further field stores (directories) trained on whole, with the same
+            fields and voxel size. Held-out regions, normalisation and validation stay the
+            source box's; HOD benchmarks are fitted on the same training volume.
         batch_size, num_workers, pin_memory, persistent_workers: DataLoader settings.
         seed: seeds the sampler, the augmentation and the loader workers.
         normalize_on_device: loaders yield raw Msun/h crops and the normalisation runs in
@@ -88,6 +95,9 @@ class FieldDataModule(L.LightningDataModule):
         stride: int | None = None,
         sample_on: str | None = None,
         min_target_mass: float | None = None,
+        training_universes: int = 0,
+        training_seed: int = 2000,
+        training_stores: Sequence[str | Path] = (),
         batch_size: int = 8,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -125,6 +135,14 @@ class FieldDataModule(L.LightningDataModule):
                 f"data.min_target_mass: expected >= 0 Msun/h or null, got {min_target_mass}"
             )
         self.min_target_mass = min_target_mass
+        self.training_universes = _positive_int(training_universes, "training_universes", 0)
+        self.training_seed = _positive_int(training_seed, "training_seed", 0)
+        self.training_stores = [Path(p) for p in training_stores]
+        if self.training_universes and not hasattr(source, "realisation"):
+            raise ConfigError(
+                f"data.training_universes: the data source ({type(source).__name__}) cannot "
+                "generate other universes; give field stores with data.training_stores=[...]"
+            )
         self.batch_size = _positive_int(batch_size, "batch_size")
         self.num_workers = _positive_int(num_workers, "num_workers", 0)
         self.pin_memory, self.persistent_workers = bool(pin_memory), bool(persistent_workers)
@@ -134,6 +152,7 @@ class FieldDataModule(L.LightningDataModule):
         self.transform: FieldTransform | None = None
         self.stat: np.ndarray | None = None
         self.trained_voxel_size: float | None = None  # Mpc/h, from a checkpoint
+        self.training_boxes: list[FieldStore] = []  # further whole boxes trained on
         self._datasets: dict[str, FieldCrops] = {}
 
     # -- building -----------------------------------------------------------------------------
@@ -144,9 +163,33 @@ class FieldDataModule(L.LightningDataModule):
             return FieldStore(self.source)
         return self.source.build()
 
+    def _extra_boxes(self) -> list[FieldStore]:
+        """The further training boxes: ``training_universes`` realisations of the source (built
+        or loaded from its cache), then ``training_stores``."""
+        seeds = range(self.training_seed, self.training_seed + self.training_universes)
+        boxes = [self.source.realisation(seed).build() for seed in seeds]
+        return boxes + [FieldStore(path) for path in self.training_stores]
+
     def prepare_data(self) -> None:
-        """Build the source's store (Lightning calls this on rank 0 only)."""
+        """Build the source's store and the further training boxes (Lightning calls this on
+        rank 0 only)."""
         self._build()
+        self._extra_boxes()
+
+    def _check_box(self, store: FieldStore, voxel: float) -> None:
+        """A further training box must hold the fields, at the source's voxel size."""
+        for name in [*self.inputs, self.target]:
+            store.field_meta(name)
+        if not np.isclose(store.box / store.grid, voxel, rtol=1e-6):
+            raise ConfigError(
+                f"data.training_stores / training_universes: {store.root} has voxels of "
+                f"{store.box / store.grid:.6g} Mpc/h, the source {voxel:.6g} Mpc/h"
+            )
+        if self.crop + 2 * self.context > store.grid:
+            raise ConfigError(
+                f"data.training_stores / training_universes: {store.root} ({store.grid}^3) is "
+                f"smaller than one input crop ({self.crop + 2 * self.context} voxels)"
+            )
 
     @property
     def box(self) -> float:
@@ -179,18 +222,41 @@ class FieldDataModule(L.LightningDataModule):
                 fields[:-1], fields[-1], self.splits, **self.transform_config
             )
         self.store = store
-        sampled = fields[self.inputs.index(self.sample_on)] if self.sample_on else None
-        self._datasets = {"train": self._train_dataset(fields[-1], sampled)}
+        self.training_boxes = self._extra_boxes()
+        for box in self.training_boxes:
+            self._check_box(box, store.box / grid)
+        self._datasets = {"train": self._train_dataset(fields)}
         for split in ("val", "test"):
             self._datasets[split] = self._tiles(getattr(self.splits, split))
 
-    def _train_dataset(self, target: np.ndarray, sampled: np.ndarray | None) -> FieldCrops:
-        """Training crops; a mass-bin sampler bins the crop totals of ``sampled`` (the input
-        ``data.sample_on`` names), or of ``target`` when None."""
-        c, n, grid = self.context, self.crop, self.grid
+    def _train_dataset(self, fields: Sequence[np.ndarray]) -> FieldCrops | ConcatCrops:
+        """Training crops of the source's training region, and of every further training box
+        whole; sets :attr:`stat` (the mass-bin sampler's crop statistic, per anchor)."""
+        parts = [self._box_crops(self.store, fields, self.splits)]
+        for box in self.training_boxes:
+            parts.append(self._box_crops(box, [box.read(n) for n in [*self.inputs, self.target]]))
+        stats = [stat for _, stat in parts]
+        self.stat = None if stats[0] is None else np.concatenate(stats)
+        crops = [c for c, _ in parts]
+        return crops[0] if len(crops) == 1 else ConcatCrops(crops)
+
+    def _box_crops(
+        self, store: FieldStore, fields: Sequence[np.ndarray], splits: Splits | None = None
+    ) -> tuple[FieldCrops, np.ndarray | None]:
+        """One box's training crops on the stride lattice, outside ``splits``' held-out regions
+        (None: all of the box), and their crop statistic for a mass-bin sampler (or None). The
+        sampler bins the crop totals of the input ``data.sample_on`` names, else of the target."""
+        c, n, grid = self.context, self.crop, store.grid
+        target = fields[-1]
+        sampled = fields[self.inputs.index(self.sample_on)] if self.sample_on else None
         stride = self.stride or max(1, n // 2)
         axes = [lattice(grid, stride)] * 3
-        allowed = self.splits.lattice_allowed([a - c for a in axes], n + 2 * c)
+        shape = tuple(len(a) for a in axes)
+        allowed = (
+            np.ones(shape, dtype=bool)
+            if splits is None
+            else splits.lattice_allowed([a - c for a in axes], n + 2 * c)
+        )
         binned = getattr(self.sampler_class, "needs_stat", False)
         target_stat = None
         if self.min_target_mass is not None or (binned and sampled is None):
@@ -203,14 +269,13 @@ class FieldDataModule(L.LightningDataModule):
         anchors = _flat_true(allowed)
         if len(anchors) == 0:
             raise ConfigError(
-                f"data: no training anchors left: every {n + 2 * c}^3 input (data.crop={n}, "
-                f"context={c}) on the stride-{stride} lattice touches the held-out regions "
-                f"widened by data.splits.guard={self.splits.guard}"
+                f"data: no training anchors left in {store.root}: every {n + 2 * c}^3 input "
+                f"(data.crop={n}, context={c}) on the stride-{stride} lattice touches the held-out "
+                f"regions widened by data.splits.guard={self.splits.guard}"
                 + ("" if self.min_target_mass is None else " or has M* <= data.min_target_mass")
             )
-        self.stat = None if stat is None else stat.reshape(-1)[anchors]
-        return FieldCrops(
-            self._paths(),
+        crops = FieldCrops(
+            [store.path(name) for name in [*self.inputs, self.target]],
             n,
             c,
             axes,
@@ -219,9 +284,10 @@ class FieldDataModule(L.LightningDataModule):
             self.symmetries,
             min_target_mass=self.min_target_mass,
             shift=stride if self.random_shift else 0,
-            splits=self.splits,
+            splits=splits,
             seed=self.seed,
         )
+        return crops, None if stat is None else stat.reshape(-1)[anchors]
 
     def _tiles(self, region: Region) -> FieldCrops:
         n = self.crop

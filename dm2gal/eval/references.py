@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from dm2gal.data.crops import read_crop
 from dm2gal.data.regions import Region
 from dm2gal.hod import HOD
-from dm2gal.io.catalog import CATALOGS_FILE, load_catalogs
+from dm2gal.io.catalog import CATALOGS_FILE, load_catalogs, stack_catalogs
 from dm2gal.io.store import FieldStore
 from dm2gal.sim.mock import ORACLE_FIELDS
 
@@ -26,20 +26,28 @@ log = logging.getLogger(__name__)
 
 
 def fit_hods(hod_cfgs: Sequence[DictConfig], datamodule: Any) -> dict[str, HOD]:
-    """Each HOD (by name) fitted on the catalogues' galaxies outside the held-out regions."""
-    catalogs = datamodule.store.root / CATALOGS_FILE
+    """Each HOD (by name) fitted on the volume the network trains on: the catalogues' galaxies
+    outside the held-out regions of the source box, and every further training box's
+    (``data.training_universes`` / ``training_stores``) whole."""
     if not hod_cfgs:
         return {}
-    if not catalogs.is_file():
-        log.warning("%s not found: no HOD benchmark for this data source", catalogs)
+    stores = [datamodule.store, *datamodule.training_boxes]
+    paths = [store.root / CATALOGS_FILE for store in stores]
+    if not paths[0].is_file():
+        log.warning("%s not found: no HOD benchmark for this data source", paths[0])
         return {}
-    halos, galaxies = load_catalogs(catalogs)
+    missing = [str(p) for p in paths[1:] if not p.is_file()]
+    if missing:
+        log.warning("HODs fitted without the training boxes lacking catalogues: %s", missing)
+    box = datamodule.box
+    halos, galaxies = stack_catalogs([load_catalogs(p) for p in paths if p.is_file()], box)
 
     def is_heldout(pos: np.ndarray) -> np.ndarray:
-        return datamodule.splits.is_heldout(pos, datamodule.box)
+        # the further boxes lie at x >= box (stack_catalogs) and are trained on whole
+        return (pos[:, 0] < box) & datamodule.splits.is_heldout(pos, box)
 
     hods = [instantiate(cfg) for cfg in hod_cfgs]
-    return {hod.name: hod.fit(halos, galaxies, is_heldout, datamodule.box) for hod in hods}
+    return {hod.name: hod.fit(halos, galaxies, is_heldout, box) for hod in hods}
 
 
 def paint_hods(

@@ -6,8 +6,10 @@ from one HDF5 file with groups ``halos`` and ``galaxies``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -80,3 +82,31 @@ def load_catalogs(path: str | Path) -> tuple[HaloCatalog, GalaxyCatalog]:
                 raise KeyError(f"{path}: group '{group}' lacks datasets {missing}")
             out.append(cls(**{fld.name: f[group][fld.name][()] for fld in fields(cls)}))
     return out[0], out[1]
+
+
+def stack_catalogs(
+    catalogs: Sequence[tuple[HaloCatalog, GalaxyCatalog]], box: float
+) -> tuple[HaloCatalog, GalaxyCatalog]:
+    """The catalogues of several periodic boxes of side ``box`` (Mpc/h) as one: box ``i``'s
+    positions moved to ``x + i * box`` (the first box's stay in ``[0, box)``) and its galaxies'
+    host indices past every earlier box's, so hosts and neighbourhoods stay apart."""
+    halos, galaxies, host_offset = [], [], 0
+    for i, (h, g) in enumerate(catalogs):
+        shift = np.array([i * box, 0.0, 0.0])
+        halos.append(HaloCatalog(np.asarray(h.pos) + shift, h.mass, h.n_sub))
+        host = np.asarray(g.host)
+        galaxies.append(
+            GalaxyCatalog(
+                np.asarray(g.pos) + shift,
+                g.mstar,
+                np.where(host >= 0, host + host_offset, -1),
+                g.central,
+                g.host_mass,
+            )
+        )
+        host_offset += int(max(host.max(initial=-1) + 1, len(h)))
+
+    def join(cats: list, cls: type) -> Any:
+        return cls(*(np.concatenate([getattr(c, f.name) for c in cats]) for f in fields(cls)))
+
+    return join(halos, HaloCatalog), join(galaxies, GalaxyCatalog)
