@@ -1,0 +1,90 @@
+"""Goals against the physical limit, pooled over runs and boxes (dm2gal.eval.limits)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, run_script
+
+from dm2gal.errors import MissingFileError
+from dm2gal.eval.limits import GOALS, Goal, pool
+
+
+def write_run(root: Path, scores: dict[str, dict[str, list[float]]]) -> Path:
+    """A run directory whose realisations.json holds ``{field: {metric: values per box}}``."""
+    out = root / "evaluation"
+    out.mkdir(parents=True)
+    data = {f: {m: {"values": v} for m, v in metrics.items()} for f, metrics in scores.items()}
+    (out / "realisations.json").write_text(json.dumps(data))
+    return root
+
+
+P_ERR = "pk_ratio_abs_err_large"
+
+
+def test_pooled_excess_stderr_and_verdicts_by_hand(tmp_path):
+    a = write_run(
+        tmp_path / "a",
+        {
+            "model_draw": {P_ERR: [0.10, 0.30], "total_mass_rel_err": [0.01, -0.05]},
+            "oracle_draw": {P_ERR: [0.05, 0.10]},
+        },
+    )
+    b = write_run(
+        tmp_path / "b",
+        {
+            "model_draw": {P_ERR: [0.20], "total_mass_rel_err": [0.0]},
+            "oracle_draw": {P_ERR: [0.08]},
+        },
+    )
+    goals = [
+        Goal("P", "model_draw", P_ERR, 0.02, "oracle_draw"),
+        Goal("total", "model_draw", "total_mass_rel_err", 0.02, absolute=True),
+        Goal("loose", "model_draw", P_ERR, 1.0),
+        Goal("draws of a field the runs lack", "model_mean", P_ERR, 0.1),
+    ]
+    pooled, skipped = pool([a, b], goals)
+    assert [g.label for g in skipped] == ["draws of a field the runs lack"]
+    p, total, loose = pooled
+    excess = np.array([0.10 - 0.07, 0.30 - 0.12, 0.20 - 0.10])
+    assert p.n == 3 and p.boxes_met == 0
+    assert math.isclose(p.value, 0.2) and math.isclose(p.limit, (0.07 + 0.12 + 0.10) / 3)
+    assert math.isclose(p.excess, excess.mean())
+    assert math.isclose(p.stderr, excess.std(ddof=1) / math.sqrt(3))
+    assert p.verdict == "missed"  # 0.103 - 2 x 0.046 > 0
+    excess = np.array([0.01, 0.05, 0.0]) - 0.02
+    assert math.isclose(total.value, 0.02) and total.boxes_met == 2
+    assert math.isclose(total.excess, excess.mean()) and total.verdict == "within noise"
+    assert loose.verdict == "met" and loose.boxes_met == 3
+
+
+def test_missing_scores_name_the_file(tmp_path):
+    with pytest.raises(MissingFileError, match=str(tmp_path / "evaluation" / "realisations.json")):
+        pool([tmp_path])
+
+
+def test_cli_writes_the_table_of_every_goal(tmp_path):
+    rng = np.random.default_rng(0)
+    scores: dict[str, dict[str, list[float]]] = {}
+    for goal in GOALS:
+        for field in (goal.field, goal.reference):
+            if field:
+                scores.setdefault(field, {})[goal.metric] = rng.random(4).tolist()
+    run = write_run(tmp_path / "run", scores)
+    out = tmp_path / "limits.md"
+    printed = run_script("dm2gal.limits", f"runs=[{run}]", f"out={out}").stdout
+    table = out.read_text()
+    assert table in printed and "# Goals over 4 boxes of 1 run(s)" in table
+    assert sum(line.startswith("| draws'") or line.startswith("| mean's") for line in
+               table.splitlines()) == len(GOALS)  # fmt: skip
+    bad = subprocess.run(
+        [sys.executable, "-m", "dm2gal.limits", f"runs=[{tmp_path / 'none'}]"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "realisations.json: not found" in bad.stderr
