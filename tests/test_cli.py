@@ -78,6 +78,7 @@ COMMANDS = {
     "dm2gal.predict": (["run_dir=/nonexistent/run"], "/nonexistent/run/.hydra/config.yaml"),
     "dm2gal.hod": (["data.crop=0"], "data.crop: expected an integer >= 1, got 0"),
     "dm2gal.sweep": (["dir=/nonexistent/sweep"], "/nonexistent/sweep"),
+    "dm2gal.limits": (["runs=[/nonexistent/run]"], "/nonexistent/run/evaluation/realisations.json"),
 }  # fmt: skip
 
 
@@ -87,7 +88,7 @@ def test_every_command_reports_a_user_error_in_one_line(tmp_path: Path, command:
     args, named = COMMANDS[command]
     script = [str(ROOT / command)] if command.endswith(".py") else ["-m", command]
     run = [sys.executable, *script, *args]
-    if command not in ("dm2gal.predict", "dm2gal.sweep"):  # these have no paths group
+    if command not in ("dm2gal.predict", "dm2gal.sweep", "dm2gal.limits"):  # no paths group
         run += [f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}"]
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     env.pop("HYDRA_FULL_ERROR", None)

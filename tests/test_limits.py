@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_script
+from conftest import run_script
 
 from dm2gal.errors import MissingFileError
 from dm2gal.eval.limits import GOALS, Goal, pool
@@ -83,8 +81,3 @@ def test_cli_writes_the_table_of_every_goal(tmp_path):
     assert table in printed and "# Goals over 4 boxes of 1 run(s)" in table
     assert sum(line.startswith("| draws'") or line.startswith("| mean's") for line in
                table.splitlines()) == len(GOALS)  # fmt: skip
-    bad = subprocess.run(
-        [sys.executable, "-m", "dm2gal.limits", f"runs=[{tmp_path / 'none'}]"],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
-    assert bad.returncode != 0 and "realisations.json: not found" in bad.stderr
