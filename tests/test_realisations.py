@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from dm2gal.errors import ConfigError
 from dm2gal.eval.aggregate import compare, markdown, summarise
-from dm2gal.eval.evaluation import EvaluationSettings
+from dm2gal.eval.evaluation import EvaluationSettings, score_realisations
 from dm2gal.eval.realisations import evaluate_realisations, mock_realisations
 from dm2gal.eval.report import ReportOptions
 from dm2gal.hod import BinnedHOD
@@ -171,3 +173,11 @@ def test_realisation_settings_are_checked():
             EvaluationSettings.from_config({key: value})
     with pytest.raises(ValueError, match="evaluation.stores"):
         EvaluationSettings.from_config({"stores": "/a"})
+
+
+def test_realisations_refuse_a_box_the_run_trained_on(universes, tmp_path):
+    stores, _ = universes
+    settings = EvaluationSettings.from_config({"stores": [str(stores[1].root)]})
+    datamodule = SimpleNamespace(source=None, training_boxes=[stores[1]])
+    with pytest.raises(ConfigError, match=rf"\['{stores[1].root}'\] are boxes the run trained on"):
+        score_realisations(None, datamodule, tmp_path, settings, {}, seed=0)

@@ -153,7 +153,7 @@ class FieldDataModule(L.LightningDataModule):
         self.stat: np.ndarray | None = None
         self.trained_voxel_size: float | None = None  # Mpc/h, from a checkpoint
         self.training_boxes: list[FieldStore] = []  # further whole boxes trained on
-        self._datasets: dict[str, FieldCrops] = {}
+        self._datasets: dict[str, FieldCrops | ConcatCrops] = {}
 
     # -- building -----------------------------------------------------------------------------
     def _build(self) -> FieldStore:

@@ -345,6 +345,13 @@ def score_realisations(
     region."""
     stores = mock_realisations(datamodule.source, settings.realisations, settings.realisation_seed)
     stores += [FieldStore(path) for path in settings.stores]
+    trained = {Path(box.root).resolve() for box in getattr(datamodule, "training_boxes", [])}
+    seen = [str(store.root) for store in stores if Path(store.root).resolve() in trained]
+    if seen:
+        raise ConfigError(
+            f"evaluation.realisations / stores: {seen} are boxes the run trained on "
+            "(data.training_universes / training_stores); score unseen boxes"
+        )
     voxel = datamodule.store.box / datamodule.store.grid
     for store in stores:
         missing = [name for name in datamodule.inputs if name not in store.fields()]
