@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from dm2gal.data.crops import ConcatCrops, FieldCrops, crop_stat, lattice, read_crop
 from dm2gal.data.regions import Region
@@ -106,3 +107,14 @@ def test_concatenation_passes_keys_to_the_part_that_holds_the_index(tmp_path, fi
         assert float(got["weight"]) == 0.25
     with pytest.raises(IndexError, match="out of range for 5"):
         both[5]
+
+
+def test_random_shift_without_splits_moves_every_anchor(tmp_path, field):
+    """A whole training box (no held-out regions): each item moves by its own seeded offset."""
+    array, _ = field
+    axes = [lattice(GRID, 4)] * 3
+    ds = FieldCrops([tmp_path / "f.npy"] * 2, 2, 1, axes, None, None, shift=4)
+    for i, seed in [(0, 3), (21, 8), (63, 5)]:
+        offset = torch.randint(0, 4, (3,), generator=torch.Generator().manual_seed(seed)).numpy()
+        expected = read_crop(array, ds.start(i) + offset, 2)
+        np.testing.assert_array_equal(ds[(i, seed)]["target"][0].numpy(), expected)
