@@ -279,7 +279,8 @@ def test_training_stores_join_and_mismatched_ones_are_refused(tmp_path):
     dm = make_dm(tmp_path / "a", training_stores=[str(extra.root)], crop=2, context=1)
     assert len(dm._datasets["train"].parts) == 2
     coarse = FakeSource(tmp_path / "coarse", box=40.0, seed=9).build()
-    with pytest.raises(ConfigError, match=rf"{coarse.root}.*voxels of 2.5 Mpc/h, the source 1.25"):
+    wrong = rf"{coarse.root}: voxels of 2.5 Mpc/h .*the source's voxels of 1.25 Mpc/h"
+    with pytest.raises(ConfigError, match=wrong):
         make_dm(tmp_path / "b", training_stores=[str(coarse.root)])
     with pytest.raises(ConfigError, match="data.training_universes: the data source"):
         FieldDataModule(extra, training_universes=1)

@@ -180,11 +180,7 @@ class FieldDataModule(L.LightningDataModule):
         """A further training box must hold the fields, at the source's voxel size."""
         for name in [*self.inputs, self.target]:
             store.field_meta(name)
-        if not np.isclose(store.box / store.grid, voxel, rtol=1e-6):
-            raise ConfigError(
-                f"data.training_stores / training_universes: {store.root} has voxels of "
-                f"{store.box / store.grid:.6g} Mpc/h, the source {voxel:.6g} Mpc/h"
-            )
+        store.check_voxel_size(voxel, "data.training_stores / training_universes need the source's")
         if self.crop + 2 * self.context > store.grid:
             raise ConfigError(
                 f"data.training_stores / training_universes: {store.root} ({store.grid}^3) is "

@@ -357,11 +357,7 @@ def score_realisations(
         missing = [name for name in datamodule.inputs if name not in store.fields()]
         if missing:
             raise ValueError(f"{store.root}: lacks the network's input fields {missing}")
-        if not np.isclose(store.box / store.grid, voxel, rtol=1e-6):
-            raise ValueError(
-                f"{store.root}: voxels of {store.box / store.grid:.6g} Mpc/h; the network was "
-                f"trained on voxels of {voxel:.6g} Mpc/h"
-            )
+        store.check_voxel_size(voxel, "the network was trained on")
     options = settings.predict_options(channels_last, progress=False)
 
     def predict(store: FieldStore) -> np.ndarray | list[np.ndarray]:

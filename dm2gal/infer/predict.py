@@ -356,11 +356,8 @@ def predict_store(
     metadata, all seeds in the mean's), from the same forward passes."""
     fields = [source.read(field) for field in inputs]
     grid, box = source.grid, source.box
-    if voxel_size is not None and not math.isclose(box / grid, voxel_size, rel_tol=1e-6):
-        raise ConfigError(
-            f"{source.root}: voxels of {box / grid:.6g} Mpc/h ({grid}^3 in {box} Mpc/h); the "
-            f"network was trained on voxels of {voxel_size:.6g} Mpc/h"
-        )
+    if voxel_size is not None:
+        source.check_voxel_size(voxel_size, "the network was trained on")
     store = FieldStore(out_dir)
     if store.root.resolve() == source.root.resolve() and name in source.fields():
         raise StoreError(f"{store.root}: the prediction would overwrite its field '{name}'")

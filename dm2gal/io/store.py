@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from dm2gal import __version__
-from dm2gal.errors import UserError
+from dm2gal.errors import ConfigError, UserError
 
 META_NAME = "meta.json"
 
@@ -212,6 +213,16 @@ class FieldStore:
 
     def fields(self) -> list[str]:
         return sorted(self.meta()["fields"])
+
+    def check_voxel_size(self, voxel: float, whose: str) -> None:
+        """A ConfigError naming this store unless its voxels are ``voxel`` Mpc/h, the voxel size
+        that ``whose`` names (e.g. "the network was trained on")."""
+        own = self.box / self.grid
+        if not math.isclose(own, voxel, rel_tol=1e-6):
+            raise ConfigError(
+                f"{self.root}: voxels of {own:.6g} Mpc/h ({self.grid}^3 in {self.box} Mpc/h); "
+                f"{whose} voxels of {voxel:.6g} Mpc/h"
+            )
 
     def field_meta(self, name: str) -> dict[str, Any]:
         fields = self.meta()["fields"]
