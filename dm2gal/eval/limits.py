@@ -110,14 +110,14 @@ def pool(runs: Sequence[Path], goals: Sequence[Goal] = GOALS) -> tuple[list[Pool
         if values is None or reference is None:
             skipped.append(goal)
             continue
+        scored = np.abs(values) if goal.absolute else values
         limit = reference + goal.margin
-        excess = (np.abs(values) if goal.absolute else values) - limit
+        excess = scored - limit
         n = len(excess)
         stderr = float(np.std(excess, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
         pooled.append(
             Pooled(
-                goal, n, float(np.mean(np.abs(values) if goal.absolute else values)),
-                float(np.mean(limit)), float(excess.mean()),
+                goal, n, float(scored.mean()), float(np.mean(limit)), float(excess.mean()),
                 stderr, int(np.sum(excess <= 0)),
             )
         )  # fmt: skip
