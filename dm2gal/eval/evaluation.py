@@ -345,7 +345,7 @@ def score_realisations(
     region."""
     stores = mock_realisations(datamodule.source, settings.realisations, settings.realisation_seed)
     stores += [FieldStore(path) for path in settings.stores]
-    trained = {Path(box.root).resolve() for box in getattr(datamodule, "training_boxes", [])}
+    trained = {Path(box.root).resolve() for box in datamodule.training_boxes}
     seen = [str(store.root) for store in stores if Path(store.root).resolve() in trained]
     if seen:
         raise ConfigError(
