@@ -2,14 +2,15 @@
 
 For each size (particles^3 in a box of side L) and seed, mocks are built with the same
 initial conditions, each in a fresh subprocess (so each peak RSS is its own) with an empty
-cache: the default (20 FastPM steps + PGD), a cheaper one (10 steps + PGD), a higher-accuracy
-one (40 steps + PGD) and the converged reference (``--ref-steps`` steps on a ``--ref-pm``-times
-finer mesh, no PGD). The DM field (CIC, grid = particles) gives P(k); the tables print
-P / P_converged mode-weighted in quarters of the particle Nyquist wavenumber k_N, per seed and
-mean +- std over seeds. ``--convergence`` adds, on the first seed, the reference against one
-with twice the steps and one with a mesh one step finer (how converged the reference is).
-``--results DIR`` keeps each run's P(k) and timings as JSON there and reuses them, so an
-interrupted benchmark resumes where it stopped. Usage::
+cache: the default (20 FastPM steps on a 2x mesh + PGD), a cheaper one (10 steps + PGD), 40
+steps + PGD, the higher-accuracy setting ``accurate`` (40 steps on a 4x mesh + PGD:
+``data.source.steps=40 data.source.pm_factor=4``) and the converged reference
+(``--ref-steps`` steps on a ``--ref-pm``-times finer mesh, no PGD). The DM field (CIC,
+grid = particles) gives P(k); the tables print P / P_converged mode-weighted in quarters of
+the particle Nyquist wavenumber k_N, per seed and mean +- std over seeds. ``--convergence``
+adds, on the first seed, the reference against one with twice the steps and one with a mesh
+one step finer (how converged the reference is). ``--results DIR`` keeps each run's P(k) and
+timings as JSON there and reuses them, so an interrupted benchmark resumes where it stopped. Usage::
 
     python benchmarks/bench_mock.py                          # 64^3/32 and 128^3/75, 4 seeds
     python benchmarks/bench_mock.py --sizes 64:32 --seeds 1 2
@@ -35,6 +36,7 @@ SETTINGS = {
     "default": {},
     "steps 10": {"steps": 10},
     "steps 40": {"steps": 40},
+    "accurate": {"steps": 40, "pm_factor": 4},
 }
 BAND_HEADER = "0-1/4 k_N | 1/4-1/2 k_N | 1/2-3/4 k_N | 3/4-1 k_N"
 

@@ -407,6 +407,7 @@ def test_changed_setting_builds_a_new_mock_next_to_the_cached_one(tiny, monkeypa
     ("settings", "match"),
     [
         ({"pm_factor": 3}, "pm_factor"),
+        ({"pm_factor": 4}, "4x mesh is calibrated for 40 to 40 steps, got 20"),
         ({"steps": 100}, "steps"),
         ({"fixed_amplitude": "yes"}, "fixed_amplitude"),
         ({"pgd": 1}, "pgd"),
@@ -415,6 +416,11 @@ def test_changed_setting_builds_a_new_mock_next_to_the_cached_one(tiny, monkeypa
 def test_bad_gravity_settings_name_the_key(settings, match):
     with pytest.raises(ValueError, match=match):
         MockUniverse(**TINY, **settings)
+
+
+def test_pgd_on_a_4x_mesh_is_the_calibrated_higher_accuracy_setting():
+    src = MockUniverse(**TINY, steps=40, pm_factor=4)
+    assert src.config["pgd"] and src.hash != MockUniverse(**TINY, steps=40).hash
 
 
 def test_pgd_off_allows_any_steps_and_mesh():

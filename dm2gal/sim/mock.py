@@ -50,7 +50,7 @@ from dm2gal.sim.galaxies import (
 )
 from dm2gal.sim.ics import linear_delta_k
 from dm2gal.sim.lpt import lattice, lpt_displacements
-from dm2gal.sim.pm import PGD_PM_FACTOR, ParticleMesh, evolve, pgd_parameters, pgd_shift
+from dm2gal.sim.pm import ParticleMesh, evolve, pgd_parameters, pgd_shift
 from dm2gal.sim.so import m200c, spherical_overdensity
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,8 @@ class MockUniverse(CachedSource):
         z_init: redshift of the 2LPT initial conditions.
         steps: number of PM steps (linear in the scale factor) to z=0.
         pm_factor: force-mesh cells per particle spacing (per side).
-        pgd: finish the run with the PGD correction calibrated for ``steps`` (needs
-            ``pm_factor`` 2 and a calibrated ``steps``; see :mod:`dm2gal.sim.pm`).
+        pgd: finish the run with the PGD correction calibrated for ``steps`` and ``pm_factor``
+            (5-40 steps on a 2x mesh, 40 on a 4x mesh; see :mod:`dm2gal.sim.pm`).
         fixed_amplitude: fixed-amplitude ICs (Angulo & Pontzen 2016).
         phase_flip: negated ICs (the pair partner of the same seed).
         linking_b: FoF linking length in units of the mean particle spacing.
@@ -134,15 +134,12 @@ class MockUniverse(CachedSource):
         self.fixed_amplitude = _flag("fixed_amplitude", fixed_amplitude)
         self.phase_flip = _flag("phase_flip", phase_flip)
         if self.pgd:
-            if self.pm_factor != PGD_PM_FACTOR:
-                raise ValueError(
-                    f"MockUniverse: pgd needs pm_factor {PGD_PM_FACTOR}, got {pm_factor!r}; "
-                    "set pgd=false for other force meshes"
-                )
             try:
-                pgd_parameters(self.steps, self.particles, self.box)
+                pgd_parameters(self.steps, self.particles, self.box, self.pm_factor)
             except ValueError as err:
-                raise ValueError(f"MockUniverse: steps: {err}; or set pgd=false") from err
+                raise ValueError(
+                    f"MockUniverse: steps / pm_factor: {err}; or set pgd=false"
+                ) from err
         self.linking_b = _positive_float("linking_b", linking_b)
         if self.linking_b >= 1:
             raise ConfigError(f"MockUniverse: linking_b must be < 1, got {linking_b!r}")
@@ -239,7 +236,7 @@ class MockUniverse(CachedSource):
         solver = ParticleMesh(self.pm_factor * n, self.box, cosmo.Om0)
         pos = evolve(pos, mom, np.linspace(a0, 1.0, self.steps + 1), cosmo, solver)
         if self.pgd:
-            pos = pgd_shift(pos, solver, *pgd_parameters(self.steps, n, self.box))
+            pos = pgd_shift(pos, solver, *pgd_parameters(self.steps, n, self.box, self.pm_factor))
         return pos
 
     def _generate(self, root: Path) -> None:

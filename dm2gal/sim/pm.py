@@ -9,19 +9,19 @@ than the particle lattice). As in FastPM, the Green's function is the plain ``-1
 4-point finite-difference gradient and no CIC deconvolution: deconvolving amplifies the
 particle-lattice pattern on a finer mesh and drives spurious growth near the Nyquist scale.
 
-What loses small-scale power at few steps (64^3 particles, 32 Mpc/h, one seed, against 100
-steps on a 4x finer mesh; P ratio in quarters of the particle Nyquist ``k_N``): 10 steps linear
-in ``a`` give 0.89 / 0.70 / 0.49 / 0.34; steps in ``log a`` are worse (0.72 / 0.34 / 0.17 /
+What loses small-scale power (64^3 particles, 32 Mpc/h, against 100 steps on a 4x finer mesh
+of the same seed; P ratio in quarters of the particle Nyquist ``k_N``): 10 steps linear in
+``a`` give 0.89 / 0.70 / 0.49 / 0.34 (seed 1); steps in ``log a`` are worse (0.72 / 0.34 / 0.17 /
 0.12: halos form late, where ``log a`` steps are coarse); an exact ``ik`` gradient or CIC
-deconvolution change < 3%; a 2x finer force mesh (pm_factor 4) does not help at 10 steps
-(0.87 / 0.67 / 0.45 / 0.31); 40 linear steps reach
-only 0.98 / 0.92 / 0.79 / 0.66. The deficit is the time step: halos stay puffy. Hence steps
-stay linear in ``a`` and the few-step run is finished by potential gradient descent (PGD, Dai,
-Feng & Seljak 2018, see :func:`pgd_shift`), one extra force evaluation that moves particles
-down the band-filtered potential (shift capped at 0.2 mean spacings). The mock's default is 20
-steps + PGD: over four seeds at 64^3 / 32 Mpc/h (seeds 1-3 tuned k_short, seed 4 the cap) it
-is within 3% for k <= k_N / 2 and 0.89-1.13 up to k_N, where plain 10 steps give 0.34-0.44;
-10 steps + PGD scatter more over seeds (0.78-1.38 at 3/4-1 k_N).
+deconvolution change < 3%. At 10 steps the time step dominates (a 4x mesh gives 0.87 / 0.67 /
+0.45 / 0.31); from 20 steps on, the 2x mesh does (20, 40 and 100 steps all reach only ~0.75
+near k_N), while 40 steps on a 4x mesh reach 0.89-0.97 there (12 seeds). Hence steps stay
+linear in ``a`` and a run is finished by potential gradient descent (PGD, Dai, Feng & Seljak
+2018, see :func:`pgd_shift`), one extra force evaluation that moves particles down the
+band-filtered potential, calibrated per force mesh and step count (:data:`PGD_CALIBRATIONS`).
+The mock's default is 20 steps on a 2x mesh + PGD: within 5% for k <= k_N / 2 on 11 of 12
+seeds at 64^3 / 32 Mpc/h and 0.89-1.13 near k_N; its higher-accuracy setting, 40 steps on a 4x
+mesh + PGD (~10x the CPU), is within 6% in every band on all 12.
 All of it is numpy/scipy/Pylians: FastPM, pmesh and
 jaxpm are heavy installs (MPI or jax) and no faster on 2 cores for 128^3 particles.
 """
@@ -29,6 +29,7 @@ jaxpm are heavy installs (MPI or jax) and no faster on 2 cores for 128^3 particl
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import fft
@@ -158,43 +159,77 @@ def evolve(
     return pos
 
 
-# PGD (alpha, k_long / k_N, k_short / k_N) per number of linear-in-a steps on a force mesh
-# twice the particle lattice, k_N = pi * particles / box the particle Nyquist wavenumber.
+@dataclass(frozen=True)
+class PGDCalibration:
+    """PGD parameters for one force-mesh factor, fitted at 0.5 Mpc/h mean particle spacing.
+
+    ``steps`` maps a number of linear-in-a steps to ``(alpha, k_long / k_N, k_short / k_N)``,
+    k_N = pi * particles / box the particle Nyquist wavenumber; between calibrated step counts
+    log alpha and the k ratios are interpolated in log steps. alpha scales as (mean particle
+    spacing / 0.5 Mpc/h)^``spacing_slope``; shifts are capped at ``max_shift`` mean spacings.
+    """
+
+    steps: dict[int, tuple[float, float, float]]
+    spacing_slope: float
+    max_shift: float
+
+
+PGD_SPACING = 0.5  # Mpc/h, the mean particle spacing of the calibration runs
 # Fitted (Nelder-Mead on the mean squared log P ratio, k <= k_N) to a 100-step run on a 4x
-# finer mesh of the same ICs (64^3 particles, 32 Mpc/h, seed 1). For 20 steps (the default)
-# k_short was then raised from the fitted 1.43 to 1.8 on seeds 1-3: the fit to one seed left
-# another 11% low at 3/4-1 k_N. Checked on other seeds and sizes by tests/test_sim_accuracy.py
-# and benchmarks/bench_mock.py.
-# Between calibrated step counts, log alpha and the k ratios are interpolated in log steps.
-PGD_CALIBRATION: dict[int, tuple[float, float, float]] = {
-    5: (0.01877, 0.0568, 0.741),  # 5 steps stay 15% low at k_N / 4 - k_N / 2: smoke tests only
-    10: (0.00584, 0.0521, 0.950),
-    20: (0.00212, 0.0416, 1.8),
-    40: (0.00138, 0.0393, 1.575),
+# finer mesh of the same ICs (64^3 particles, 32 Mpc/h). Checked on other seeds and sizes by
+# tests/test_sim_accuracy.py and benchmarks/bench_mock.py.
+PGD_CALIBRATIONS: dict[int, PGDCalibration] = {
+    # The default 2x mesh, fitted on seed 1. For 20 steps (the default) k_short was then raised
+    # from the fitted 1.43 to 1.8 on seeds 1-3: the fit to one seed left another 11% low at
+    # 3/4-1 k_N. At 128^3 / 75 Mpc/h (0.586 Mpc/h) the 0.5 Mpc/h alpha over-sharpens (1.05 /
+    # 1.11 / 1.16 in the upper bands at 64^3 / 37.5, seed 1) and 0.0015 = 0.00212 (0.586 /
+    # 0.5)^-2.2 matches (0.99-1.02). Uncapped, the linear shift overshoots the centres of the
+    # most massive halos (one seed of four gained 21% / 46% in the upper bands; capped at 0.2
+    # mean spacings, 6% / 13%).
+    2: PGDCalibration(
+        steps={
+            5: (0.01877, 0.0568, 0.741),  # 5 steps stay 15% low at k_N / 4 - k_N / 2: smoke only
+            10: (0.00584, 0.0521, 0.950),
+            20: (0.00212, 0.0416, 1.8),
+            40: (0.00138, 0.0393, 1.575),
+        },
+        spacing_slope=-2.2,
+        max_shift=0.2,
+    ),
+    # The higher-accuracy setting, 40 steps on a 4x mesh (alpha and k_short fitted on seeds 1-3,
+    # k_long kept at the 2x value): 0.98-1.06 of the converged power in every quarter of k_N on
+    # all 12 seeds at 64^3 / 32 Mpc/h, where 40 plain steps leave 0.89-0.97 near k_N. At 64^3 /
+    # 37.5 Mpc/h (seed 1) the unscaled alpha fits best (0.99-1.01; slope -2.2: 0.98 near k_N),
+    # and no cap is needed: the 4x mesh already resolves the halo centres.
+    4: PGDCalibration(
+        steps={40: (3.06e-4, 0.0416, 1.348)},
+        spacing_slope=0.0,
+        max_shift=np.inf,
+    ),
 }
-PGD_PM_FACTOR = 2
-# alpha scales as (mean particle spacing / 0.5 Mpc/h)^slope: at 128^3 / 75 Mpc/h (0.586 Mpc/h)
-# the 0.5 Mpc/h alpha over-sharpens (1.05 / 1.11 / 1.16 in the upper bands at 64^3 / 37.5,
-# seed 1) and 0.0015 = 0.00212 (0.586 / 0.5)^-2.2 matches (0.99-1.02). Calibrated for 20 steps
-# between 0.5 and 0.59 Mpc/h; elsewhere an extrapolation.
-PGD_SPACING = 0.5
-PGD_SPACING_SLOPE = -2.2
 
 
-PGD_MAX_SHIFT = 0.2  # largest PGD shift, in mean particle spacings
-
-
-def pgd_parameters(steps: int, particles: int, box: float) -> tuple[float, float, float, float]:
-    """Calibrated PGD ``(alpha, k_long, k_short, max_shift)`` (h/Mpc, Mpc/h) for a 2x mesh."""
-    known = sorted(PGD_CALIBRATION)
+def pgd_parameters(
+    steps: int, particles: int, box: float, pm_factor: int = 2
+) -> tuple[float, float, float, float]:
+    """Calibrated PGD ``(alpha, k_long, k_short, max_shift)`` (h/Mpc, Mpc/h) for a run."""
+    if pm_factor not in PGD_CALIBRATIONS:
+        raise ValueError(
+            f"PGD is calibrated for pm_factor {sorted(PGD_CALIBRATIONS)}, got {pm_factor}"
+        )
+    calibration = PGD_CALIBRATIONS[pm_factor]
+    known = sorted(calibration.steps)
     if not known[0] <= steps <= known[-1]:
-        raise ValueError(f"PGD is calibrated for {known[0]} to {known[-1]} steps, got {steps}")
-    table = np.array([PGD_CALIBRATION[s] for s in known])
+        raise ValueError(
+            f"PGD on a {pm_factor}x mesh is calibrated for {known[0]} to {known[-1]} steps, "
+            f"got {steps}"
+        )
+    table = np.array([calibration.steps[s] for s in known])
     x = np.log(steps)
     xs = np.log(known)
     alpha = float(np.exp(np.interp(x, xs, np.log(table[:, 0]))))
-    alpha *= (box / particles / PGD_SPACING) ** PGD_SPACING_SLOPE
+    alpha *= (box / particles / PGD_SPACING) ** calibration.spacing_slope
     k_nyquist = np.pi * particles / box
     k_long = float(np.interp(x, xs, table[:, 1])) * k_nyquist
     k_short = float(np.interp(x, xs, table[:, 2])) * k_nyquist
-    return alpha, k_long, k_short, PGD_MAX_SHIFT * box / particles
+    return alpha, k_long, k_short, calibration.max_shift * box / particles
