@@ -21,7 +21,7 @@ linear in ``a`` and a run is finished by potential gradient descent (PGD, Dai, F
 band-filtered potential, calibrated per force mesh and step count (:data:`PGD_CALIBRATIONS`).
 The mock's default is 20 steps on a 2x mesh + PGD: within 5% for k <= k_N / 2 on 11 of 12
 seeds at 64^3 / 32 Mpc/h and 0.89-1.13 near k_N; its higher-accuracy setting, 40 steps on a 4x
-mesh + PGD (~10x the CPU), is within 6% in every band on all 12.
+mesh + PGD (~8x the CPU), is within 6% in every band on all 12.
 All of it is numpy/scipy/Pylians: FastPM, pmesh and
 jaxpm are heavy installs (MPI or jax) and no faster on 2 cores for 128^3 particles.
 """
@@ -199,8 +199,9 @@ PGD_CALIBRATIONS: dict[int, PGDCalibration] = {
     # The higher-accuracy setting, 40 steps on a 4x mesh (alpha and k_short fitted on seeds 1-3,
     # k_long kept at the 2x value): 0.98-1.06 of the converged power in every quarter of k_N on
     # all 12 seeds at 64^3 / 32 Mpc/h, where 40 plain steps leave 0.89-0.97 near k_N. At 64^3 /
-    # 37.5 Mpc/h (seed 1) the unscaled alpha fits best (0.99-1.01; slope -2.2: 0.98 near k_N),
-    # and no cap is needed: the 4x mesh already resolves the halo centres.
+    # 37.5 Mpc/h (seed 1) the unscaled alpha fits best (0.99-1.01; slope -2.2: 0.98 near k_N)
+    # and at 128^3 / 75 Mpc/h it gives 0.99-1.03 (seeds 1-4); no cap is needed: the 4x mesh
+    # already resolves the halo centres.
     4: PGDCalibration(
         steps={40: (3.06e-4, 0.0416, 1.348)},
         spacing_slope=0.0,
