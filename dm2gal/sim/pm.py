@@ -112,10 +112,9 @@ def pgd_shift(
 
     Moves every particle by ``alpha`` times the force of the band-filtered potential
     (``k_long`` removes the large-scale flow, ``k_short`` the mesh noise), which restores the
-    compactness of halos that a coarse time step leaves puffy, but by at most ``max_shift``
-    Mpc/h: in the most massive halos the linear shift overshoots the centre (one seed of four
-    at 64^3 / 32 Mpc/h gained 21% / 46% in the upper bands uncapped; capped at 0.2 mean
-    spacings, 6% / 13%). Returns the new positions.
+    compactness of halos that a coarse time step or force mesh leaves puffy, but by at most
+    ``max_shift`` Mpc/h, where the linear shift can overshoot the centres of the most massive
+    halos (measured in :data:`PGD_CALIBRATIONS`). Returns the new positions.
     """
     shift = alpha * solver._forces(pos, solver.pgd_kernel(k_long, k_short))
     norm = np.sqrt(np.einsum("ij,ij->i", shift, shift))
