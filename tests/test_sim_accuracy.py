@@ -28,11 +28,10 @@ def matter_power(pos: np.ndarray, n: int, box: float) -> tuple[np.ndarray, np.nd
     return pk.k3D, pk.Pk[:, 0], pk.Nmodes3D
 
 
-def band_ratios(src: MockUniverse, converged: tuple[np.ndarray, ...]) -> np.ndarray:
-    """Mode-weighted ``P_src / P_converged`` in quarters of the particle Nyquist wavenumber."""
+def band_ratios(src: MockUniverse, p_ref: np.ndarray) -> np.ndarray:
+    """Mode-weighted ``P_src / p_ref`` in quarters of the particle Nyquist wavenumber."""
     n, box = src.particles, src.box
     k, p, modes = matter_power(src.simulate(), n, box)
-    p_ref = converged[1]
     edges = np.pi * n / box * np.array([0.0, 0.25, 0.5, 0.75, 1.0])
     out = []
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
@@ -41,10 +40,10 @@ def band_ratios(src: MockUniverse, converged: tuple[np.ndarray, ...]) -> np.ndar
     return np.array(out)
 
 
-def converged_power(seed: int, cache_dir) -> tuple[np.ndarray, ...]:
-    """``(k, P, modes)`` of the converged run of ``seed`` at the SMALL size."""
+def converged_power(seed: int, cache_dir) -> np.ndarray:
+    """P(k) of the converged run of ``seed`` at the SMALL size (the bins of matter_power)."""
     src = MockUniverse(**SMALL, **CONVERGED, seed=seed, cache_dir=cache_dir)
-    return matter_power(src.simulate(), src.particles, src.box)
+    return matter_power(src.simulate(), src.particles, src.box)[1]
 
 
 # Per-band tolerance on |P / P_converged - 1|, set from the seed scatter at 32^3 / 16 Mpc/h:
