@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dm2gal.cli import multirun
 from dm2gal.eval.headline import HEADLINE_FIELDS, headline_field
+from dm2gal.infer.recipe import write_run_recipe
 from dm2gal.io.store import atomic_write_text
 from dm2gal.train.build import build
 from dm2gal.train.loggers import find_wandb
@@ -126,6 +127,7 @@ def train(cfg: DictConfig, evaluate: Evaluate | None = None) -> dict[str, float]
         trainer.fit(
             module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg), weights_only=False
         )
+    write_run_recipe(cfg.paths.output_dir, datamodule, trainer.is_global_zero)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     ckpt = best_checkpoint(trainer)
     log_best_checkpoint(trainer, ckpt)

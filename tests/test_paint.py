@@ -1,0 +1,154 @@
+"""Painting a gravity-only run: catalogues back to CIC, the trust checks, and end to end on the
+mock (a network trained on one universe paints another from its gravity-only files; the mean
+equals the prediction of the realisation path; an exported model paints bit-identically)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, mock_cache_dir, run_script
+
+from dm2gal.infer.catalog import field_galaxies, read_galaxy_catalog, write_galaxy_catalog
+from dm2gal.infer.predict import PredictOptions, predict_store
+from dm2gal.io.gravity_fields import Tracers
+from dm2gal.io.paint import paint
+from dm2gal.io.recipe import FieldRecipe, Recipe, SimInfo
+from dm2gal.io.store import FieldStore
+from dm2gal.paint.model import load_model
+from dm2gal.paint.pipeline import read_summary
+from dm2gal.paint.trust import TrustError, TrustOptions, differences, paint_grid, redshift_warning
+from dm2gal.sim import MockUniverse
+
+SIM = SimInfo(75.0, 0.0, 0.3089, 0.6774, 1.0e9, "subfind")
+RECIPE = Recipe(FieldRecipe(), SIM, voxel_size=75.0 / 128)
+
+
+def test_catalogue_painted_back_gives_the_field(tmp_path):
+    """Galaxies on tracers plus voxel-node remainders: CIC of the catalogue is the field; with
+    a minimum mass the left-out mass is what is missing."""
+    rng = np.random.default_rng(1)
+    box, grid, n = 20.0, 16, 200
+    tracers = Tracers(
+        rng.uniform(0, box, (n, 3)), 10 ** rng.uniform(10, 13, n), rng.normal(size=(n, 3)),
+        np.arange(n) + 100,
+    )  # fmt: skip
+    stars = np.vstack([tracers.pos[:80], tracers.pos[:150] + rng.normal(0, 0.4, (150, 3))])
+    field = paint(stars, 10 ** rng.uniform(7.5, 11, len(stars)), grid, box)
+    galaxies, dropped = field_galaxies(field, box, tracers)
+    assert dropped == 0.0 and (galaxies.host >= 100).sum() > 50
+    back = paint(galaxies.pos, galaxies.mstar, grid, box)
+    np.testing.assert_allclose(back, field, rtol=1e-5, atol=1e-5 * field.max())
+    on_halo = galaxies.host >= 0
+    np.testing.assert_array_equal(galaxies.vel[on_halo], tracers.vel[galaxies.host[on_halo] - 100])
+    assert np.isnan(galaxies.vel[~on_halo]).all()
+    big, left_out = field_galaxies(field, box, tracers, min_mass=1e9)
+    assert big.mstar.min() >= 1e9
+    assert big.mstar.sum() + left_out == pytest.approx(field.sum(dtype=np.float64), rel=1e-6)
+    path = tmp_path / "cat.h5"
+    write_galaxy_catalog(path, big.pos, big.mstar, big.vel, big.host, seed=3, model={"a": 1})
+    again, attrs = read_galaxy_catalog(path)
+    np.testing.assert_array_equal(again.mstar, big.mstar)
+    assert attrs["seed"] == 3 and attrs["model"] == '{"a": 1}'
+
+
+def test_trust_checks():
+    """Grid from the voxel within the tolerance; redshift refused unless allowed; cosmology,
+    particle mass, catalogue kind and mass definition differences are warnings."""
+    assert paint_grid(RECIPE, SIM, 0.01) == 128
+    assert paint_grid(RECIPE, SimInfo(**{**SIM.__dict__, "box": 150.6}), 0.01) == 257
+    with pytest.raises(TrustError, match=r"box 50 Mpc/h on a 85\^3 grid .* 0.588235 .* 0.585938"):
+        paint_grid(RECIPE, SimInfo(**{**SIM.__dict__, "box": 50.0}), 0.001)
+    at_z1 = SimInfo(**{**SIM.__dict__, "redshift": 1.0})
+    with pytest.raises(TrustError, match="redshift 1, the network was trained at z=0"):
+        redshift_warning(RECIPE, at_z1, TrustOptions())
+    assert redshift_warning(RECIPE, at_z1, TrustOptions(allow_redshift=True))
+    assert differences(RECIPE, SIM, "SubhaloMass") == []
+    other = SimInfo(75.0, 0.0, 0.315, 0.6774, 2.0e9, "compaso")
+    found = differences(RECIPE, other, "N")
+    assert [w.split(":")[0] for w in found] == [
+        "Omega_m", "particle mass", "halo catalogue", "subhalo mass",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A smoke training of the probabilistic network on the small mock (recipe recorded)."""
+    tmp = tmp_path_factory.mktemp("run")
+    run_script(
+        "train.py", "experiment=smoke", "model=probabilistic", "loss=nll", "logger=csv",
+        "test=false", f"paths.log_dir={tmp}", f"paths.data_dir={mock_cache_dir()}",
+        "trainer.max_epochs=1", "trainer.limit_train_batches=4", cwd=tmp,
+    )  # fmt: skip
+    (run,) = [p.parent.parent for p in tmp.glob("smoke/*/*/.hydra/config.yaml")]
+    return run
+
+
+def _unseen_mock() -> FieldStore:
+    mock = MockUniverse(box=50.0, particles=32, grid=64, steps=5, seed=7,
+                        cache_dir=mock_cache_dir() / "mock")  # fmt: skip
+    return mock.build()
+
+
+@pytest.mark.slow
+def test_paint_an_unseen_mock_and_an_exported_model(trained, tmp_path):
+    recipe = Recipe.load(trained / "recipe.json")
+    assert recipe.sim.halo_catalog == "own_fof" and recipe.fields.subhalo_mass == "M200c"
+    unseen = _unseen_mock()
+    out = tmp_path / "painted"
+    args = [f"sim.root={unseen.root}", "samples=2", "seed=5", "progress=false"]
+    run_script("dm2gal.paint", f"model={trained}", *args, f"out={out}", cwd=tmp_path)
+    store = FieldStore(out)
+    # the realisation path: the run's network on the mock's own store
+    model = load_model(trained)
+    direct = predict_store(
+        model.net, model.transform, unseen, ["dm", "subhalo"], tmp_path / "direct", "stellar",
+        options=PredictOptions(model.options.tile, model.options.batch_size, progress=False),
+        seeds=[5, 6],
+    )  # fmt: skip
+    for name in ("stellar_mean", "stellar_draw_0", "stellar_draw_1"):
+        np.testing.assert_allclose(store.read(name), direct.read(name), rtol=1e-6, atol=1e-3)
+    summary = read_summary(out)["summary"]
+    assert summary["grid"] == 64 and summary["warnings"] == []
+    cat, attrs = read_galaxy_catalog(out / "catalogs" / "stellar_draw_1.h5")
+    assert attrs["seed"] == 6 and cat.mstar.min() >= 1e8
+    assert cat.mstar.sum() + attrs["mass_left_out"] == pytest.approx(attrs["field_mass"], rel=1e-5)
+    exported = tmp_path / "exported"
+    run_script("dm2gal.export", f"run_dir={trained}", f"out={exported}", cwd=tmp_path)
+    assert (exported / "model.safetensors").is_file() and (exported / "model_card.json").is_file()
+    again = tmp_path / "again"
+    run_script("dm2gal.paint", f"model={exported}", *args, f"out={again}", cwd=tmp_path)
+    for name in ("stellar_mean", "stellar_draw_0", "stellar_draw_1"):
+        assert store.field_meta(name)["hash"] == FieldStore(again).field_meta(name)["hash"]
+
+
+REAL = ROOT.parent / "shared" / "fixtures" / "real"
+REFUSALS = {
+    "voxel": (["sim=abacus", f"sim.root={REAL / 'abacus' / 'Mini_N64_L32'}",
+               "voxel_tolerance=0.0001"], "box 32 Mpc/h on a 41^3 grid gives voxels of 0.780488"),
+    "redshift": (["sim=gadget", f"sim.root={REAL}",
+                  "sim.file=tng50-1-dark_cutout_z20_parttype1.hdf5"], "redshift 20.0"),
+    "files": (["sim=gadget", "sim.root=/nonexistent"], "/nonexistent: no such directory"),
+    "samples": (["samples=-1"], "samples: expected the number of draws"),
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"real fixtures absent: {REAL}")
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_refusals_are_one_line_and_write_nothing(trained, tmp_path, case):
+    args, message = REFUSALS[case]
+    if not any(a.startswith("sim=") for a in args):
+        args = [*args, f"sim.root={_unseen_mock().root}"]
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "dm2gal.paint", f"model={trained}", f"out={out}", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
