@@ -4,6 +4,7 @@ equals the prediction of the realisation path; an exported model paints bit-iden
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -126,6 +127,7 @@ def test_paint_an_unseen_mock_and_an_exported_model(trained, tmp_path):
 
 
 REAL = ROOT.parent / "shared" / "fixtures" / "real"
+GADGET4 = "gadget4_lcdm_gas_32cube_L50_z0.hdf5"
 REFUSALS = {
     "voxel": (["sim=abacus", f"sim.root={REAL / 'abacus' / 'Mini_N64_L32'}",
                "voxel_tolerance=0.0001"], "box 32 Mpc/h on a 41^3 grid gives voxels of 0.780488"),
@@ -152,3 +154,30 @@ def test_refusals_are_one_line_and_write_nothing(trained, tmp_path, case):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"real fixtures absent: {REAL}")
+@pytest.mark.parametrize(
+    ("args", "grid", "warned"),
+    [
+        (["sim=abacus", f"sim.root={REAL / 'abacus' / 'Mini_N64_L32'}"], 41, "halo catalogue"),
+        (["sim=gadget", f"sim.root={REAL}", f"sim.file={GADGET4}"], 64, "Omega_m"),
+    ],
+)
+def test_real_runs_paint_end_to_end(trained, tmp_path, args, grid, warned):
+    """The Abacus test run (CompaSO halos) and the GADGET-4 file (own FoF): fields, mean, two
+    draws and their catalogues, the differences from the training run recorded."""
+    if "sim=abacus" in args:
+        pytest.importorskip("abacusnbody", reason="the abacus extra is not installed")
+    out = tmp_path / "out"
+    run_script("dm2gal.paint", f"model={trained}", *args, "samples=2", f"out={out}",
+               "progress=false", cwd=tmp_path)  # fmt: skip
+    summary = read_summary(out)["summary"]
+    assert summary["grid"] == grid and any(w.startswith(warned) for w in summary["warnings"])
+    store = FieldStore(out)
+    for name in ("stellar_mean", "stellar_draw_0", "stellar_draw_1"):
+        assert store.read(name).sum() > 0
+        cat, attrs = read_galaxy_catalog(out / "catalogs" / f"{name}.h5")
+        assert len(cat) == summary["galaxies"][name] and json.loads(attrs["recipe"])["version"]
+    assert store.meta()["fields"]["stellar_mean"]["paint_warnings"] == summary["warnings"]
