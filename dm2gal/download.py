@@ -36,7 +36,7 @@ def run(cfg: DictConfig) -> list[dl.RemoteFile]:
             "export your TNG API key"
         )
     backoff = dl.Backoff(**cfg.backoff)
-    session = dl.session(api_key, backoff)
+    session = dl.session(api_key, cfg.base_url, backoff)
     dest = Path(cfg.dest).expanduser().resolve()
     requests_ = dl.as_requests(r for p in cfg.products for r in cfg.catalog[p])
     files = dl.plan(

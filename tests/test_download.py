@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from hydra import compose, initialize_config_dir
 from tng_layout import make_pair
 
@@ -46,16 +47,22 @@ class FakeAPI:
 
     ``faults[path]`` is a queue of answers given instead of the normal one: ``"drop"`` (send
     half the body, then close the connection), or an HTTP status such as ``429`` or ``503``;
-    ``always[path]`` is a fault given every time. ``log`` records ``(method, path, Range)``.
+    ``always[path]`` is a fault given every time. ``log`` records ``(method, path, Range)``,
+    ``keys`` the ``api-key`` header of every request (None: none sent). ``redirects[path]`` is
+    a URL the path redirects to (302); listings name the files under ``file_base`` (default:
+    this server's ``base``). With ``needs_key=False`` no key is asked for.
     """
 
-    def __init__(self, tree: Path, sha256: bool = False):
-        self.tree, self.sha256 = tree, sha256
+    def __init__(self, tree: Path, sha256: bool = False, needs_key: bool = True):
+        self.tree, self.sha256, self.needs_key = tree, sha256, needs_key
         self.faults: dict[str, list] = defaultdict(list)
         self.always: dict[str, object] = {}
+        self.redirects: dict[str, str] = {}
         self.log: list[tuple[str, str, str | None]] = []
+        self.keys: list[str | None] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}/api/"
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.base = self.file_base = f"{self.origin}/api/"
 
     def chunks(self, run: str, kind: str, snap: int) -> list[Path]:
         folder, stem = dl.KINDS[kind]
@@ -65,7 +72,7 @@ class FakeAPI:
 
     def url(self, path: Path) -> str:
         run, kind = path.parts[-4], "snapshot" if path.name.startswith("snap") else "groupcat"
-        return f"{self.base}{run}/files/{kind}-{int(path.name.split('_')[-1][:3])}" + (
+        return f"{self.file_base}{run}/files/{kind}-{int(path.name.split('_')[-1][:3])}" + (
             f".{path.name.split('.')[-2]}.hdf5"
         )
 
@@ -91,8 +98,11 @@ class FakeAPI:
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 api.log.append((self.command, self.path, self.headers.get("Range")))
-                if self.headers.get("api-key") != KEY:
+                api.keys.append(self.headers.get("api-key"))
+                if api.needs_key and self.headers.get("api-key") != KEY:
                     return self.send(401, b'{"detail": "Invalid API key."}')
+                if path in api.redirects:
+                    return self.send(302, Location=api.redirects[path])
                 queue = api.faults[path]
                 fault = queue[0] if queue else api.always.get(path)
                 if fault == "drop" and self.command == "HEAD":
@@ -315,7 +325,7 @@ def test_listed_checksum_and_size_are_verified(pair, tmp_path, key):
         dest = tmp_path / "d"
         files = run(config(api, dest, "products=[groups]"))
         assert all(f.sha256 and f.dest.is_file() for f in files)
-        s = dl.session(KEY, dl.Backoff(factor=0.001))
+        s = dl.session(KEY, api.base, dl.Backoff(factor=0.001))
         listed = dl.plan(s, api.base, [dl.Request("TNG100-1", "groupcat")], 99, tmp_path / "e")
         (item,) = [f for f in listed if f.dest.name.endswith(".0.hdf5")]
         item.sha256 = "0" * 64
@@ -326,3 +336,41 @@ def test_listed_checksum_and_size_are_verified(pair, tmp_path, key):
         with pytest.raises(dl.DownloadError, match=r"bytes, listed size \d+"):
             dl.fetch(s, item)
         assert item.state() == "missing"
+
+
+GROUPCAT = "/api/TNG100-1/files/groupcat-99.0.hdf5"
+
+
+def test_the_key_does_not_follow_a_redirect_to_another_host(pair, tmp_path, key):
+    """A file of the API redirected to another port of 127.0.0.1 (another origin): the HEAD and
+    the GET that follow the redirect go there without the key, and the file still arrives."""
+    with FakeAPI(tmp_path / "remote") as api, FakeAPI(tmp_path / "remote", needs_key=False) as cdn:
+        api.redirects[GROUPCAT] = cdn.origin + GROUPCAT
+        files = run(config(api, tmp_path / "d", "products=[groups]"))
+    assert all(f.state() == "done" for f in files)
+    assert [m for m, p, _ in cdn.log] == ["HEAD", "GET"]
+    assert cdn.keys == [None, None]
+    assert set(api.keys) == {KEY}
+
+
+def test_the_key_goes_to_the_file_host_a_listing_names(pair, tmp_path, key):
+    with FakeAPI(tmp_path / "remote") as api, FakeAPI(tmp_path / "remote") as files_host:
+        api.file_base = files_host.base
+        files = run(config(api, tmp_path / "d", "products=[groups]"))
+    assert all(f.state() == "done" for f in files)
+    assert files_host.keys and set(files_host.keys) == {KEY}  # it asks for the key: all 200
+
+
+def test_keyed_session_sets_and_drops_the_key_by_origin():
+    s = dl.session(KEY, "https://www.tng-project.org/api/")
+    headers = {
+        url: s.prepare_request(requests.Request("GET", url)).headers.get("api-key")
+        for url in (
+            "https://www.tng-project.org/api/TNG100-1/",
+            "https://WWW.tng-project.org:443/api/",
+            "http://www.tng-project.org/api/",  # plain http: another origin
+            "https://www.tng-project.org:8443/api/",
+            "https://elsewhere.example/x",
+        )
+    }
+    assert list(headers.values()) == [KEY, KEY, None, None, None]

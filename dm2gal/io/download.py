@@ -12,6 +12,11 @@ Each file is written to ``<name>.part``, resumed with an HTTP range request afte
 connection, checked (size, SHA-256 when listed, HDF5 signature) and only then renamed onto its
 final name; a final file is never re-downloaded. 429 and 5xx answers are retried with
 exponential back-off (``Retry-After`` honoured) by urllib3's ``Retry``.
+
+The API key goes only to the API's origin (scheme, host, port) and to the origins its listings
+name for files (:class:`KeyedSession`): HTTP libraries drop ``Authorization`` on a redirect to
+another host, but not a custom header such as ``api-key``, so a redirect elsewhere would carry
+the key there.
 """
 
 from __future__ import annotations
@@ -98,8 +103,52 @@ class Backoff:
         return min(self.max_wait, self.factor * 2**n)
 
 
-def session(api_key: str, backoff: Backoff = Backoff()) -> requests.Session:
-    """A ``requests`` session sending ``api-key`` and retrying 429/5xx and connection errors."""
+KEY_HEADER = "api-key"
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """``(scheme, host, port)`` of ``url``, the port filled in for http and https."""
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+class KeyedSession(requests.Session):
+    """A session that sends the ``api-key`` header to trusted origins only: the API's, and the
+    ones :meth:`trust` adds (the file hosts a listing names). Every request to another origin,
+    a redirect included, goes without it."""
+
+    def __init__(self, api_key: str, api_url: str) -> None:
+        super().__init__()
+        self.api_key = api_key
+        self.trusted = {origin(api_url)}
+
+    def trust(self, url: str) -> None:
+        """Send the key to the origin of ``url`` too."""
+        self.trusted.add(origin(url))
+
+    def _set_key(self, prepared: requests.PreparedRequest) -> None:
+        if origin(prepared.url) in self.trusted:
+            prepared.headers[KEY_HEADER] = self.api_key
+        else:
+            prepared.headers.pop(KEY_HEADER, None)
+
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        prepared = super().prepare_request(request)
+        self._set_key(prepared)
+        return prepared
+
+    def rebuild_auth(
+        self, prepared_request: requests.PreparedRequest, response: requests.Response
+    ) -> None:
+        """``requests``' hook for a redirect's credentials: also set or drop the key."""
+        super().rebuild_auth(prepared_request, response)
+        self._set_key(prepared_request)
+
+
+def session(api_key: str, api_url: str, backoff: Backoff = Backoff()) -> KeyedSession:
+    """A session sending ``api-key`` to the API at ``api_url`` (see :class:`KeyedSession`) and
+    retrying 429/5xx and connection errors."""
     if not api_key:
         raise DownloadError("empty API key (get yours from the TNG website, account page)")
     retry = Retry(
@@ -114,8 +163,7 @@ def session(api_key: str, backoff: Backoff = Backoff()) -> requests.Session:
         respect_retry_after_header=True,
         raise_on_status=False,
     )
-    s = requests.Session()
-    s.headers["api-key"] = api_key
+    s = KeyedSession(api_key, api_url)
     adapter = HTTPAdapter(max_retries=retry, pool_maxsize=32)
     s.mount("http://", adapter)
     s.mount("https://", adapter)
@@ -150,7 +198,7 @@ def chunk_path(root: Path, kind: str, snapshot: int, index: int | None) -> Path:
 
 
 def list_files(
-    s: requests.Session,
+    s: KeyedSession,
     base_url: str,
     request: Request,
     snapshot: int,
@@ -158,7 +206,8 @@ def list_files(
     output: str = "output",
     timeout: float = 60.0,
 ) -> list[RemoteFile]:
-    """The files of one listing, with their destinations under ``dest/<run>/<output>``."""
+    """The files of one listing, with their destinations under ``dest/<run>/<output>``; the
+    hosts it names for them are trusted with the key."""
     if request.kind not in KINDS:
         raise DownloadError(f"kind must be one of {sorted(KINDS)}, got {request.kind!r}")
     url = f"{base_url.rstrip('/')}/{request.run}/files/{request.kind}-{snapshot}/"
@@ -184,6 +233,7 @@ def list_files(
             )
         index = None if match.group(1) is None else int(match.group(1))
         file_url = requests.Request("GET", item["url"], params=request.params).prepare().url
+        s.trust(file_url)
         files.append(
             RemoteFile(
                 url=file_url,
@@ -208,7 +258,7 @@ def remote_size(s: requests.Session, item: RemoteFile, timeout: float = 60.0) ->
 
 
 def plan(
-    s: requests.Session,
+    s: KeyedSession,
     base_url: str,
     requests_: Iterable[Request],
     snapshot: int,
