@@ -181,3 +181,58 @@ def test_real_runs_paint_end_to_end(trained, tmp_path, args, grid, warned):
         cat, attrs = read_galaxy_catalog(out / "catalogs" / f"{name}.h5")
         assert len(cat) == summary["galaxies"][name] and json.loads(attrs["recipe"])["version"]
     assert store.meta()["fields"]["stellar_mean"]["paint_warnings"] == summary["warnings"]
+
+
+def _paint_args(trained: Path, out: Path, *extra: str) -> list[str]:
+    return [f"model={trained}", f"sim.root={_unseen_mock().root}", "samples=2", "seed=5",
+            "progress=false", f"out={out}", *extra]  # fmt: skip
+
+
+PAINTED = ("dm", "subhalo", "stellar_mean", "stellar_draw_0", "stellar_draw_1")
+
+
+def _same_fields(a: Path, b: Path) -> None:
+    for name in PAINTED:
+        assert FieldStore(a).field_meta(name)["hash"] == FieldStore(b).field_meta(name)["hash"]
+        np.testing.assert_array_equal(FieldStore(a).read(name), FieldStore(b).read(name))
+
+
+@pytest.mark.slow
+def test_slabs_equal_one_process_bit_for_bit_and_a_failed_slab_reruns_alone(trained, tmp_path):
+    whole = tmp_path / "whole"
+    run_script("dm2gal.paint", *_paint_args(trained, whole), cwd=tmp_path)
+    in_turn = tmp_path / "in_turn"
+    run_script("dm2gal.paint", *_paint_args(trained, in_turn, "slabs=3"), cwd=tmp_path)
+    _same_fields(whole, in_turn)
+    # slab 1 "fails" (never runs): nothing under out's name; rerun alone, it assembles
+    out = tmp_path / "slabbed"
+    for slab in (2, 0):
+        run_script("dm2gal.paint", *_paint_args(trained, out, "slabs=3", f"slab={slab}"),
+                   cwd=tmp_path)  # fmt: skip
+        assert not out.exists()
+    assert len(list((tmp_path / "slabbed.slabs").glob("stellar_*.npy"))) == 6
+    run_script("dm2gal.paint", *_paint_args(trained, out, "slabs=3", "slab=1"), cwd=tmp_path)
+    _same_fields(whole, out)
+    assert not (tmp_path / "slabbed.slabs").exists()
+    assert read_summary(out)["summary"]["galaxies"] == read_summary(whole)["summary"]["galaxies"]
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_slabs_as_a_slurm_array_equal_one_process(trained, tmp_path):
+    """``-m hydra/launcher=slurm slabs=3 slab=0,1,2``: one array, assembled by the last job."""
+    import test_slurm  # the module, not its autouse fixture
+
+    problem = test_slurm.cluster_problem()
+    if problem:
+        pytest.skip(problem)
+    whole, out = tmp_path / "whole", tmp_path / "slurm"
+    run_script("dm2gal.paint", *_paint_args(trained, whole), cwd=tmp_path)
+    launcher = ["-m", "hydra/launcher=slurm", "hydra.launcher.partition=debug",
+                "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10"]  # fmt: skip
+    run_script("dm2gal.paint", *launcher, *_paint_args(trained, out, "slabs=3", "slab=0,1,2"),
+               cwd=tmp_path)  # fmt: skip
+    _same_fields(whole, out)
+    assert sorted(p.name for p in (tmp_path / "slurm.jobs").glob("slab*")) == [
+        "slab0", "slab1", "slab2",
+    ]  # fmt: skip

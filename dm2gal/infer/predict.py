@@ -368,23 +368,39 @@ def predict_store(
             f"{store.root}: holds a {store.grid}^3 box of {store.box} Mpc/h, not the input "
             f"store's {grid}^3 box of {box} Mpc/h ({source.root})"
         )
-    provenance = {
-        "units": "Msun/h per voxel",
-        "source": str(source.root),
-        "input_hashes": {field: source.field_meta(field)["hash"] for field in inputs},
-        "transform": transform.state_dict(),
-        "tile": options.tile,
-        **(attrs or {}),
-    }
-    outputs = {name: provenance}
-    if seeds:
-        outputs = {f"{name}_mean": {**provenance, "draw_seeds": list(seeds)}}
-        outputs.update(
-            {f"{name}_draw_{i}": {**provenance, "seed": seed} for i, seed in enumerate(seeds)}
-        )
+    outputs = prediction_outputs(source, inputs, transform, options.tile, name, attrs, seeds)
     region = Region((0, 0, 0), (grid,) * 3, grid)
     with ExitStack() as stack:
         arrays = [stack.enter_context(store.create(f, **meta)) for f, meta in outputs.items()]
         out = arrays if seeds else arrays[0]
         predict_fields(net, transform, fields, region, options, out=out, seeds=seeds)
     return store
+
+
+def prediction_outputs(
+    source: FieldStore,
+    inputs: Sequence[str],
+    transform: FieldTransform,
+    tile: int,
+    name: str,
+    attrs: dict[str, Any] | None = None,
+    seeds: Sequence[int] = (),
+) -> dict[str, dict[str, Any]]:
+    """The fields a prediction of ``source``'s box writes, each with its metadata (units,
+    source, input hashes, normalisation, tile, ``attrs``; a draw's seed): ``name``, or with
+    ``seeds`` ``<name>_mean`` and ``<name>_draw_<i>``."""
+    provenance = {
+        "units": "Msun/h per voxel",
+        "source": str(source.root),
+        "input_hashes": {field: source.field_meta(field)["hash"] for field in inputs},
+        "transform": transform.state_dict(),
+        "tile": tile,
+        **(attrs or {}),
+    }
+    if not seeds:
+        return {name: provenance}
+    outputs = {f"{name}_mean": {**provenance, "draw_seeds": list(seeds)}}
+    outputs.update(
+        {f"{name}_draw_{i}": {**provenance, "seed": seed} for i, seed in enumerate(seeds)}
+    )
+    return outputs

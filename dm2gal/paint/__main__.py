@@ -13,6 +13,7 @@ from dm2gal.cli import reports_user_errors
 from dm2gal.infer.exported import TrainedModel
 from dm2gal.paint.model import load_model
 from dm2gal.paint.pipeline import PaintOptions, PaintSummary, paint_run
+from dm2gal.paint.slabs import paint_slab, work_dir
 from dm2gal.paint.sources import GravitySource
 from dm2gal.paint.trust import TrustOptions
 
@@ -43,12 +44,23 @@ def paint_options(cfg: DictConfig) -> PaintOptions:
     )
 
 
-def paint(cfg: DictConfig) -> PaintSummary:
-    """Paint the configured run; print and return the summary."""
+def paint(cfg: DictConfig) -> PaintSummary | None:
+    """Paint the configured run (whole, one slab, or every slab in turn); print and return
+    the summary (None for a slab that leaves the assembly to another)."""
     options = paint_options(cfg)
     model = load_model(cfg.model, cfg.ckpt_path, cfg.trust_checkpoint)
-    summary = paint_run(model, build_source(cfg, model), cfg.out, options)
-    print(summary.table())
+    source = build_source(cfg, model)
+    if cfg.slab is not None:
+        summary = paint_slab(model, source, cfg.out, cfg.slabs, cfg.slab, options)
+    elif cfg.slabs != 1:
+        for slab in range(cfg.slabs):
+            summary = paint_slab(model, source, cfg.out, cfg.slabs, slab, options)
+    else:
+        summary = paint_run(model, source, cfg.out, options)
+    if summary is None:
+        print(f"painted slab {cfg.slab} of {cfg.slabs} into {work_dir(cfg.out)}")
+    else:
+        print(summary.table())
     return summary
 
 

@@ -116,57 +116,82 @@ def check_source(
     return info, grid, warnings
 
 
-def paint_run(
-    model: TrainedModel,
-    source: GravitySource,
-    out: str | Path,
-    options: PaintOptions = PaintOptions(),
-) -> PaintSummary:
-    """Paint ``source``'s gravity-only run with ``model`` into ``out`` (see the module)."""
-    start = time.perf_counter()
-    if options.samples and not model.probabilistic:
-        raise ConfigError(
-            f"samples={options.samples}: {type(model.net).__name__} is deterministic and gives "
-            "no draws (train with model=probabilistic, or samples=0)"
+@dataclass
+class Painting:
+    """One painting's plan, shared by the one-process and the slab paths: the checked source
+    on its grid, the seeds, the output fields and the prediction settings."""
+
+    model: TrainedModel
+    source: GravitySource
+    out: Path
+    options: PaintOptions
+    info: SimInfo
+    grid: int
+    warnings: list[str]
+    start: float
+
+    @classmethod
+    def plan(
+        cls, model: TrainedModel, source: GravitySource, out: str | Path, options: PaintOptions
+    ) -> Painting:
+        """Check the source against the model (raising before anything is written)."""
+        start = time.perf_counter()
+        if options.samples and not model.probabilistic:
+            raise ConfigError(
+                f"samples={options.samples}: {type(model.net).__name__} is deterministic and "
+                "gives no draws (train with model=probabilistic, or samples=0)"
+            )
+        info, grid, warnings = check_source(model, source, options.trust)
+        for warning in warnings:
+            log.warning(warning)
+        return cls(model, source.with_grid(grid), Path(out), options, info, grid, warnings, start)
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.options.seed, self.options.seed + self.options.samples))
+
+    @property
+    def names(self) -> list[str]:
+        calibrated = self.model.calibration is not None
+        return output_fields(self.options.name, self.options.samples, calibrated)
+
+    @property
+    def inputs(self) -> list[str]:
+        return list(self.model.recipe.fields.inputs)
+
+    def predict_options(self) -> PredictOptions:
+        """The model's prediction settings, with the options' tile and batch size."""
+        return PredictOptions(
+            tile=self.options.tile or self.model.options.tile,
+            batch_size=self.options.batch_size or self.model.options.batch_size,
+            channels_last=self.model.options.channels_last,
+            progress=self.options.progress,
         )
-    info, grid, warnings = check_source(model, source, options.trust)
-    for warning in warnings:
-        log.warning(warning)
-    recipe = model.recipe
-    source = source.with_grid(grid)
-    seeds = list(range(options.seed, options.seed + options.samples))
-    names = output_fields(options.name, options.samples, model.calibration is not None)
-    predict = PredictOptions(
-        tile=options.tile or model.options.tile,
-        batch_size=options.batch_size or model.options.batch_size,
-        channels_last=model.options.channels_last,
-        progress=options.progress,
-    )
-    provenance = {"model": model.provenance, "source": type(source).__name__}
-    with staged_dir(out) as staging:
-        store = FieldStore(staging)
-        source.write(store, source.fingerprint())
-        predict_store(
-            model.net,
-            model.transform,
-            store,
-            list(recipe.fields.inputs),
-            staging,
-            options.name,
-            {"model": model.provenance, "paint_warnings": warnings},
-            options=predict,
-            seeds=seeds,
-        )
+
+    def field_attrs(self) -> dict[str, Any]:
+        """What every predicted field records beside the prediction's own metadata."""
+        return {
+            "source": str(self.out.resolve()),
+            "model": self.model.provenance,
+            "paint_warnings": self.warnings,
+        }
+
+    def finish(self, store: FieldStore) -> PaintSummary:
+        """Calibrate the mean, write the catalogues and ``paint.json`` into ``store`` (the
+        staging directory holding the input fields, the tracers and the predicted fields)."""
+        model, options, names = self.model, self.options, self.names
         if model.calibration is not None:
             calibrate_store_field(store, names[0], model.calibration, names[-1])
-        tracers = Tracers.load(staging / TRACERS_FILE)
+        tracers = Tracers.load(store.root / TRACERS_FILE)
+        provenance = {"model": model.provenance, "source": type(self.source).__name__}
         counts, totals = {}, {}
         for name in tqdm(names, desc="catalogues", unit="field", disable=not options.progress):
             painted = store.read(name, mmap=False)
             galaxies, dropped = field_galaxies(painted, store.box, tracers, options.min_mass)
             seed = store.field_meta(name).get("seed")
+            totals[name] = float(painted.sum(dtype=np.float64))
             write_galaxy_catalog(
-                staging / CATALOG_DIR / f"{name}.h5",
+                store.root / CATALOG_DIR / f"{name}.h5",
                 galaxies.pos,
                 galaxies.mstar,
                 galaxies.vel,
@@ -175,34 +200,59 @@ def paint_run(
                 seed=-1 if seed is None else seed,
                 source=json.dumps({**provenance, "files": store.meta()["attrs"]["files"]}),
                 model=json.dumps(model.provenance),
-                recipe=json.dumps(recipe.to_dict()),
+                recipe=json.dumps(model.recipe.to_dict()),
                 min_mass=options.min_mass,
                 mass_left_out=dropped,
-                field_mass=float(painted.sum(dtype=np.float64)),
+                field_mass=totals[name],
             )
             counts[name] = len(galaxies)
-            totals[name] = float(painted.sum(dtype=np.float64))
         summary = PaintSummary(
-            out=str(Path(out).resolve()),
-            box=info.box,
-            grid=grid,
-            voxel=info.box / grid,
-            trained_voxel=recipe.voxel_size,
+            out=str(self.out.resolve()),
+            box=self.info.box,
+            grid=self.grid,
+            voxel=self.info.box / self.grid,
+            trained_voxel=model.recipe.voxel_size,
             fields=names,
             galaxies=counts,
             total_mstar=totals,
-            warnings=warnings,
-            seconds=time.perf_counter() - start,
+            warnings=self.warnings,
+            seconds=time.perf_counter() - self.start,
         )
         record = {
             "summary": asdict(summary),
-            "recipe": recipe.to_dict(),
-            "sim": asdict(info),
+            "recipe": model.recipe.to_dict(),
+            "sim": asdict(self.info),
             "provenance": provenance,
-            "seeds": seeds,
+            "seeds": self.seeds,
         }
-        atomic_write_text(staging / SUMMARY_FILE, json.dumps(record, indent=2, default=str))
-    return summary
+        atomic_write_text(store.root / SUMMARY_FILE, json.dumps(record, indent=2, default=str))
+        return summary
+
+
+def paint_run(
+    model: TrainedModel,
+    source: GravitySource,
+    out: str | Path,
+    options: PaintOptions = PaintOptions(),
+) -> PaintSummary:
+    """Paint ``source``'s gravity-only run with ``model`` into ``out`` in this process (see
+    the module; :mod:`dm2gal.paint.slabs` paints it in x-slabs)."""
+    painting = Painting.plan(model, source, out, options)
+    with staged_dir(out) as staging:
+        store = FieldStore(staging)
+        painting.source.write(store, painting.source.fingerprint())
+        predict_store(
+            model.net,
+            model.transform,
+            store,
+            painting.inputs,
+            staging,
+            options.name,
+            painting.field_attrs(),
+            options=painting.predict_options(),
+            seeds=painting.seeds,
+        )
+        return painting.finish(store)
 
 
 def read_summary(out: str | Path) -> dict[str, Any]:

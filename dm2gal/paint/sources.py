@@ -108,10 +108,12 @@ class GravitySource(CachedSource):
         done = all(name in meta["fields"] for name in GRAVITY_FIELDS)
         return done and meta["attrs"].get("fingerprint") == config_hash(fingerprint)
 
-    def with_grid(self, grid: int) -> GravitySource:
-        """This source on a ``grid^3`` mesh (a copy)."""
+    def with_grid(self, grid: int, store_dir: str | Path | None = None) -> GravitySource:
+        """This source on a ``grid^3`` mesh (a copy), built into ``store_dir`` if given."""
         other = copy.copy(self)
         other.grid = check_grid(grid)
+        if store_dir is not None:
+            other.store_dir = Path(store_dir)
         return other
 
     def fingerprint(self) -> dict[str, Any]:

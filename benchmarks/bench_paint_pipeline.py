@@ -1,0 +1,99 @@
+"""The whole painting pipeline on a mock universe: input fields + prediction + catalogues.
+
+For each ``--grid`` N, a mock universe of N/2 particles per side in a box of N * 75/128 Mpc/h
+(the default mock's voxel) is generated once (not timed), then painted in a fresh subprocess
+(so each peak RSS is its own) by the default probabilistic network (untrained weights: the
+cost does not depend on them) with ``--samples`` draws: :func:`dm2gal.paint.pipeline.paint_run`
+from the mock's gravity-only files to the catalogues. Prints a Markdown table: wall time, CPU
+time, peak RSS and voxels per second. Usage::
+
+    python benchmarks/bench_paint_pipeline.py --grid 64 128 256 --samples 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+VOXEL = 75.0 / 128
+
+
+def mock(grid: int, cache: Path):
+    from dm2gal.sim import MockUniverse
+
+    return MockUniverse(box=grid * VOXEL, particles=grid // 2, grid=grid, seed=1, cache_dir=cache)
+
+
+def paint_once(grid: int, cache: Path, out: Path, samples: int) -> dict:
+    """Paint the mock of side ``grid`` (in this process); return the measurements."""
+    import torch
+
+    from dm2gal.data.transforms import FieldTransform
+    from dm2gal.infer.exported import TrainedModel
+    from dm2gal.infer.predict import PredictOptions
+    from dm2gal.infer.recipe import mock_recipe
+    from dm2gal.models import ProbabilisticNet
+    from dm2gal.paint.pipeline import PaintOptions, paint_run
+    from dm2gal.paint.sources import MockSource
+
+    universe = mock(grid, cache)
+    store = universe.build()
+    torch.manual_seed(0)
+    net = ProbabilisticNet(in_channels=2, channels=16, levels=1, convs=2, components=2)
+    transform = FieldTransform([9.0, 9.0], [2.0, 2.0], 1.0, 2.0, log=True, target_max=1e12)
+    net.set_target_transform(transform)
+    model = TrainedModel(
+        net=net.eval(),
+        architecture={},
+        transform=transform,
+        recipe=mock_recipe(universe, store, ["dm", "subhalo"]),
+        options=PredictOptions(tile=32, batch_size=4, progress=False),
+    )
+    source = MockSource(store.root, subhalo_mass="M200c", progress=False)
+    start, cpu = time.perf_counter(), time.process_time()
+    summary = paint_run(model, source, out, PaintOptions(samples=samples, min_mass=1e8,
+                                                         progress=False))  # fmt: skip
+    wall = time.perf_counter() - start
+    return {
+        "grid": grid,
+        "wall_s": wall,
+        "cpu_s": time.process_time() - cpu,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "voxels_per_s": grid**3 / wall,
+        "galaxies_mean": summary.galaxies[summary.fields[0]],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--grid", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--samples", type=int, default=2)
+    parser.add_argument("--cache", type=Path, default=Path("data/mock"))
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # the measured subprocess
+    args = parser.parse_args()
+    if args.one:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps(paint_once(args.one, args.cache, Path(tmp) / "out", args.samples)))
+        return
+    print("| grid | wall [s] | CPU [s] | peak RSS [GiB] | voxels/s | galaxies (mean) |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for grid in args.grid:
+        mock(grid, args.cache).build()  # generated once, outside the measurement
+        result = subprocess.run(
+            [sys.executable, __file__, "--one", str(grid), "--samples", str(args.samples),
+             "--cache", str(args.cache)],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        r = json.loads(result.stdout.strip().splitlines()[-1])
+        print(f"| {grid}^3 | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_rss_gib']:.2f} | "
+              f"{r['voxels_per_s']:.3g} | {r['galaxies_mean']} |", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
