@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from tng_layout import make_pair
 
 import dm2gal.train.build  # noqa: F401  (config resolvers)
-from dm2gal.io.catalog import load_catalogs
+from dm2gal.io.catalog import load_catalogs, mass_definition
 from dm2gal.io.gadget import SimFileError
 from dm2gal.io.sources import ArraySource, CamelsSource, SourceError, TNGSource
 
@@ -60,17 +60,23 @@ def test_tng_fields_and_catalogues(pair, tmp_path):
     assert attrs["header"]["dark"]["box"] == pytest.approx(10.0)
     assert len(attrs["files"]) == 9 and store.verify() == []  # no hydro snapshot needed
 
-    halos, gals = load_catalogs(store.root / "catalogs.h5")
+    path = store.root / "catalogs.h5"
+    halos, gals = load_catalogs(path)
+    assert mass_definition(path) == "Group_M_Crit200"
     g = pair.dark_groups
-    np.testing.assert_allclose(halos.pos, g["GroupPos"].astype(np.float64) / 1e3, atol=1e-9)
-    np.testing.assert_allclose(halos.mass, g["Group_M_Crit200"].astype(np.float64) * 1e10)
-    np.testing.assert_array_equal(halos.n_sub, g["GroupNsubs"])
+    kept = g["GroupNsubs"] > 0  # a host without subhalos has no central to place
+    assert 0 < kept.sum() < len(kept)
+    np.testing.assert_allclose(halos.pos, g["GroupPos"][kept].astype(np.float64) / 1e3, atol=1e-9)
+    np.testing.assert_allclose(halos.mass, g["Group_M_Crit200"][kept].astype(np.float64) * 1e10)
+    np.testing.assert_array_equal(halos.n_sub, g["GroupNsubs"][kept])
     assert len(gals) == has.sum()
     host = pair.hydro_sub_grnr[has]
     np.testing.assert_array_equal(gals.host, host)
     np.testing.assert_array_equal(gals.central, np.flatnonzero(has) == pair.hydro_first_sub[host])
     assert 0 < gals.central.sum() < len(gals)
-    np.testing.assert_allclose(gals.host_mass, pair.hydro_group_mass[host])
+    # the hosts' mass is the gravity-only hosts' definition (M200c), not the FoF GroupMass
+    np.testing.assert_allclose(gals.host_mass, pair.hydro_group_m200[host])
+    assert not np.allclose(gals.host_mass, pair.hydro_group_mass[host])
     np.testing.assert_allclose(gals.mstar, pair.hydro_sub_mstar[has])
 
 

@@ -149,6 +149,7 @@ class FakePair:
     hydro_sub_flag: np.ndarray
     hydro_first_sub: np.ndarray
     hydro_group_mass: np.ndarray
+    hydro_group_m200: np.ndarray
     star_pos: np.ndarray
     star_mass: np.ndarray
     star_wind: np.ndarray
@@ -267,6 +268,7 @@ def make_pair(
         hydro_sub_flag=hydro_subs["SubhaloFlag"],
         hydro_first_sub=hydro_groups["GroupFirstSub"],
         hydro_group_mass=hydro_groups["GroupMass"].astype(np.float64) * 1e10,
+        hydro_group_m200=hydro_groups["Group_M_Crit200"].astype(np.float64) * 1e10,
         star_pos=star_pos / 1e3,
         star_mass=star_mass.astype(np.float64) * 1e10,
         star_wind=sft <= 0,

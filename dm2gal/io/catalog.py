@@ -1,7 +1,9 @@
 """Halo and galaxy catalogues: the interface between sources, the mock universe and HODs.
 
 Positions are comoving Mpc/h in ``[0, L)``, masses Msun/h. Catalogues are saved to and loaded
-from one HDF5 file with groups ``halos`` and ``galaxies``.
+from one HDF5 file with groups ``halos`` and ``galaxies``; its attribute ``mass_definition``
+names the halo mass that both ``halos.mass`` and ``galaxies.host_mass`` are (e.g. ``M200c``):
+an HOD bins hosts and galaxies by one definition.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from dm2gal.io.store import atomic_path
 
 #: the catalogues' file name inside a field store's directory
 CATALOGS_FILE = "catalogs.h5"
+#: the file attribute naming the halo mass definition of both catalogues
+MASS_DEFINITION = "mass_definition"
 
 
 @dataclass
@@ -48,7 +52,8 @@ class GalaxyCatalog:
         host: ``(n,)`` index of the host group in the galaxies' own run (-1 if none): the
             gravity-only ``HaloCatalog`` for the mock, the hydro FoF groups for TNG and CAMELS.
         central: ``(n,)`` True for the central galaxy of its host.
-        host_mass: ``(n,)`` mass of the host halo in the galaxies' own run, Msun/h.
+        host_mass: ``(n,)`` mass of the host halo in the galaxies' own run, Msun/h, of the same
+            definition as the gravity-only ``HaloCatalog.mass``.
     """
 
     pos: np.ndarray
@@ -61,9 +66,13 @@ class GalaxyCatalog:
         return len(self.mstar)
 
 
-def save_catalogs(path: str | Path, halos: HaloCatalog, galaxies: GalaxyCatalog) -> None:
-    """Write both catalogues to one HDF5 file atomically."""
+def save_catalogs(
+    path: str | Path, halos: HaloCatalog, galaxies: GalaxyCatalog, mass_definition: str
+) -> None:
+    """Write both catalogues to one HDF5 file atomically, with the halo ``mass_definition`` of
+    ``halos.mass`` and ``galaxies.host_mass``."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs[MASS_DEFINITION] = mass_definition
         for group, cat in (("halos", halos), ("galaxies", galaxies)):
             g = f.create_group(group)
             for fld in fields(cat):
@@ -82,6 +91,13 @@ def load_catalogs(path: str | Path) -> tuple[HaloCatalog, GalaxyCatalog]:
                 raise KeyError(f"{path}: group '{group}' lacks datasets {missing}")
             out.append(cls(**{fld.name: f[group][fld.name][()] for fld in fields(cls)}))
     return out[0], out[1]
+
+
+def mass_definition(path: str | Path) -> str | None:
+    """The halo mass definition recorded in a catalogue file (None: written before it was)."""
+    with h5py.File(path, "r") as f:
+        value = f.attrs.get(MASS_DEFINITION)
+    return None if value is None else str(value)
 
 
 def stack_catalogs(

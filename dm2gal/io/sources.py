@@ -213,18 +213,29 @@ class SimulationSource(CachedSource):
             chunks = ((c.pos, c.mass) for c in snap.particles(4, exclude_wind=True))
             n_chunks, origin = snap.n_chunks(4), "PartType4 without wind"
         paint_field(store, "stellar", chunks, self.mas, n_chunks, self.progress, origin=origin)
-        save_catalogs(store.root / CATALOGS_FILE, self.halos(runs["dark_cat"]), galaxies)
+        save_catalogs(
+            store.root / CATALOGS_FILE,
+            self.halos(runs["dark_cat"]),
+            galaxies,
+            mass_definition=self.halo_mass,
+        )
 
     def halos(self, cat: GroupCatalog) -> HaloCatalog:
-        """Gravity-only FoF groups: ``GroupPos``, ``halo_mass`` column, ``GroupNsubs``."""
+        """Gravity-only FoF groups with a positive ``halo_mass`` (small groups have no
+        ``Group_M_Crit200``): ``GroupPos``, ``halo_mass`` column, ``GroupNsubs``."""
         g = cat.read("Group", ["GroupPos", self.halo_mass, "GroupNsubs"])
-        return HaloCatalog(pos=g["GroupPos"], mass=g[self.halo_mass], n_sub=g["GroupNsubs"])
+        keep = (g[self.halo_mass] > 0) & (g["GroupNsubs"] > 0)
+        return HaloCatalog(
+            pos=g["GroupPos"][keep], mass=g[self.halo_mass][keep], n_sub=g["GroupNsubs"][keep]
+        )
 
     def galaxies(self, cat: GroupCatalog) -> GalaxyCatalog:
-        """Hydro subhalos with stellar mass > 0; ``host`` is ``SubhaloGrNr`` (hydro groups)."""
+        """Hydro subhalos with stellar mass > 0; ``host`` is ``SubhaloGrNr`` (hydro groups),
+        ``host_mass`` the hydro group's ``halo_mass`` column: the definition of the gravity-only
+        hosts', so an HOD bins both sides alike."""
         names = ["SubhaloPos", "SubhaloMassType[4]", "SubhaloGrNr"]
         s = cat.read("Subhalo", names + (["SubhaloFlag"] if self.drop_flagged else []))
-        g = cat.read("Group", ["GroupFirstSub", "GroupMass"])
+        g = cat.read("Group", ["GroupFirstSub", self.halo_mass])
         mstar, host = s["SubhaloMassType[4]"], s["SubhaloGrNr"].astype(np.int64)
         keep = mstar > 0
         if self.drop_flagged:
@@ -236,7 +247,7 @@ class SimulationSource(CachedSource):
             mstar=mstar[keep],
             host=host,
             central=index == g["GroupFirstSub"][host],
-            host_mass=g["GroupMass"][host],
+            host_mass=g[self.halo_mass][host],
         )
 
 

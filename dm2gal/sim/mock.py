@@ -272,7 +272,7 @@ class MockUniverse(CachedSource):
         _, draw = populate(hosts, **physics, rng=np.random.default_rng(self._seeds()[2]))
         mean_pos, mean_mass = oracle_mean(hosts, **physics)
 
-        save_catalogs(root / CATALOGS_FILE, halos, galaxies)
+        save_catalogs(root / CATALOGS_FILE, halos, galaxies, mass_definition="M200c")
         store = FieldStore(root)
         store.init(
             self.box,
