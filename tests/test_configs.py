@@ -122,8 +122,17 @@ def test_sampler_options_are_partials(compose, name: str):
 
 @pytest.mark.parametrize("name", options("hod"))
 def test_hod_options_instantiate(compose, name: str):
-    hod = instantiate(compose([f"hod={name}"]).hod)
-    assert hasattr(hod, "fit") and hasattr(hod, "paint")
+    hod = instantiate(compose([f"+hod@hods.extra={name}"]).hods.extra)
+    assert hasattr(hod, "fit") and hasattr(hod, "paint_mean") and hod.name == name
+
+
+def test_train_scores_every_kind_of_hod(compose):
+    """The default report has the paper's HOD, the environment-aware one and the decorated one."""
+    hods = {name: instantiate(node) for name, node in compose([]).hods.items()}
+    assert {name: hod.name for name, hod in hods.items()} == {
+        "binned": "binned", "binned_env": "binned_env", "decorated": "decorated"
+    }  # fmt: skip
+    assert [hod.needs_environment for hod in hods.values()] == [False, True, True]
 
 
 @pytest.mark.parametrize("name", options("logger"))

@@ -10,7 +10,13 @@ from omegaconf import OmegaConf
 from scipy.special import erf
 
 from dm2gal.data.regions import Region
-from dm2gal.hod import BinnedHOD, Zheng07HOD, build_hod_field
+from dm2gal.hod import (
+    BinnedHOD,
+    DecoratedHOD,
+    Zheng07HOD,
+    fit_on_stores,
+    paint_on_store,
+)
 from dm2gal.hod.zheng07 import nfw_radius_quantile
 from dm2gal.io.catalog import GalaxyCatalog, HaloCatalog, save_catalogs
 from dm2gal.io.store import FieldStore
@@ -220,26 +226,53 @@ def test_painting_conserves_assigned_stellar_mass(catalogs, make):
 def test_zheng07_satellites_lie_within_the_virial_radius(catalogs):
     halos, galaxies = catalogs
     hod = Zheng07HOD().fit(halos, galaxies, heldout, BOX)
-    mass = np.full(2000, 1e14)
-    offset = hod._nfw_offsets(mass, np.random.default_rng(0))
-    r = np.linalg.norm(offset, axis=1) / hod.nfw.halo_mass_to_halo_radius(mass)
-    assert r.max() <= 1.0 + 1e-9 and 0.2 < np.median(r) < 0.6
+    centre = np.full((1, 3), BOX / 2)
+    heavy = HaloCatalog(pos=centre, mass=np.array([1e15]), n_sub=np.array([1]))
+    r_vir = hod.nfw.halo_mass_to_halo_radius(np.array([1e15]))[0]
+    radii = []
+    for seed in range(20):
+        pos, _ = hod.sample(heavy, seed, BOX)
+        radii.append(np.linalg.norm(pos[1:] - centre, axis=1) / r_vir)
+    r = np.concatenate(radii)
+    assert len(r) > 200 and r.max() <= 1.0 + 1e-9 and 0.2 < np.median(r) < 0.6
+    # the mean's fixed satellite points sample the same profile
+    pos, mstar = hod.mean(heavy, BOX)
+    r_mean = np.linalg.norm(pos[1:] - centre, axis=1) / r_vir
+    assert r_mean.max() <= 1.0 + 1e-9 and abs(np.median(r_mean) - np.median(r)) < 0.05
 
 
 # -- store, configs, bad input ------------------------------------------------------------------
-def test_build_hod_field_reads_the_store(tmp_path, catalogs):
+def test_fit_and_paint_on_a_store(tmp_path, catalogs):
     halos, galaxies = catalogs
     store = FieldStore(tmp_path / "store")
     store.init(BOX, GRID)
     hod = BinnedHOD(n_bins=6)
-    with pytest.raises(FileNotFoundError, match="catalogs.h5"):
-        build_hod_field(hod, store, heldout, seed=1)
-    save_catalogs(store.root / "catalogs.h5", halos, galaxies)
-    field = build_hod_field(hod, store, heldout, seed=1)
-    np.testing.assert_array_equal(field, hod.paint(halos, GRID, BOX, seed=1))
+    assert fit_on_stores([hod], [store], heldout) == {}  # no catalogues: no benchmark
+    save_catalogs(store.root / "catalogs.h5", halos, galaxies, mass_definition="M200c")
+    fitted = fit_on_stores([hod], [store], heldout)
+    assert fitted == {"binned": hod} and hod.mass_definition == "M200c"
+    painted = paint_on_store(fitted, store, [1, 2])
+    assert list(painted) == ["hod_binned_mean", "hod_binned_draw"]
+    np.testing.assert_array_equal(painted["hod_binned_mean"][0], hod.paint_mean(halos, GRID, BOX))
+    for seed, draw in zip([1, 2], painted["hod_binned_draw"], strict=True):
+        np.testing.assert_array_equal(draw, hod.paint(halos, GRID, BOX, seed))
+    # a box whose catalogues use another mass definition is refused
+    other = FieldStore(tmp_path / "other")
+    other.init(BOX, GRID)
+    save_catalogs(other.root / "catalogs.h5", halos, galaxies, mass_definition="GroupMass")
+    with pytest.raises(ValueError, match="GroupMass.*M200c"):
+        paint_on_store(fitted, other, [1])
 
 
-@pytest.mark.parametrize("name,cls", [("binned", BinnedHOD), ("zheng07", Zheng07HOD)])
+@pytest.mark.parametrize(
+    "name,cls",
+    [
+        ("binned", BinnedHOD),
+        ("binned_env", BinnedHOD),
+        ("zheng07", Zheng07HOD),
+        ("decorated", DecoratedHOD),
+    ],
+)
 def test_hod_configs_instantiate(name, cls):
     from pathlib import Path
 
@@ -296,15 +329,15 @@ def test_cli_builds_and_records_the_field_on_a_tiny_mock(tmp_path):
     run_script("dm2gal.hod", "hod=binned", *overrides, cwd=tmp_path)
     (store_dir,) = (tmp_path / "mock").iterdir()
     store = FieldStore(store_dir)
-    meta = store.field_meta("hod_binned")
+    meta = store.field_meta("hod_binned_draw")
     assert meta["seed"] == 5 and meta["config"]["n_bins"] == 10
     assert len(meta["fitted_params"]["p_cen"]) == 10
-    # the stored field is the one build_hod_field gives with the training run's held-out split
+    assert "seed" not in store.field_meta("hod_binned_mean")
+    # the stored fields are those of the evaluation's fit with the training run's held-out split
     cfg = compose_train(overrides)
     dm = instantiate(data_module_config(cfg.data), context=instantiate(cfg.model).context)
     dm.prepare_data()
     dm.setup("fit")
-    expected = build_hod_field(
-        BinnedHOD(), store, partial(dm.splits.is_heldout, box=store.box), seed=5
-    )
-    np.testing.assert_array_equal(store.read("hod_binned"), expected)
+    fitted = fit_on_stores([BinnedHOD()], [store], partial(dm.splits.is_heldout, box=store.box))
+    for name, (field,) in paint_on_store(fitted, store, [5]).items():
+        np.testing.assert_array_equal(store.read(name), field)

@@ -11,7 +11,7 @@ import pytest
 from conftest import run_script
 
 from dm2gal.errors import MissingFileError
-from dm2gal.eval.limits import GOALS, Goal, pool
+from dm2gal.eval.limits import GOALS, Goal, claims, claims_markdown, pool
 
 
 def write_run(root: Path, scores: dict[str, dict[str, list[float]]]) -> Path:
@@ -79,5 +79,44 @@ def test_cli_writes_the_table_of_every_goal(tmp_path):
     printed = run_script("dm2gal.limits", f"runs=[{run}]", f"out={out}").stdout
     table = out.read_text()
     assert table in printed and "# Goals over 4 boxes of 1 run(s)" in table
+    assert "# The claim" in table
     assert sum(line.startswith("| draws'") or line.startswith("| mean's") for line in
                table.splitlines()) == len(GOALS)  # fmt: skip
+
+
+R_LARGE = "rk_mean_large"
+
+
+def test_claims_pick_the_strongest_benchmark_of_each_kind_by_hand(tmp_path):
+    runs = [
+        write_run(
+            tmp_path / name,
+            {
+                "model_mean": {R_LARGE: mean, "total_mass_rel_err": [0.02, -0.04]},
+                "model_draw": {R_LARGE: [0.90, 0.92]},
+                "hod_a_mean": {R_LARGE: [0.95, 0.96], "total_mass_rel_err": [0.05, 0.05]},
+                "hod_b_mean": {R_LARGE: [0.96, 0.97], "total_mass_rel_err": [-0.01, 0.03]},
+                "hod_a_draw": {R_LARGE: [0.99, 0.99]},  # a draw never stands against a mean
+                "hod_b_draw": {R_LARGE: [0.85, 0.90]},
+                "oracle_mean": {R_LARGE: [0.99, 0.99]},
+            },
+        )
+        for name, mean in (("a", [0.97, 0.98]), ("b", [0.97, 0.99]))
+    ]
+    rows = {(c.kind, c.metric): c for c in claims(runs, [R_LARGE, "total_mass_rel_err"])}
+    mean = rows["mean", R_LARGE]
+    # the strongest mean is hod_b (0.965 against 0.955); differences 0.01, 0.01, 0.01, 0.02
+    assert (mean.network, mean.benchmark, mean.n) == ("model_mean", "hod_b_mean", 4)
+    assert math.isclose(mean.diff, 0.0125) and math.isclose(mean.oracle, 0.99)
+    d = np.array([0.01, 0.01, 0.01, 0.02])
+    assert math.isclose(mean.stderr, d.std(ddof=1) / 2)
+    assert math.isclose(mean.sigma, 0.0125 / mean.stderr) and mean.verdict == "network better"
+    draw = rows["draw", R_LARGE]
+    # the draw's only rival is hod_a_draw (0.99) over hod_b_draw: worse on every box
+    assert draw.benchmark == "hod_a_draw" and draw.verdict == "hod_a_draw better"
+    # |total| errors: 0.02, 0.04 against hod_b's 0.01, 0.03 -> the benchmark better
+    total = rows["mean", "total_mass_rel_err"]
+    assert total.benchmark == "hod_b_mean" and math.isclose(total.diff, 0.01)
+    assert total.sigma < -1e6 and total.verdict == "hod_b_mean better"  # no spread
+    text = claims_markdown(list(rows.values()))
+    assert "| mean | rk_mean_large | model_mean | hod_b_mean | 0.9775 | 0.965 | 0.99 |" in text

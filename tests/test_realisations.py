@@ -82,6 +82,23 @@ def test_paired_significance_by_hand():
     assert "| pk_ratio_abs_err | 0.2 ± 0.1 | 0.3333 ± 0.15 |" in text
 
 
+def test_compare_pairs_means_with_means_and_draws_with_draws():
+    per = [
+        {
+            name: [{"rk_mean": r}]
+            for name, r in (
+                ("model_mean", 0.9),
+                ("model_draw", 0.8),
+                ("hod_a_mean", 0.85),
+                ("hod_a_draw", 0.7),
+            )
+        }  # fmt: skip
+    ] * 2
+    pairs = {(c.network, c.reference) for c in compare(summarise(per), ["model_mean", "model_draw"],
+                                                     ["hod_a_mean", "hod_a_draw"])}  # fmt: skip
+    assert pairs == {("model_mean", "hod_a_mean"), ("model_draw", "hod_a_draw")}
+
+
 def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="no realisation"):
         summarise([])
@@ -118,7 +135,9 @@ def test_one_box_repeated_gives_zero_std_and_the_full_structure(universes, tmp_p
         [store, store], dimmed_oracle, "stellar", tmp_path, OPTIONS, hods=hods, hod_draws=2
     )
     assert json.loads((tmp_path / "realisations.json").read_text()) == summary
-    assert set(summary) == {"model", "hod_binned", "oracle_mean", "oracle_draw"}
+    assert set(summary) == {
+        "model", "hod_binned_mean", "hod_binned_draw", "oracle_mean", "oracle_draw"
+    }  # fmt: skip
     bands = [b.name for b in default_bands(store.box, store.grid)]
     for field, metrics in summary.items():
         expected = {"pk_ratio_abs_err", "rk_mean", "total_mass_rel_err", "bk_ratio_abs_err"}
@@ -129,15 +148,23 @@ def test_one_box_repeated_gives_zero_std_and_the_full_structure(universes, tmp_p
             assert entry["std"] == 0.0, (field, metric)
             assert entry["mean"] == entry["values"][0]
     # the HOD is drawn twice per box (different seeds): its draws differ, the boxes do not
-    draws = summary["hod_binned"]["pk_ratio_abs_err"]["draws"]
+    draws = summary["hod_binned_draw"]["pk_ratio_abs_err"]["draws"]
     assert draws[0] == draws[1] and draws[0][0] != draws[0][1]
+    assert "draws" not in summary["hod_binned_mean"]["pk_ratio_abs_err"]  # the mean is one field
     # the stand-in network: total mass 20% below the oracle mean's
     total = summary["model"]["total_mass_rel_err"]["mean"]
     oracle = summary["oracle_mean"]["total_mass_rel_err"]["mean"]
     assert 1 + total == pytest.approx(0.8 * (1 + oracle), rel=1e-5)
+    # each kind's decorrelation is relative to the oracle of its kind
     assert summary["oracle_mean"]["decorrelation_ratio_large"]["mean"] == 1.0
+    assert summary["oracle_draw"]["decorrelation_ratio_large"]["mean"] == 1.0
+    # the HOD's mean correlates better than its draws: means are compared with means only
+    for b in bands:
+        mean, draw = (summary[f"hod_binned_{k}"][f"rk_mean_{b}"]["mean"] for k in ("mean", "draw"))
+        assert mean > draw
     text = (tmp_path / "realisations.md").read_text()
-    assert "| model | hod_binned | rk_mean |" in text and str(store.root) in text
+    assert "| model | hod_binned_mean | rk_mean |" in text and str(store.root) in text
+    assert "| model | hod_binned_draw |" not in text
     for stem in ("pk", "rk", "pdf"):
         assert (tmp_path / "realisations" / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -149,7 +176,7 @@ def test_two_universes_spread_and_compare(universes, tmp_path):
     entry = summary["oracle_draw"]["pk_ratio_abs_err"]
     assert entry["std"] > 0 and entry["mean"] == pytest.approx(np.mean(entry["values"]))
     text = (tmp_path / "realisations.md").read_text()
-    assert "sigma" in text and "| model | hod_binned | pk_ratio_abs_err |" in text
+    assert "sigma" in text and "| model | hod_binned_mean | pk_ratio_abs_err |" in text
 
 
 def test_realisations_refuse_mismatched_boxes(universes, tmp_path):

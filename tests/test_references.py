@@ -30,17 +30,22 @@ def mock(tmp_path_factory):
     return src, store, hod
 
 
-def test_paint_hods_per_seed_whole_box_and_region(mock):
+def test_paint_hods_mean_and_draws_whole_box_and_region(mock):
     src, store, hod = mock
     halos, _ = src.catalogs()
     whole = paint_hods({"binned": hod}, store, [4, 5])
-    assert list(whole) == ["hod_binned"]
-    for seed, field in zip([4, 5], whole["hod_binned"], strict=True):
+    assert list(whole) == ["hod_binned_mean", "hod_binned_draw"]
+    (mean,) = whole["hod_binned_mean"]
+    np.testing.assert_array_equal(mean, hod.paint_mean(halos, store.grid, store.box))
+    for seed, field in zip([4, 5], whole["hod_binned_draw"], strict=True):
         np.testing.assert_array_equal(field, hod.paint(halos, store.grid, store.box, seed))
-    assert not np.array_equal(*whole["hod_binned"])  # the HOD is random: seeds differ
+    assert not np.array_equal(*whole["hod_binned_draw"])  # the HOD is random: seeds differ
     region = Region((12, 3, 0), (8, 8, 8), store.grid)  # wraps along x
-    (cut,) = paint_hods({"binned": hod}, store, [5], region)["hod_binned"]
-    np.testing.assert_array_equal(cut, read_crop(whole["hod_binned"][1], (12, 3, 0), 8))
+    cut = paint_hods({"binned": hod}, store, [5], region)
+    np.testing.assert_array_equal(
+        cut["hod_binned_draw"][0], read_crop(whole["hod_binned_draw"][1], (12, 3, 0), 8)
+    )
+    np.testing.assert_array_equal(cut["hod_binned_mean"][0], read_crop(mean, (12, 3, 0), 8))
     assert paint_hods({}, store, [5]) == {}
 
 

@@ -163,14 +163,15 @@ def test_train_then_evaluate_as_a_user(tmp_path: Path):
     assert list((run / "wandb").glob("offline-run-*")), "no offline W&B run"
     assert (run / "csv" / "metrics.csv").is_file()
     metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
-    assert {"model", "model_calibrated", "hod_binned"} <= set(metrics["models"])
+    hods = {f"hod_{h}_{k}" for h in ("binned", "binned_env", "decorated") for k in ("mean", "draw")}
+    assert {"model", "model_calibrated", *hods} <= set(metrics["models"])
     # the mock's physical limit beside them, and scores per k band
     assert {"oracle_mean", "oracle_draw"} <= set(metrics["models"])
     assert list(metrics["bands"]) == ["large", "intermediate", "small", "rest"]
     assert metrics["models"]["oracle_mean"]["decorrelation_ratio_large"] == 1.0
     assert "pk_ratio_abs_err_large" in metrics["models"]["model"]
     above = json.loads((run / "evaluation" / "above_1e+08" / "metrics.json").read_text())
-    assert {"model", "hod_binned"} <= set(above["models"])
+    assert {"model", "hod_binned_mean", "hod_binned_draw"} <= set(above["models"])
     png = (run / "evaluation" / "pk.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
 
@@ -184,25 +185,19 @@ def test_train_then_evaluate_as_a_user(tmp_path: Path):
         cwd=tmp_path,
     )
     again = json.loads((out / "evaluation" / "metrics.json").read_text())
-    assert {"model", "hod_binned", "hod_zheng07"} <= set(again["models"])
+    assert {"model", "hod_zheng07_mean", "hod_zheng07_draw", *hods} <= set(again["models"])
     # two further whole-box universes of the run's mock (seeds 1000, 1001), cached beside it
     real = json.loads((out / "evaluation" / "realisations.json").read_text())
-    fields = {
-        "model",
-        "model_calibrated",
-        "hod_binned",
-        "hod_zheng07",
-        "oracle_mean",
-        "oracle_draw",
-    }
+    fields = {"model", "model_calibrated", "oracle_mean", "oracle_draw", *hods}
+    fields |= {"hod_zheng07_mean", "hod_zheng07_draw"}
     assert set(real) == fields
     for field in fields:
         assert {"pk_ratio_abs_err", "rk_mean_large", "bk_ratio_abs_err"} <= set(real[field])
         for entry in real[field].values():
             assert len(entry["values"]) == 2 and entry["std"] >= 0
-    assert len(real["hod_binned"]["rk_mean"]["draws"][0]) == 2
+    assert len(real["hod_binned_draw"]["rk_mean"]["draws"][0]) == 2
     assert len(list(data_dir.glob("mock/*"))) >= 3
-    assert "| model | hod_binned |" in (out / "evaluation" / "realisations.md").read_text()
+    assert "| model | hod_binned_mean |" in (out / "evaluation" / "realisations.md").read_text()
     # the same checkpoint and data give the same prediction
     assert again["models"]["model"]["total_mass_rel_err"] == pytest.approx(
         metrics["models"]["model"]["total_mass_rel_err"], rel=1e-5
@@ -255,8 +250,8 @@ def test_missing_data_root_names_the_key(compose):
 def test_summary_table_rows_columns_and_realisations(tmp_path: Path):
     metrics = {
         "val/rk_mean": 0.5,  # a training metric: not a field
-        "hod_binned/pk_ratio_abs_err": 0.181,
-        "hod_binned/total_mass_rel_err": -0.11,
+        "hod_binned_mean/pk_ratio_abs_err": 0.181,
+        "hod_binned_mean/total_mass_rel_err": -0.11,
         "model/pk_ratio_abs_err": 0.254,
         "model/total_mass_rel_err": -0.51,
         "model_calibrated/pk_ratio_abs_err": 0.151,
@@ -268,7 +263,7 @@ def test_summary_table_rows_columns_and_realisations(tmp_path: Path):
     assert lines[2:5] == [
         "| model_calibrated (headline) | 0.151 | -6.0% |",
         "| model | 0.254 | -51.0% |",
-        "| hod_binned | 0.181 | -11.0% |",
+        "| hod_binned_mean | 0.181 | -11.0% |",
     ]
     assert lines[-1] == f"run directory: {tmp_path.resolve()}"
     assert len(lines) == 6
@@ -289,16 +284,23 @@ def test_summary_table_rows_columns_and_realisations(tmp_path: Path):
 
 
 def test_summary_table_heads_with_a_probabilistic_networks_mean(tmp_path: Path):
+    """Means first (network, HODs, oracle), then draws in the same order: like beside like."""
     metrics = {
         "model_calibrated/pk_ratio_abs_err": 0.6,
         "model_draw/pk_ratio_abs_err": 0.4,
         "model_mean/pk_ratio_abs_err": 0.14,
-        "hod_binned/pk_ratio_abs_err": 0.26,
+        "hod_binned_draw/pk_ratio_abs_err": 0.21,
+        "hod_binned_mean/pk_ratio_abs_err": 0.26,
+        "oracle_draw/pk_ratio_abs_err": 0.1,
+        "oracle_mean/pk_ratio_abs_err": 0.3,
     }
     lines = summary_table(metrics, tmp_path).splitlines()
-    assert lines[2:6] == [
+    assert lines[2:9] == [
         "| model_mean (headline) | 0.140 |",
         "| model_calibrated | 0.600 |",
-        "| hod_binned | 0.260 |",
+        "| hod_binned_mean | 0.260 |",
+        "| oracle_mean | 0.300 |",
         "| model_draw | 0.400 |",
+        "| hod_binned_draw | 0.210 |",
+        "| oracle_draw | 0.100 |",
     ]

@@ -10,7 +10,8 @@ per realisation (in order), ``std`` their sample standard deviation (``ddof=1``;
 single realisation) and, for fields drawn several times, ``draws`` (per realisation, the
 draws' scores) and ``draw_std`` (the mean over realisations of the draws' standard deviation).
 
-A network is compared with a benchmark on the same universes: per realisation the difference
+A network is compared with a benchmark of its kind (a mean with a mean, a draw with a draw) on
+the same universes: per realisation the difference
 of their scores (``|x|`` for signed errors such as the total mass error), then its mean, its
 standard error (std / sqrt(n)) and the significance mean / error, signed so that a positive
 number of sigma means the network is better.
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dm2gal.eval.kinds import same_kind
 from dm2gal.eval.measurements import spread
 
 #: metrics where a higher value is better (every other one is an error: lower is better)
@@ -94,11 +96,12 @@ class Comparison:
 def compare(
     summary: Mapping[str, Mapping[str, Mapping]], networks: Sequence[str], references: Sequence[str]
 ) -> list[Comparison]:
-    """Every ``network`` against every ``reference`` on each metric both have, realisation by
-    realisation (fields absent from ``summary`` are skipped)."""
+    """Every ``network`` against every ``reference`` of its kind (means with means, draws with
+    draws: :mod:`dm2gal.eval.kinds`) on each metric both have, realisation by realisation
+    (fields absent from ``summary`` are skipped)."""
     rows = []
     for net in (n for n in networks if n in summary):
-        for ref in (r for r in references if r in summary):
+        for ref in (r for r in references if r in summary and same_kind(net, r)):
             for metric in (m for m in summary[net] if m in summary[ref]):
                 a = [comparable(metric, v) for v in summary[net][metric]["values"]]
                 b = [comparable(metric, v) for v in summary[ref][metric]["values"]]
@@ -137,7 +140,8 @@ def markdown(
     lines += [f"- {s}" for s in sources]
     lines += [
         "",
-        "Mean ± std over realisations (an HOD: each realisation's mean of its draws).",
+        "Mean ± std over realisations (a random field, `*_draw`: each realisation's mean over "
+        "its draws).",
         "",
     ]
     lines += ["| metric | " + " | ".join(fields) + " |", "|---" * (len(fields) + 1) + "|"]

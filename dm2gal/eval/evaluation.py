@@ -287,7 +287,7 @@ def evaluate_run(
     hods: Sequence[DictConfig] | None = None,
 ) -> dict[str, float]:
     """Evaluate a trained module on its data module's test region into ``run_dir/evaluation``
-    with the run's ``evaluation`` settings and HOD (or ``hods``)."""
+    with the run's ``evaluation`` settings and HOD benchmarks (``cfg.hods``, or ``hods``)."""
     found = find_wandb(loggers)
     run = found.experiment if found is not None else None
 
@@ -300,7 +300,7 @@ def evaluate_run(
         run.log({f"eval/{name}": wandb.Image(str(value)) if is_image else value})
 
     if hods is None:
-        hods = [cfg.hod] if cfg.get("hod") else []
+        hods = list((cfg.get("hods") or {}).values())
     settings = EvaluationSettings.from_config(cfg.get("evaluation"))
     if settings.report.backend == "torch":
         settings = _on_device(settings)

@@ -3,7 +3,8 @@ and the report's curve tables read back from CSV.
 
 Fields are named as in the report: ``truth``, the network's (``model``, ``model_calibrated``;
 a probabilistic network's ``model_mean`` and ``model_draw``), and the references
-(``hod_<name>``, ``oracle_<name>``). A score is headline when its name is one of
+(``hod_<name>_mean`` / ``_draw``, ``oracle_mean`` / ``_draw``). A score is headline when its
+name is one of
 :data:`HEADLINE` or one of them with a k-band suffix (``rk_mean_large``); everything else
 (``k_max``, ``log_rmse``, ...) stays in the full tables.
 """
@@ -17,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dm2gal.eval.aggregate import comparable, higher_is_better
+from dm2gal.eval.kinds import same_kind
+
 #: the fidelity scores that compare runs, in column order (per band where the report has bands)
 HEADLINE = (
     "pk_ratio_abs_err",
@@ -26,8 +30,6 @@ HEADLINE = (
     "total_mass_rel_err",
 )
 REFERENCE_PREFIXES = ("hod_", "oracle_")
-#: the HOD the margins are measured against when the evaluation has it (else the first HOD)
-MARGIN_REFERENCE = "hod_binned"
 #: the network field quoted as a run's result, the first of these the evaluation has: a
 #: probabilistic network's mean (its conditional expectation, the best r(k) it can give), else
 #: the calibrated regression (a raw log-mass regression compresses the bright end and misses
@@ -65,32 +67,45 @@ def headline_field(fields: Iterable[str]) -> str | None:
     return next((name for name in HEADLINE_FIELDS if name in fields), None)
 
 
-def margin_reference(fields: Iterable[str]) -> str | None:
-    """:data:`MARGIN_REFERENCE` when among ``fields``, else the first HOD field, else None."""
-    hods = [f for f in fields if f.startswith("hod_")]
-    return MARGIN_REFERENCE if MARGIN_REFERENCE in hods else (hods[0] if hods else None)
+def strongest_benchmark(
+    scores: Mapping[str, Mapping[str, float]], model: str, metric: str
+) -> str | None:
+    """The HOD of ``model``'s kind (mean or draw, :mod:`dm2gal.eval.kinds`) with the best
+    finite ``metric`` in ``scores``, else None."""
+    candidates = [
+        f
+        for f, values in scores.items()
+        if f.startswith("hod_")
+        and same_kind(f, model)
+        and metric in values
+        and math.isfinite(float(values[metric]))
+    ]
+    if not candidates:
+        return None
+    sign = -1.0 if higher_is_better(metric) else 1.0
+    return min(candidates, key=lambda f: sign * comparable(metric, float(scores[f][metric])))
 
 
 def margins(
     scores: Mapping[str, Mapping[str, float]], model: str | None = None
 ) -> dict[str, float]:
-    """``{metric: scores[model][metric] - scores[hod][metric]}`` against
-    :func:`margin_reference` for every finite score both have (negative: the network's error
-    is smaller; for ``rk_mean*``, positive: the network correlates better); ``model`` defaults
-    to the :func:`headline_field`. Empty without an HOD or without ``model``."""
-    reference = margin_reference(scores)
+    """``{metric: ours - theirs}`` of ``model`` against, per metric, the
+    :func:`strongest_benchmark` of its kind, for every finite score (compared as
+    :func:`dm2gal.eval.aggregate.comparable`: negative: the network's error is smaller; for
+    ``rk_mean*``, positive: it correlates better); ``model`` defaults to the
+    :func:`headline_field`. Empty without an HOD of its kind or without ``model``."""
     model = model or headline_field(scores)
-    if reference is None or model not in scores:
+    if model not in scores:
         return {}
-    ours, theirs = scores[model], scores[reference]
-    return {
-        metric: float(ours[metric]) - float(theirs[metric])
-        for metric in ours
-        if metric in theirs
-        and metric not in NOT_SCORES
-        and math.isfinite(float(ours[metric]))
-        and math.isfinite(float(theirs[metric]))
-    }
+    out = {}
+    for metric, value in scores[model].items():
+        if metric in NOT_SCORES or not math.isfinite(float(value)):
+            continue
+        reference = strongest_benchmark(scores, model, metric)
+        if reference is not None:
+            theirs = comparable(metric, float(scores[reference][metric]))
+            out[metric] = comparable(metric, float(value)) - theirs
+    return out
 
 
 def nest(flat: Mapping[str, float]) -> dict[str, dict[str, float]]:

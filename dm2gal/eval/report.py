@@ -11,8 +11,9 @@ P [(Mpc/h)^3], B [(Mpc/h)^6], masses Msun/h.
 
 Beside the all-k means, every field is scored per k band (:mod:`dm2gal.stats.bands`:
 ``rk_mean_<band>``, ``pk_ratio_abs_err_<band>``, ``decorrelation_<band>``) and, when the
-fields include the mock's ``oracle_mean`` (the physical limit of r(k)), by its decorrelation
-relative to the oracle's (``decorrelation_ratio_<band>``).
+fields include the mock's oracles (the physical limits), by its decorrelation relative to the
+oracle of its kind (``decorrelation_ratio_<band>``): a mean field's to ``oracle_mean``'s, a
+draw's to ``oracle_draw``'s (:mod:`dm2gal.eval.kinds`).
 
 A random field (a probabilistic network's draws) is given as several draws under one name
 (``draws=`` of :func:`write_report`): every draw is measured, the field's curves and scores are
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from dm2gal.eval.kinds import DRAW_INDEX, kind
 from dm2gal.eval.measurements import DrawSpread, Measurements
 from dm2gal.eval.plots import write_plots
 from dm2gal.io.store import atomic_path
@@ -40,10 +42,9 @@ from dm2gal.stats.base import Bispectrum
 
 Logger = Callable[[str, Any], None]
 BACKENDS = ("torch", "pylians")
-#: the field whose decorrelation 1 - r^2 per band is the physical limit (mock sources only)
-ORACLE_REFERENCE = "oracle_mean"
-#: separates a random field's name from its draw number while measuring
-DRAW = "#"
+#: the fields whose decorrelation 1 - r^2 per band is the physical limit (mock sources only):
+#: of a mean field, and of a draw
+ORACLE_REFERENCES = {"mean": "oracle_mean", "draw": "oracle_draw"}
 
 
 @dataclass(frozen=True)
@@ -149,9 +150,11 @@ def measure(
         xp = cross[name]
         s |= band_scores(xp.k, xp.pk_b / xp.pk_a, xp.r, bands)
         scores[name] = s
-    if ORACLE_REFERENCE in scores:
-        for name, ratios in decorrelation_ratios(scores, bands, ORACLE_REFERENCE).items():
-            scores[name] |= ratios
+    for which, reference in ORACLE_REFERENCES.items():
+        group = {name: s for name, s in scores.items() if kind(name) == which}
+        if reference in group:
+            for name, ratios in decorrelation_ratios(group, bands, reference).items():
+                scores[name] |= ratios
     first = cross[names[0]]
     return Measurements(
         box=float(box),
@@ -170,7 +173,7 @@ def measure(
 
 def draw_key(name: str, draw: int) -> str:
     """A random field's draw's name while measuring."""
-    return f"{name}{DRAW}{draw}"
+    return f"{name}{DRAW_INDEX}{draw}"
 
 
 def draw_mean(values: Sequence[float]) -> float:

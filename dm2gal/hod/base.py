@@ -1,4 +1,4 @@
-"""Shared parts of the HOD benchmarks: input checks, the training split, painting.
+"""Shared parts of the HOD benchmarks: input checks, the training split, draws and means.
 
 An HOD is fitted on galaxies (and gravity-only hosts) outside the held-out regions only, then
 populates every gravity-only host of the box. Positions are comoving Mpc/h, masses Msun/h.
@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from dm2gal.hod.environment import Environment
 from dm2gal.io.catalog import GalaxyCatalog, HaloCatalog
 from dm2gal.io.paint import paint
 
@@ -74,29 +75,81 @@ def training_galaxies(
 
 
 class HOD(ABC):
-    """A halo occupation benchmark: ``fit`` on the training region, then ``sample``/``paint``."""
+    """A halo occupation benchmark: ``fit`` on the training region, then ``sample`` a random
+    draw or give the ``mean`` (the expected stellar mass of every host, placed like a draw's
+    galaxies), each painted with CIC like the target.
+
+    An HOD that ``needs_environment`` is given the gravity-only environment
+    (:class:`dm2gal.hod.environment.Environment`) of the boxes it fits and populates; the
+    others ignore ``env``.
+    """
 
     name: str
+    needs_environment: bool = False
+    #: the catalogues' halo mass definition it was fitted on (None: not recorded)
+    mass_definition: str | None = None
 
     @abstractmethod
     def fit(
-        self, halos: HaloCatalog, galaxies: GalaxyCatalog, is_heldout: IsHeldout, box: float
+        self,
+        halos: HaloCatalog,
+        galaxies: GalaxyCatalog,
+        is_heldout: IsHeldout,
+        box: float,
+        env: Environment | None = None,
     ) -> HOD:
         """Fit on hosts and galaxies outside ``is_heldout``; ``box`` is the side in Mpc/h."""
 
     @abstractmethod
-    def sample(self, halos: HaloCatalog, seed: int, box: float) -> tuple[np.ndarray, np.ndarray]:
+    def sample(
+        self, halos: HaloCatalog, seed: int, box: float, env: Environment | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Populate ``halos``: ``(n, 3)`` positions wrapped into ``[0, box)`` and ``(n,)`` M*."""
+
+    @abstractmethod
+    def mean(
+        self, halos: HaloCatalog, box: float, env: Environment | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The expectation of :meth:`sample` as weighted points: ``(n, 3)`` positions in
+        ``[0, box)`` and ``(n,)`` expected M* (Msun/h), whose CIC field is the mean field."""
 
     @abstractmethod
     def fitted_params(self) -> dict[str, Any]:
         """The fitted parameters as plain JSON-serialisable values."""
 
-    def paint(self, halos: HaloCatalog, grid: int, box: float, seed: int) -> np.ndarray:
-        """Stellar mass per voxel (Msun/h, float32 ``grid^3``), CIC-painted like the target."""
-        pos, mstar = self.sample(halos, seed, box)
+    def paint(
+        self, halos: HaloCatalog, grid: int, box: float, seed: int, env: Environment | None = None
+    ) -> np.ndarray:
+        """A random draw's stellar mass per voxel (Msun/h, float32 ``grid^3``), CIC-painted like
+        the target."""
+        pos, mstar = self.sample(halos, seed, box, env)
+        return paint(pos, mstar, grid, box, "CIC")
+
+    def paint_mean(
+        self, halos: HaloCatalog, grid: int, box: float, env: Environment | None = None
+    ) -> np.ndarray:
+        """The expected stellar mass per voxel (Msun/h, float32 ``grid^3``), CIC like a draw."""
+        pos, mstar = self.mean(halos, box, env)
         return paint(pos, mstar, grid, box, "CIC")
 
     def _require_fitted(self) -> None:
         if not getattr(self, "fitted", False):
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(...) first")
+
+    def _require_environment(self, env: Environment | None) -> Environment:
+        if env is None:
+            raise ValueError(
+                f"HOD '{self.name}' conditions on the environment: give the gravity-only DM "
+                "field of the boxes (env=Environment(...))"
+            )
+        return env
+
+
+def fibonacci_directions(n: int) -> np.ndarray:
+    """``(n, 3)`` unit vectors spread evenly over the sphere (a Fibonacci lattice): the fixed
+    directions of a mean field's satellites, so the mean is deterministic."""
+    i = np.arange(n) + 0.5
+    cos_theta = 1.0 - 2.0 * i / n
+    phi = np.pi * (1.0 + np.sqrt(5.0)) * i
+    sin_theta = np.sqrt(1.0 - cos_theta**2)
+    return np.stack([sin_theta * np.cos(phi), sin_theta * np.sin(phi), cos_theta], axis=1)

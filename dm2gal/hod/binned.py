@@ -1,11 +1,19 @@
-"""The paper's empirical binned HOD, fitted on the training region only.
+"""The paper's empirical binned HOD, and its environment-aware version, fitted on the training
+region only.
 
-Hosts are binned in log10 mass (the gravity-only mass for the hosts to populate, the galaxies'
-own ``host_mass`` for the hydro/mock galaxies). Per bin, fitted on training data only:
+Hosts are binned in log10 mass: the gravity-only mass for the hosts to populate, the galaxies'
+own ``host_mass`` for the hydro/mock galaxies, one mass definition on both sides (the
+catalogues record it). Per bin, fitted on training data only:
 
 * centrals: every host gets a central with probability ``p_cen`` = (training centrals in the
-  bin) / (training gravity-only hosts in the bin), capped at 1; its stellar mass is drawn from
-  the training centrals of the bin; it sits at the host centre.
+  cell) / (training gravity-only hosts in the cell), capped at 1; its stellar mass is drawn from
+  the training centrals of the cell; it sits at the host centre. A cell is the mass bin, or with
+  ``env_bins`` > 1 the mass bin times the quantile of the environment (``log10(1 + delta)`` of
+  the gravity-only DM smoothed on R Mpc/h, :mod:`dm2gal.hod.environment`) among the bin's
+  training hosts: a central in a denser neighbourhood than its bin's typical host draws from
+  the centrals of such neighbourhoods. R is chosen among ``env_radii`` by the held-out
+  likelihood of the training centrals in ``env_folds`` x-slabs of the training region (fitted
+  on the other slabs): occupation (Bernoulli per host) and log10 M* (normal per cell).
 * satellites: the expected count of a host is its satellite subhalos ``n_sub - 1`` times the
   bin's ratio (training satellites) / (satellite subhalos of the training gravity-only hosts),
   the paper's subhalo-count scaling applied to the count instead of the mass; the count is the
@@ -15,6 +23,11 @@ own ``host_mass`` for the hydro/mock galaxies). Per bin, fitted on training data
   mass and radius stay correlated; training satellites whose central is not a training galaxy
   are left out (their offset is unknown without a held-out position).
 
+The mean field puts each host's expected central mass (``p_cen`` x the cell's mean M*) at its
+centre and spreads its expected satellite mass over the bin's training satellites (their
+offsets and masses; an evenly spaced subset of ``mean_offsets`` of them in a larger bin, whose
+masses are rescaled to the bin's mean): its total is the draws' expected total exactly.
+
 Unlike the paper: no held-out galaxy is ever used, draws are seeded, hosts without a central
 galaxy are flagged correctly (the paper marked subhalo -1 as a central), and hosts outside the
 bin range are put in the end bins.
@@ -22,12 +35,21 @@ bin range are put in the end bins.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from dm2gal.errors import ConfigError
 from dm2gal.hod.base import HOD, IsHeldout, training_galaxies
+from dm2gal.hod.environment import Environment
 from dm2gal.io.catalog import GalaxyCatalog, HaloCatalog
+
+#: floor of a cell's log10 M* spread in the radius likelihood (dex): a cell of identical masses
+#: must not score an infinite density
+MIN_LOG_SCATTER = 0.02
+#: probability floor of the occupation likelihood
+MIN_PROBABILITY = 1e-6
 
 
 class BinnedHOD(HOD):
@@ -36,31 +58,60 @@ class BinnedHOD(HOD):
     Args:
         n_bins: number of bins spanning the training hosts' and galaxies' log10 mass range.
         log_mass_edges: explicit increasing bin edges in log10(M / (Msun/h)); overrides n_bins.
-        name: benchmark name (the field is stored as ``hod_<name>``).
+        name: benchmark name (the fields are ``hod_<name>_mean`` and ``hod_<name>_draw``).
+        env_bins: environment quantiles per mass bin for the centrals (1: halo mass only).
+        env_radii: candidate smoothing radii of the environment, Mpc/h (one: no choice).
+        env_folds: x-slabs of the training region for choosing the radius.
+        mean_offsets: training satellites per bin that spread the mean field's satellites.
     """
 
     def __init__(
-        self, n_bins: int = 10, log_mass_edges: list[float] | None = None, name: str = "binned"
+        self,
+        n_bins: int = 10,
+        log_mass_edges: list[float] | None = None,
+        name: str = "binned",
+        env_bins: int = 1,
+        env_radii: Sequence[float] = (1.0, 2.0, 4.0, 8.0),
+        env_folds: int = 4,
+        mean_offsets: int = 64,
     ):
         if log_mass_edges is not None:
             edges = np.asarray(log_mass_edges, dtype=np.float64)
             if edges.ndim != 1 or len(edges) < 2 or not (np.diff(edges) > 0).all():
-                raise ValueError(
-                    f"log_mass_edges must be >= 2 increasing values, got {log_mass_edges}"
+                raise ConfigError(
+                    f"hod.log_mass_edges must be >= 2 increasing values, got {log_mass_edges}"
                 )
-        elif int(n_bins) != n_bins or n_bins < 1:
-            raise ValueError(f"n_bins must be a positive integer, got {n_bins}")
+        for key, value, minimum in (
+            ("n_bins", n_bins, 1),
+            ("env_bins", env_bins, 1),
+            ("env_folds", env_folds, 2),
+            ("mean_offsets", mean_offsets, 1),
+        ):
+            if isinstance(value, bool) or int(value) != value or value < minimum:
+                raise ConfigError(f"hod.{key} must be an integer >= {minimum}, got {value!r}")
+        radii = [float(r) for r in env_radii]
+        if not radii or min(radii) <= 0:
+            raise ConfigError(f"hod.env_radii must be radii > 0 Mpc/h, got {env_radii!r}")
         self.n_bins = int(n_bins) if log_mass_edges is None else len(log_mass_edges) - 1
         self.log_mass_edges = log_mass_edges
         self.name = name
+        self.env_bins, self.env_radii = int(env_bins), radii
+        self.env_folds, self.mean_offsets = int(env_folds), int(mean_offsets)
+        self.needs_environment = self.env_bins > 1
         self.fitted = False
 
     def _bin(self, mass: np.ndarray) -> np.ndarray:
         idx = np.searchsorted(self.edges_, np.log10(mass), side="right") - 1
         return np.clip(idx, 0, self.n_bins - 1)
 
+    # -- fit --------------------------------------------------------------------------------------
     def fit(
-        self, halos: HaloCatalog, galaxies: GalaxyCatalog, is_heldout: IsHeldout, box: float
+        self,
+        halos: HaloCatalog,
+        galaxies: GalaxyCatalog,
+        is_heldout: IsHeldout,
+        box: float,
+        env: Environment | None = None,
     ) -> BinnedHOD:
         """Fit occupation fractions and draw pools on training hosts and galaxies only."""
         if not box > 0:
@@ -96,9 +147,22 @@ class BinnedHOD(HOD):
         offset -= box * np.round(offset / box)
 
         h_bin = self._bin(halos.mass[h_tr])
-        n_host = np.bincount(h_bin, minlength=self.n_bins)
+        c_bin = self._bin(host_mass[cen])
+        h_env = c_env = None
+        self.env_radius_, self.env_scores_ = None, {}
+        if self.needs_environment:
+            env = self._require_environment(env)
+            h_pos, c_pos = halos.pos[h_tr], galaxies.pos[cen]
+            mstar = np.asarray(galaxies.mstar, dtype=np.float64)[cen]
+            self.env_radius_ = self._choose_radius(env, h_bin, h_pos, c_bin, c_pos, mstar, box)
+            h_env = env.at(h_pos, self.env_radius_)
+            c_env = env.at(c_pos, self.env_radius_)
+        self.env_edges_ = self._env_edges(h_bin, h_env)
+        h_cell = self._cell(h_bin, h_env)
+        n_cells = self.n_bins * self.env_bins
+        n_host = np.bincount(h_cell, minlength=n_cells)
         sites = np.bincount(h_bin, weights=halos.n_sub[h_tr] - 1.0, minlength=self.n_bins)
-        self.cen_pool_ = _Pool(self._bin(host_mass[cen]), galaxies.mstar[cen], self.n_bins)
+        self.cen_pool_ = _Pool(self._cell(c_bin, c_env), galaxies.mstar[cen], n_cells)
         self.sat_pool_ = _Pool(self._bin(host_mass[sat]), galaxies.mstar[sat], self.n_bins, offset)
         n_cen, n_sat = self.cen_pool_.count, self.sat_pool_.count
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -107,15 +171,81 @@ class BinnedHOD(HOD):
         self.fitted = True
         return self
 
-    def sample(self, halos: HaloCatalog, seed: int, box: float) -> tuple[np.ndarray, np.ndarray]:
-        """Populate every host; return positions (Mpc/h, in ``[0, box)``) and M* (Msun/h)."""
-        self._require_fitted()
-        rng = np.random.default_rng(seed)
-        b = self._bin(np.asarray(halos.mass, dtype=np.float64))
-        has_cen = rng.random(len(b)) < self.p_cen_[b]
-        cen_mstar, _ = self.cen_pool_.draw(b[has_cen], rng)
+    def _env_edges(self, h_bin: np.ndarray, h_env: np.ndarray | None) -> np.ndarray:
+        """Per mass bin, the inner quantile edges of the training hosts' environment."""
+        edges = np.zeros((self.n_bins, self.env_bins - 1))
+        if h_env is None:
+            return edges
+        q = np.arange(1, self.env_bins) / self.env_bins
+        everywhere = np.quantile(h_env, q)
+        for b in range(self.n_bins):
+            in_bin = h_env[h_bin == b]
+            edges[b] = np.quantile(in_bin, q) if len(in_bin) else everywhere
+        return edges
 
+    def _cell(self, bins: np.ndarray, env: np.ndarray | None, edges: Any = None) -> np.ndarray:
+        """Cell index ``bin * env_bins + environment quantile`` (the bin without environment)."""
+        if env is None:
+            return bins
+        edges = self.env_edges_ if edges is None else edges
+        quantile = np.zeros(len(bins), dtype=np.int64)
+        for b in np.unique(bins):
+            sel = bins == b
+            quantile[sel] = np.searchsorted(edges[b], env[sel], side="right")
+        return bins * self.env_bins + quantile
+
+    def _choose_radius(
+        self,
+        env: Environment,
+        h_bin: np.ndarray,
+        h_pos: np.ndarray,
+        c_bin: np.ndarray,
+        c_pos: np.ndarray,
+        mstar: np.ndarray,
+        box: float,
+    ) -> float:
+        """The radius of :attr:`env_radii` whose cells best predict held-out x-slabs of the
+        training region (summed log-likelihood of occupation and central log10 M*)."""
+        h_fold = np.floor(self.env_folds * np.mod(h_pos[:, 0], box) / box).astype(int)
+        c_fold = np.floor(self.env_folds * np.mod(c_pos[:, 0], box) / box).astype(int)
+        if len(self.env_radii) == 1:
+            return self.env_radii[0]
+        log_mstar = np.log10(mstar)
+        for radius in self.env_radii:
+            h_env, c_env = env.at(h_pos, radius), env.at(c_pos, radius)
+            score = 0.0
+            for fold in range(self.env_folds):
+                fit_h, fit_c = h_fold != fold, c_fold != fold
+                edges = self._env_edges(h_bin[fit_h], h_env[fit_h])
+                h_cell = self._cell(h_bin, h_env, edges)
+                c_cell = self._cell(c_bin, c_env, edges)
+                score += _cell_loglike(
+                    h_cell[fit_h], c_cell[fit_c], log_mstar[fit_c],
+                    h_cell[~fit_h], c_cell[~fit_c], log_mstar[~fit_c],
+                    self.n_bins * self.env_bins,
+                )  # fmt: skip
+            self.env_scores_[radius] = score
+        return max(self.env_scores_, key=self.env_scores_.get)
+
+    # -- draws and means -------------------------------------------------------------------------
+    def _host_cells(self, halos: HaloCatalog, env: Environment | None) -> tuple[np.ndarray, ...]:
+        self._require_fitted()
+        b = self._bin(np.asarray(halos.mass, dtype=np.float64))
+        h_env = None
+        if self.needs_environment:
+            h_env = self._require_environment(env).at(halos.pos, self.env_radius_)
         expect = (np.asarray(halos.n_sub, dtype=np.float64) - 1.0) * self.sat_ratio_[b]
+        return b, self._cell(b, h_env), expect
+
+    def sample(
+        self, halos: HaloCatalog, seed: int, box: float, env: Environment | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Populate every host; return positions (Mpc/h, in ``[0, box)``) and M* (Msun/h)."""
+        b, cell, expect = self._host_cells(halos, env)
+        rng = np.random.default_rng(seed)
+        has_cen = rng.random(len(b)) < self.p_cen_[cell]
+        cen_mstar, _ = self.cen_pool_.draw(cell[has_cen], rng)
+
         n_sat = np.floor(expect).astype(np.int64)
         n_sat += rng.random(len(b)) < expect - n_sat
         sat_host = np.repeat(np.arange(len(b)), n_sat)
@@ -125,15 +255,70 @@ class BinnedHOD(HOD):
         mstar = np.concatenate([cen_mstar, sat_mstar])
         return np.mod(pos, box), mstar
 
+    def mean(
+        self, halos: HaloCatalog, box: float, env: Environment | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every host's expected central M* at its centre and its expected satellite M* spread
+        over the bin's training satellites (see the module docstring)."""
+        b, cell, expect = self._host_cells(halos, env)
+        pos = [np.asarray(halos.pos, dtype=np.float64)]
+        mstar = [self.p_cen_[cell] * self.cen_pool_.mean()[cell]]
+        for bin_ in np.unique(b[expect > 0]):
+            hosts = np.flatnonzero((b == bin_) & (expect > 0))
+            sat_mstar, offset = self.sat_pool_.spread(bin_, self.mean_offsets)
+            pos.append((halos.pos[hosts][:, None, :] + offset[None]).reshape(-1, 3))
+            mstar.append((expect[hosts][:, None] * sat_mstar[None]).ravel())
+        return np.mod(np.concatenate(pos), box), np.concatenate(mstar)
+
     def fitted_params(self) -> dict[str, Any]:
         self._require_fitted()
-        return {
+        params = {
             "log_mass_edges": self.edges_.tolist(),
             "p_cen": self.p_cen_.tolist(),
             "sat_ratio": self.sat_ratio_.tolist(),
             "n_centrals": self.cen_pool_.count.tolist(),
             "n_satellites": self.sat_pool_.count.tolist(),
         }
+        if self.needs_environment:
+            params |= {
+                "env_radius": self.env_radius_,
+                "env_loglike": {str(r): s for r, s in self.env_scores_.items()},
+                "env_edges": self.env_edges_.tolist(),
+            }
+        return params
+
+
+def _cell_loglike(
+    fit_hosts: np.ndarray,
+    fit_cells: np.ndarray,
+    fit_log_mstar: np.ndarray,
+    test_hosts: np.ndarray,
+    test_cells: np.ndarray,
+    test_log_mstar: np.ndarray,
+    n_cells: int,
+) -> float:
+    """Log-likelihood of held-out hosts' central occupation (Bernoulli per host, the cell's
+    fitted fraction) and of their centrals' log10 M* (normal, the cell's fitted mean and
+    spread; a cell with fewer than 2 fitted centrals takes the whole sample's)."""
+    n_host = np.bincount(fit_hosts, minlength=n_cells)
+    n_cen = np.bincount(fit_cells, minlength=n_cells)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.clip(n_cen / n_host, MIN_PROBABILITY, 1.0 - MIN_PROBABILITY)
+    p = np.where(n_host > 0, p, np.clip(len(fit_cells) / len(fit_hosts), MIN_PROBABILITY, 1.0))
+    p = np.minimum(p, 1.0 - MIN_PROBABILITY)
+    t_host = np.bincount(test_hosts, minlength=n_cells)
+    t_cen = np.minimum(np.bincount(test_cells, minlength=n_cells), t_host)
+    occupation = np.sum(t_cen * np.log(p) + (t_host - t_cen) * np.log1p(-p))
+
+    s1 = np.bincount(fit_cells, weights=fit_log_mstar, minlength=n_cells)
+    s2 = np.bincount(fit_cells, weights=fit_log_mstar**2, minlength=n_cells)
+    enough = n_cen >= 2
+    mu = np.where(enough, s1 / np.maximum(n_cen, 1), fit_log_mstar.mean())
+    var = np.where(enough, s2 / np.maximum(n_cen, 1) - mu**2, fit_log_mstar.var())
+    sigma = np.sqrt(np.maximum(var, MIN_LOG_SCATTER**2))
+    z = (test_log_mstar - mu[test_cells]) / sigma[test_cells]
+    masses = np.sum(-0.5 * z**2 - np.log(sigma[test_cells] * np.sqrt(2.0 * np.pi)))
+    return float(occupation + masses)
 
 
 class _Pool:
@@ -143,13 +328,28 @@ class _Pool:
         self, bins: np.ndarray, mstar: np.ndarray, n_bins: int, offset: np.ndarray | None = None
     ):
         order = np.argsort(bins, kind="stable")
+        self.bins = np.asarray(bins)[order]
         self.mstar = np.asarray(mstar, dtype=np.float64)[order]
-        self.offset = None if offset is None else offset[order]
+        self.offset = np.zeros((len(order), 3)) if offset is None else offset[order]
         self.count = np.bincount(bins, minlength=n_bins)
         self.start = np.concatenate([[0], np.cumsum(self.count)[:-1]])
 
     def draw(self, bins: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One random member of each requested bin (bins must be non-empty)."""
         pick = self.start[bins] + np.floor(rng.random(len(bins)) * self.count[bins]).astype(int)
-        offset = np.zeros((len(bins), 3)) if self.offset is None else self.offset[pick]
-        return self.mstar[pick], offset
+        return self.mstar[pick], self.offset[pick]
+
+    def mean(self) -> np.ndarray:
+        """Each bin's mean M* (0 for an empty bin)."""
+        total = np.bincount(self.bins, weights=self.mstar, minlength=len(self.count))
+        return total / np.maximum(self.count, 1)
+
+    def spread(self, bin_: int, at_most: int) -> tuple[np.ndarray, np.ndarray]:
+        """A bin's members as weights summing to its mean M*: ``(weights, offsets)`` of all its
+        members, or of ``at_most`` evenly spaced ones in a larger bin (their masses rescaled
+        so the total stays the bin's mean)."""
+        count = int(self.count[bin_])
+        n = min(count, at_most)
+        pick = self.start[bin_] + np.floor((np.arange(n) + 0.5) * count / n).astype(int)
+        weights = self.mstar[pick] * (self.mean()[bin_] / self.mstar[pick].sum())
+        return weights, self.offset[pick]

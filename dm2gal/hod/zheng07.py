@@ -17,6 +17,9 @@
   (satellites have no subhalo mass here, so the central SHMR does not apply to them).
 * Satellite positions: isotropic NFW radii (halotools ``NFWProfile``: virial radius and
   Dutton & Maccio 14 concentration from the host mass), wrapped periodically.
+* The mean field: each host's expected central M* (mean occupation x the lognormal mean of
+  the SHMR) at its centre, and its expected satellite M* spread over ``mean_offsets`` fixed
+  points of its NFW profile (radii at evenly spaced mass quantiles, Fibonacci directions).
 
 The random draws use one seeded ``numpy.random.Generator``, not halotools' ``mc_*`` methods,
 which reseed numpy's global generator per call; halotools supplies the mean relations and the
@@ -32,8 +35,11 @@ import numpy as np
 from scipy.optimize import least_squares, minimize
 from scipy.special import lambertw
 
-from dm2gal.hod.base import HOD, IsHeldout, training_galaxies
+from dm2gal.errors import ConfigError
+from dm2gal.hod.base import HOD, IsHeldout, fibonacci_directions, training_galaxies
+from dm2gal.hod.environment import Environment
 from dm2gal.io.catalog import GalaxyCatalog, HaloCatalog
+from dm2gal.sim.galaxies import lognormal_boost
 
 SHMR_KEYS = ("m10", "n10", "beta10", "gamma10")
 MIN_SATELLITES = 3
@@ -47,7 +53,8 @@ class Zheng07HOD(HOD):
         m10, n10, beta10, gamma10: Moster+13 z = 0 parameters; scatter: lognormal dex.
         sat_a, sat_b, sat_scatter: satellite log10 M* relation (see the module docstring).
         fit_bin_width: log10-mass bin width of the occupation likelihood (dex).
-        name: benchmark name (the field is stored as ``hod_<name>``).
+        mean_offsets: points of each host's NFW profile that spread the mean field's satellites.
+        name: benchmark name (the fields are ``hod_<name>_mean`` and ``hod_<name>_draw``).
     """
 
     def __init__(
@@ -66,6 +73,7 @@ class Zheng07HOD(HOD):
         sat_b: float = 0.5,
         sat_scatter: float = 0.3,
         fit_bin_width: float = 0.1,
+        mean_offsets: int = 64,
         name: str = "zheng07",
     ):
         # lazy: halotools is heavy and absent on GPU machines
@@ -75,6 +83,8 @@ class Zheng07HOD(HOD):
             raise ValueError(f"sigma_logM must be > 0 dex, got {sigma_logM}")
         if not fit_bin_width > 0:
             raise ValueError(f"fit_bin_width must be > 0 dex, got {fit_bin_width}")
+        if isinstance(mean_offsets, bool) or int(mean_offsets) != mean_offsets or mean_offsets < 1:
+            raise ConfigError(f"hod.mean_offsets must be an integer >= 1, got {mean_offsets!r}")
         if min(scatter, sat_scatter) < 0:
             raise ValueError(
                 f"scatter and sat_scatter must be >= 0 dex, got {scatter}, {sat_scatter}"
@@ -89,6 +99,7 @@ class Zheng07HOD(HOD):
             sat_a=sat_a, sat_b=sat_b, sat_scatter=sat_scatter,
         )  # fmt: skip
         self.fit_bin_width = float(fit_bin_width)
+        self.mean_offsets = int(mean_offsets)
         self.name = name
         self.fitted = False
 
@@ -117,9 +128,15 @@ class Zheng07HOD(HOD):
 
     # -- fit ------------------------------------------------------------------------------------
     def fit(
-        self, halos: HaloCatalog, galaxies: GalaxyCatalog, is_heldout: IsHeldout, box: float
+        self,
+        halos: HaloCatalog,
+        galaxies: GalaxyCatalog,
+        is_heldout: IsHeldout,
+        box: float,
+        env: Environment | None = None,
     ) -> Zheng07HOD:
-        """Fit occupations, SHMR and satellite masses on the training region (``box`` unused)."""
+        """Fit occupations, SHMR and satellite masses on the training region (``box`` and
+        ``env`` unused)."""
         h_tr, g_tr = training_galaxies(halos, galaxies, is_heldout)
         central = np.asarray(galaxies.central, dtype=bool)
         cen, sat = g_tr & central, g_tr & ~central
@@ -212,38 +229,76 @@ class Zheng07HOD(HOD):
         self._set(scatter=np.sqrt(np.mean(r**2)))
 
     # -- sample ---------------------------------------------------------------------------------
-    def sample(self, halos: HaloCatalog, seed: int, box: float) -> tuple[np.ndarray, np.ndarray]:
-        """Populate every host; return positions (Mpc/h, in ``[0, box)``) and M* (Msun/h)."""
+    def host_model(
+        self, halos: HaloCatalog, box: float, env: Environment | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per host: mass (Msun/h), mean central and satellite occupations, and the mean
+        log10 M* of its central (before scatter)."""
         self._require_fitted()
         if not box > 0:
             raise ValueError(f"box size must be > 0 Mpc/h, got {box}")
-        rng = np.random.default_rng(seed)
         mass = np.asarray(halos.mass, dtype=np.float64)
-        p = self.params
-        has_cen = rng.random(len(mass)) < self.mean_ncen(mass)
-        log_cen = self.mean_log_mstar(mass[has_cen])
-        log_cen = log_cen + p["scatter"] * rng.standard_normal(len(log_cen))
+        return mass, self.mean_ncen(mass), self.mean_nsat(mass), self.mean_log_mstar(mass)
 
-        n_sat = rng.poisson(self.mean_nsat(mass))
+    def sample(
+        self, halos: HaloCatalog, seed: int, box: float, env: Environment | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Populate every host; return positions (Mpc/h, in ``[0, box)``) and M* (Msun/h)."""
+        mass, ncen, nsat, log_mstar = self.host_model(halos, box, env)
+        rng = np.random.default_rng(seed)
+        p = self.params
+        has_cen = rng.random(len(mass)) < ncen
+        log_cen = log_mstar[has_cen] + p["scatter"] * rng.standard_normal(int(has_cen.sum()))
+
+        n_sat = rng.poisson(nsat)
         sat_host = np.repeat(np.arange(len(mass)), n_sat)
-        log_msat = p["sat_a"] + p["sat_b"] * (np.log10(mass[sat_host]) - 12.0)
+        log_msat = self.mean_log_msat(mass[sat_host])
         log_msat = log_msat + p["sat_scatter"] * rng.standard_normal(len(sat_host))
-        offset = self._nfw_offsets(mass[sat_host], rng)
+        x = nfw_radius_quantile(rng.random(len(sat_host)), self._concentration(mass[sat_host]))
+        direction = rng.standard_normal((len(sat_host), 3))
+        direction /= np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-300)
+        offset = direction * (x * self._virial_radius(mass[sat_host]))[:, None]
 
         pos = np.concatenate([halos.pos[has_cen], halos.pos[sat_host] + offset])
         mstar = 10.0 ** np.concatenate([log_cen, log_msat])
         return np.mod(pos, box), mstar
 
-    def _nfw_offsets(self, mass: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Isotropic offsets (Mpc/h) at NFW-distributed radii inside the virial radius."""
+    def mean(
+        self, halos: HaloCatalog, box: float, env: Environment | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Expected central M* at each host's centre, expected satellite M* over fixed points
+        of its NFW profile (see the module docstring)."""
+        mass, ncen, nsat, log_mstar = self.host_model(halos, box, env)
+        p = self.params
+        cen = ncen * 10.0**log_mstar * lognormal_boost(p["scatter"])
+        hosts = np.flatnonzero(nsat > 0)
+        sat = nsat[hosts] * 10.0 ** self.mean_log_msat(mass[hosts])
+        sat *= lognormal_boost(p["sat_scatter"])
+        n = self.mean_offsets
+        u = (np.arange(n) + 0.5) / n
+        x = nfw_radius_quantile(u[None, :], self._concentration(mass[hosts])[:, None])
+        radius = x * self._virial_radius(mass[hosts])[:, None]
+        offset = radius[..., None] * fibonacci_directions(n)[None]
+        sat_pos = halos.pos[hosts][:, None, :] + offset
+        pos = np.concatenate([halos.pos, sat_pos.reshape(-1, 3)])
+        mstar = np.concatenate([cen, np.repeat(sat / n, n)])
+        return np.mod(pos, box), mstar
+
+    def mean_log_msat(self, mass: np.ndarray) -> np.ndarray:
+        """log10 of the median satellite M* (Msun/h) in a host of ``mass`` Msun/h."""
+        p = self.params
+        return p["sat_a"] + p["sat_b"] * (np.log10(mass) - 12.0)
+
+    def _concentration(self, mass: np.ndarray) -> np.ndarray:
         if len(mass) == 0:
-            return np.zeros((0, 3))
-        conc = self.nfw.conc_NFWmodel(prim_haloprop=mass)
-        r_vir = self.nfw.halo_mass_to_halo_radius(mass)
-        x = nfw_radius_quantile(rng.random(len(mass)), conc)
-        direction = rng.standard_normal((len(mass), 3))
-        direction /= np.linalg.norm(direction, axis=1, keepdims=True)
-        return direction * (x * r_vir)[:, None]
+            return np.zeros(0)
+        return self.nfw.conc_NFWmodel(prim_haloprop=mass)
+
+    def _virial_radius(self, mass: np.ndarray) -> np.ndarray:
+        """Virial radius (Mpc/h) of hosts of ``mass`` Msun/h (halotools)."""
+        if len(mass) == 0:
+            return np.zeros(0)
+        return self.nfw.halo_mass_to_halo_radius(mass)
 
     def fitted_params(self) -> dict[str, Any]:
         self._require_fitted()

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dm2gal.cli import multirun
 from dm2gal.eval.headline import HEADLINE_FIELDS, headline_field
+from dm2gal.eval.kinds import is_draw
 from dm2gal.infer.recipe import write_run_recipe
 from dm2gal.io.store import atomic_write_text
 from dm2gal.train.build import build
@@ -195,12 +196,18 @@ def summary_table(
                 table.setdefault(field, {})[metric] = _number(metric, value)
     columns = [(m, h) for m, h in SUMMARY_COLUMNS if any(m in row for row in table.values())]
     headline = headline_field(table)
-    # the network fields in headline order (the headline is the first present), then HODs
+    # means, then draws (like beside like); in each, the network fields in headline order (the
+    # headline is the first present), then HODs, then the oracle
     order = {name: i for i, name in enumerate(HEADLINE_FIELDS)}
-    fields = sorted(
-        (f for f in table if any(m in table[f] for m, _ in columns)),
-        key=lambda f: (order.get(f, len(order) + (0 if f.startswith("hod") else 1)), f),
-    )
+
+    def rank(field: str) -> tuple:
+        if field.startswith("model"):
+            role = order.get(field, len(order))
+        else:
+            role = len(order) + (1 if field.startswith("hod") else 2)
+        return is_draw(field), role, field
+
+    fields = sorted((f for f in table if any(m in table[f] for m, _ in columns)), key=rank)
     lines = [
         f"| field ({source}) | " + " | ".join(h for _, h in columns) + " |",
         "|---|" + "---:|" * len(columns),
