@@ -34,13 +34,13 @@ PRESETS = {
     "quick": {
         "unet3d": (UNet3d, {"channels": 16, "levels": 2}, 16, 2),
         "resnet3d": (ResNet3d, {"channels": 32, "blocks": 4}, 16, 2),
-        "dm2gal": (PaperNet, {"channels": 16}, 1, 2),
+        "paper_cnn": (PaperNet, {"channels": 16}, 1, 2),
         "twophase": (TwoPhaseNet, {"channels": 16, "levels": 2}, 16, 2),
     },
     "cpu": {
         "unet3d": (UNet3d, {"channels": 16, "levels": 2}, 32, 4),
         "resnet3d": (ResNet3d, {"channels": 32, "blocks": 4}, 32, 4),
-        "dm2gal": (PaperNet, {"channels": 64}, 1, 4),
+        "paper_cnn": (PaperNet, {"channels": 64}, 1, 4),
         "twophase": (TwoPhaseNet, {"channels": 16, "levels": 2}, 32, 4),
     },
     # the references: the paper net (ch=64, batch 8) and a 64-channel 2-level unpadded UNet
@@ -48,7 +48,7 @@ PRESETS = {
     "gpu": {
         "unet3d": (UNet3d, {"channels": 64, "levels": 2}, 96, 4),
         "resnet3d": (ResNet3d, {"channels": 64, "blocks": 4}, 64, 8),
-        "dm2gal": (PaperNet, {"channels": 64}, 1, 8),
+        "paper_cnn": (PaperNet, {"channels": 64}, 1, 8),
         "twophase": (TwoPhaseNet, {"channels": 64, "levels": 2}, 96, 4),
     },
 }
@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="small sizes, few steps (CPU check)")
     parser.add_argument("--gpu-sizes", action="store_true", help="the issue's reference sizes")
-    parser.add_argument("--models", default="unet3d,resnet3d,dm2gal,twophase")
+    parser.add_argument("--models", default="unet3d,resnet3d,paper_cnn,twophase")
     parser.add_argument("--side", type=int, help="output side of the field-to-field models")
     parser.add_argument("--batch", type=int, help="batch size of every model")
     parser.add_argument("--compile", action="store_true", help="torch.compile forward and infer")

@@ -43,8 +43,9 @@ CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 
 def load_net(name: str, overrides: list[str]) -> FieldNet:
     """The network of ``conf/model/<name>.yaml`` with ``key=value`` overrides."""
-    cfg = OmegaConf.merge(OmegaConf.load(CONF / f"{name}.yaml"), OmegaConf.from_dotlist(overrides))
-    return instantiate(cfg)
+    cfg = OmegaConf.load(CONF / f"{name}.yaml")
+    cfg = cfg.model if "model" in cfg else cfg  # a global-package option (paper_cnn, ...)
+    return instantiate(OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides)))
 
 
 class CentreCrop(FieldNet):
@@ -110,7 +111,7 @@ def main() -> None:
     parser.add_argument("--unet", nargs="*", default=[], help="key=value overrides of unet3d")
     parser.add_argument("--paper-region", type=int, default=2, help="paper-net region side")
     parser.add_argument("--paper-batches", type=int, nargs="+", default=[4, 8])
-    parser.add_argument("--paper", nargs="*", default=[], help="key=value overrides of dm2gal")
+    parser.add_argument("--paper", nargs="*", default=[], help="key=value overrides of paper_cnn")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu (+ cuda)")
     parser.add_argument("--json", type=Path, help="also write the table's rows to this file")
@@ -155,7 +156,7 @@ def run_all(
         print("| " + " | ".join(cells) + " |", flush=True)
         rows.append(dict(zip(COLUMNS, cells, strict=True)))
 
-    unet, paper = load_net("unet3d", args.unet), load_net("dm2gal", args.paper)
+    unet, paper = load_net("unet3d", args.unet), load_net("paper_cnn", args.paper)
     box = Region((0, 0, 0), (args.grid,) * 3, args.grid)
     unet_settings = [(tile, args.batch) for tile in args.tiles]
     runs = [

@@ -109,7 +109,7 @@ step gpu-tests "${LIMIT:-90}" "$PYTHON" -m pytest -m gpu -q -p no:cacheprovider 
 step stats "${LIMIT:-60}" "$PYTHON" benchmarks/bench_stats.py --devices "$DEVICE" --no-pylians \
     "${STATS[@]}" --json "$RAW/stats.json"
 models unet3d 120  # the two reference networks first
-models dm2gal 90
+models paper_cnn 90
 step predict "${LIMIT:-100}" "$PYTHON" benchmarks/bench_predict.py --devices "$DEVICE" \
     "${PREDICT[@]}" --json "$RAW/predict.json"
 step loader "${LIMIT:-100}" "$PYTHON" benchmarks/bench_loader.py --device "$DEVICE" \

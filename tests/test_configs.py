@@ -40,7 +40,7 @@ def test_every_group_of_the_design_has_options():
     ):
         assert options(group), f"conf/{group} has no option"
     assert {"mock", "tng100", "camels", "fields"} <= set(options("data"))
-    assert {"dm2gal", "resnet3d", "unet3d"} <= set(options("model"))
+    assert {"paper_cnn", "resnet3d", "unet3d"} <= set(options("model"))
     assert {"uniform", "mass_bins"} <= set(options("sampler"))
 
 
@@ -188,7 +188,6 @@ def test_unknown_option_is_hydras_error(compose):
         ("data.crop=-4", "data.crop"),
         ("data.source.box=0", "data.source.box"),
         ("data.source.grid=-8", "data.source.grid"),
-        ("data.crop=100", "data.crop"),
         ("data.batch_size=0", "data.batch_size"),
         ("evaluation.calibration_voxels=-1", "evaluation.calibration_voxels"),
         ("evaluation.calibration_voxels=1.5", "evaluation.calibration_voxels"),
@@ -221,8 +220,24 @@ def test_input_larger_than_the_box_fails_before_any_data(compose, tmp_path: Path
         build(cfg)
     message = str(err.value)
     assert "'data.crop' = 8" in message and "'data.source.grid' = 16" in message
-    assert "context of model UNet3d (8 voxels" in message
+    assert "the network's context (8 voxels" in message
     assert not (tmp_path / "d").exists()  # no mock generated
+
+
+def test_no_room_beside_the_held_out_cubes_fails_before_any_data(compose, tmp_path: Path):
+    # the paper CNN's 65^3 inputs (context 32) and the paper split's guard band leave no training
+    # crop on 128^3; on 256^3 the same lattice has room
+    paper = [
+        "model=paper_cnn",
+        "model.channels=2",
+        "logger=csv",
+        f"paths.data_dir={tmp_path / 'd'}",
+    ]
+    with pytest.raises(ValueError, match=r"no 65\^3 training input on a 128\^3 grid stays clear"):
+        build(compose(paper, tiny=False))
+    assert not (tmp_path / "d").exists()
+    datamodule, _, _ = build(compose([*paper, "data.source.grid=256"], tiny=False))
+    assert datamodule.crop == 1 and datamodule.context == 32
 
 
 REQUIRED = {

@@ -178,10 +178,10 @@ def test_worker_processes_load_the_same_crops(tmp_path):
     ("kwargs", "key"),
     [
         ({"crop": -2}, "data.crop"),
-        ({"crop": 17}, "data.crop: 17 voxels is larger than the box"),
-        ({"crop": 8, "context": 5}, r"data.crop = 8 plus twice the network's context \(5 voxels"),
+        ({"crop": 17}, r"'data.crop' = 17 plus twice the network's context \(1 voxels"),
+        ({"crop": 8, "context": 5}, r"'data.crop' = 8 plus twice the network's context \(5 voxels"),
         ({"splits": {"preset": None, "test": [0, 6], "val": [5, 9]}}, "overlap"),
-        ({"crop": 4, "context": 2}, "no training anchors left"),
+        ({"crop": 4, "context": 2}, "no 8\\^3 training input on a 16\\^3 grid stays clear"),
         ({"augment": "flips"}, "data.augment"),
         ({"transform": {"log": True, "scale": 2}}, "data.transform"),
         ({"batch_size": 0}, "data.batch_size"),
@@ -197,7 +197,7 @@ def test_configs_instantiate(tmp_path):
     for name, cls in (("mass_bins", "MassBinSampler"), ("uniform", "UniformSampler")):
         partial = instantiate(OmegaConf.load(f"conf/sampler/{name}.yaml"))
         assert partial.func.__name__ == cls
-    cfg = OmegaConf.load("conf/data/loader/default.yaml")
+    cfg = OmegaConf.load("conf/data/datamodule/default.yaml")
     cfg.source = {"_target_": f"{FakeSource.__module__}.FakeSource", "root": str(tmp_path / "s")}
     cfg.seed = 3
     cfg.splits = {"preset": None, "test": [0, 4], "val": [8, 12]}

@@ -200,7 +200,7 @@ def test_overfits_one_batch(key: str) -> None:
     assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
 
 
-@pytest.mark.parametrize("name", ["unet3d", "resnet3d", "dm2gal", "twophase", "probabilistic"])
+@pytest.mark.parametrize("name", ["unet3d", "resnet3d", "paper_cnn", "twophase", "probabilistic"])
 def test_model_configs_instantiate(name: str) -> None:
     cfg = OmegaConf.load(CONF / "model" / f"{name}.yaml")
     cfg = cfg.model if "model" in cfg else cfg  # a global-package option (it also picks a loss)

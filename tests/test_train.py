@@ -29,7 +29,7 @@ MODELS = {
     "twophase": ["loss=twophase", "model.channels=4"],
     "probabilistic": ["loss=nll", "model.channels=4"],
     # the paper's network needs 65^3 inputs with a 32-voxel guard beside the held-out cubes
-    "dm2gal": [
+    "paper_cnn": [
         "model.channels=2",
         "data.crop=1",
         "data.source.grid=160",
@@ -43,7 +43,7 @@ MODELS = {
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "dm2gal" else n for n in MODELS]
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "paper_cnn" else n for n in MODELS]
 )
 def test_fast_devrun_script(compose, name: str):
     cfg = compose([f"model={name}", "trainer.fast_dev_run=true", *MODELS[name]])

@@ -30,6 +30,19 @@ def _positive_int(value: Any, key: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_input_room(crop: int, context: int, grid: int, grid_name: str) -> None:
+    """Raise naming ``data.crop`` unless one input crop, ``crop`` plus twice the network's
+    ``context`` (voxels), fits in a grid of ``grid`` voxels per side (``grid_name`` in the
+    message): the one crop-versus-grid rule, checked from the config before any data exists and
+    again on every store."""
+    if crop + 2 * context > grid:
+        raise ConfigError(
+            f"config key 'data.crop' = {crop} plus twice the network's context ({context} voxels "
+            f"per side) needs inputs of {crop + 2 * context} voxels, more than {grid_name}: lower "
+            "data.crop, raise the grid or choose a model with less context"
+        )
+
+
 def _flat_true(mask: np.ndarray) -> np.ndarray:
     """Flat indices of the True entries of a 3D mask, in the smallest unsigned dtype that holds
     them, built row by row (no int64 copy of a large anchor lattice)."""
@@ -181,11 +194,9 @@ class FieldDataModule(L.LightningDataModule):
         for name in [*self.inputs, self.target]:
             store.field_meta(name)
         store.check_voxel_size(voxel, "data.training_stores / training_universes need the source's")
-        if self.crop + 2 * self.context > store.grid:
-            raise ConfigError(
-                f"data.training_stores / training_universes: {store.root} ({store.grid}^3) is "
-                f"smaller than one input crop ({self.crop + 2 * self.context} voxels)"
-            )
+        check_input_room(
+            self.crop, self.context, store.grid, f"the training box {store.root} ({store.grid}^3)"
+        )
 
     @property
     def box(self) -> float:
@@ -203,14 +214,7 @@ class FieldDataModule(L.LightningDataModule):
         grid = store.grid
         for name in [*self.inputs, self.target]:
             store.field_meta(name)
-        if self.crop > grid:
-            raise ConfigError(f"data.crop: {self.crop} voxels is larger than the box ({grid})")
-        if self.crop + 2 * self.context > grid:
-            raise ConfigError(
-                f"data.crop = {self.crop} plus twice the network's context ({self.context} "
-                f"voxels) = {self.crop + 2 * self.context} voxels of input is larger than the box "
-                f"({grid})"
-            )
+        self.check_room(grid, f"the store {store.root} ({grid}^3)")
         self.splits = make_splits(grid, **{"context": self.context, **self.splits_config})
         fields = [store.read(name) for name in [*self.inputs, self.target]]
         if self.transform is None:  # else restored from a checkpoint (load_state_dict)
@@ -224,6 +228,30 @@ class FieldDataModule(L.LightningDataModule):
         self._datasets = {"train": self._train_dataset(fields)}
         for split in ("val", "test"):
             self._datasets[split] = self._tiles(getattr(self.splits, split))
+
+    def check_room(self, grid: int, grid_name: str) -> None:
+        """Raise naming the keys unless inputs fit in a ``grid^3`` box (``grid_name`` describes
+        it in the message) and some training crop on the stride lattice stays clear of the held-out
+        regions and their guard band: needs the grid only, so it runs before data exists."""
+        check_input_room(self.crop, self.context, grid, grid_name)
+        splits = make_splits(grid, **{"context": self.context, **self.splits_config})
+        if not self._lattice(grid, splits)[1].any():
+            raise ConfigError(
+                f"config key 'data.crop' = {self.crop} with the network's context "
+                f"({self.context} voxels per side): no {self.crop + 2 * self.context}^3 training "
+                f"input on a {grid}^3 grid stays clear of the held-out cubes widened by the guard "
+                f"band ({splits.guard} voxels): raise the grid or choose a model with less context"
+            )
+
+    def _lattice(self, grid: int, splits: Splits | None) -> tuple[list[np.ndarray], np.ndarray]:
+        """The training anchor lattice's axes (crop starts) and which anchors keep their input
+        clear of ``splits``' held-out regions (all of them for None)."""
+        c, n = self.context, self.crop
+        axes = [lattice(grid, self.stride or max(1, n // 2))] * 3
+        shape = tuple(len(a) for a in axes)
+        if splits is None:
+            return axes, np.ones(shape, dtype=bool)
+        return axes, splits.lattice_allowed([a - c for a in axes], n + 2 * c)
 
     def _train_dataset(self, fields: Sequence[np.ndarray]) -> FieldCrops | ConcatCrops:
         """Training crops of the source's training region, and of every further training box
@@ -242,17 +270,11 @@ class FieldDataModule(L.LightningDataModule):
         """One box's training crops on the stride lattice, outside ``splits``' held-out regions
         (None: all of the box), and their crop statistic for a mass-bin sampler (or None). The
         sampler bins the crop totals of the input ``data.sample_on`` names, else of the target."""
-        c, n, grid = self.context, self.crop, store.grid
+        c, n = self.context, self.crop
         target = fields[-1]
         sampled = fields[self.inputs.index(self.sample_on)] if self.sample_on else None
         stride = self.stride or max(1, n // 2)
-        axes = [lattice(grid, stride)] * 3
-        shape = tuple(len(a) for a in axes)
-        allowed = (
-            np.ones(shape, dtype=bool)
-            if splits is None
-            else splits.lattice_allowed([a - c for a in axes], n + 2 * c)
-        )
+        axes, allowed = self._lattice(store.grid, splits)
         binned = getattr(self.sampler_class, "needs_stat", False)
         target_stat = None
         if self.min_target_mass is not None or (binned and sampled is None):

@@ -121,27 +121,6 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"config key 'evaluation.calibration_voxels' must be an integer >= 0, got {voxels!r}"
         )
-    grid = OmegaConf.select(cfg, "data.source.grid")
-    crop = OmegaConf.select(cfg, "data.crop")
-    if grid is not None and crop is not None and crop > grid:
-        raise ConfigError(
-            f"config key 'data.crop' = {crop} is larger than the grid ({grid} voxels)"
-        )
-
-
-def check_input_fits(cfg: DictConfig, context: int, model: str) -> None:
-    """Raise naming the keys when ``data.crop`` plus twice the network's ``context`` (voxels) is
-    more than the grid side, before any data is generated or read."""
-    grid_key = "data.grid" if OmegaConf.select(cfg, "data.grid") is not None else "data.source.grid"
-    grid = OmegaConf.select(cfg, grid_key)
-    crop = cfg.data.crop
-    if grid is not None and crop + 2 * context > grid:
-        raise ConfigError(
-            f"config key 'data.crop' = {crop} plus twice the context of model {model} "
-            f"({context} voxels per side, set by the 'model' config) needs inputs of "
-            f"{crop + 2 * context} voxels, more than the grid ('{grid_key}' = {grid}): lower "
-            f"data.crop, raise {grid_key} or choose a model with less context"
-        )
 
 
 def build_components(cfg: DictConfig) -> tuple[Any, L.LightningModule]:
@@ -153,9 +132,12 @@ def build_components(cfg: DictConfig) -> tuple[Any, L.LightningModule]:
             f"config key 'data.crop' = {cfg.data.crop} is not an output size that "
             f"model {type(net).__name__} accepts (fixed output: {net.fixed_output})"
         )
-    check_input_fits(cfg, net.context, type(net).__name__)
     sampler = instantiate(cfg.sampler) if cfg.get("sampler") else None
     datamodule = instantiate(data_module_config(cfg.data), context=net.context, sampler=sampler)
+    grid_key = "data.grid" if OmegaConf.select(cfg, "data.grid") is not None else "data.source.grid"
+    grid = OmegaConf.select(cfg, grid_key)
+    if grid is not None:  # before any data is generated or read
+        datamodule.check_room(grid, f"the grid ('{grid_key}' = {grid})")
     return datamodule, instantiate(cfg.module, net=net, loss=instantiate(cfg.loss))
 
 
