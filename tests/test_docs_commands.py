@@ -210,18 +210,19 @@ def tiny_outputs(cfg, tmp_path: Path) -> None:
             cfg.trainer.sync_batchnorm = False
 
 
-def config_name(module: str) -> str:
-    """The ``config_name`` of the ``@hydra.main`` of ``python -m <module>``."""
+def primary_config(module: str) -> tuple[Path, str]:
+    """The config directory and name of the ``@hydra.main`` of ``python -m <module>``."""
     path = ROOT / Path(*module.split("."))
     source = path / "__main__.py" if path.is_dir() else path.with_suffix(".py")
     for node in ast.walk(ast.parse(source.read_text())):
-        if isinstance(node, ast.keyword) and node.arg == "config_name":
-            return node.value.value
-    raise AssertionError(f"{source}: no @hydra.main(config_name=...)")
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "hydra.main":
+            keywords = {k.arg: k.value.value for k in node.keywords}
+            return (source.parent / keywords["config_path"]).resolve(), keywords["config_name"]
+    raise AssertionError(f"{source}: no @hydra.main(config_path=..., config_name=...)")
 
 
-def compose_command(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+def compose_command(name: str, overrides: list[str], config_dir: Path = CONF):
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         return compose(name, overrides=overrides)
 
 
@@ -252,7 +253,8 @@ def test_documented_command(command: DocCommand, tmp_path: Path) -> None:
         check_evaluate(overrides)
     else:
         assert not multirun, f"{command}: -m with a command module"
-        compose_command(config_name(command.entry), overrides)
+        config_dir, name = primary_config(command.entry)
+        compose_command(name, overrides, config_dir)
 
 
 def test_every_page_has_commands_found() -> None:
