@@ -10,11 +10,12 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from dm2gal.errors import UserError
@@ -32,6 +33,20 @@ def user_error(err: BaseException) -> BaseException | None:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+def command_name() -> str:
+    """``python -m dm2gal.<command>`` of the running process (from its ``sys.argv[0]``, e.g.
+    ``.../dm2gal/hod/__main__.py``), what ``--help`` names: Hydra would say ``__main__``."""
+    parts = Path(sys.argv[0]).with_suffix("").parts
+    if "dm2gal" not in parts:
+        return Path(sys.argv[0]).name
+    names = parts[len(parts) - 1 - parts[::-1].index("dm2gal") :]
+    return "python -m " + ".".join(n for n in names if n != "__main__")
+
+
+if not OmegaConf.has_resolver("dm2gal_command"):
+    OmegaConf.register_new_resolver("dm2gal_command", command_name)
 
 
 def multirun() -> bool:

@@ -98,3 +98,31 @@ def test_every_command_reports_a_user_error_in_one_line(tmp_path: Path, command:
     assert last.startswith("error: ") and named in last, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv0", "name"),
+    [
+        ("/src/dm2gal/hod/__main__.py", "python -m dm2gal.hod"),
+        ("/home/me/dm2gal/dm2gal/predict.py", "python -m dm2gal.predict"),
+        ("tool.py", "tool.py"),
+    ],
+)
+def test_command_name_is_what_the_user_typed(monkeypatch, argv0: str, name: str):
+    from dm2gal.cli import command_name
+
+    monkeypatch.setattr(sys, "argv", [argv0])
+    assert command_name() == name
+
+
+def test_help_names_the_command():
+    """``--help`` of a ``python -m dm2gal.<command>`` app names it (Hydra says ``__main__``)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dm2gal.hod", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("python -m dm2gal.hod: a dm2gal command.")
