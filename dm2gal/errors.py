@@ -7,6 +7,10 @@ Any other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 
 class UserError(Exception):
     """A problem with the user's input; the message says which input and what was expected."""
@@ -18,3 +22,15 @@ class ConfigError(UserError, ValueError):
 
 class MissingFileError(UserError, FileNotFoundError):
     """A file or directory the user named does not exist or is not what was expected."""
+
+
+def integer_option(value: Any, key: str, minimum: int = 0) -> int:
+    """``value`` as an ``int`` when it is an integer >= ``minimum`` (an integral float such as
+    ``2.0`` from the command line too; never a bool or a string), else a :class:`ConfigError`
+    naming ``key``: the one check of every integer option."""
+    integral = isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+    if not (integral and float(value).is_integer() and value >= minimum):
+        raise ConfigError(f"{key}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)

@@ -9,6 +9,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from dm2gal.errors import ConfigError
 from dm2gal.models import (
     FieldNet,
     PaperNet,
@@ -125,9 +126,9 @@ def test_invalid_input_raises(net: FieldNet, shape: tuple, match: str) -> None:
 
 
 def test_invalid_constructor_arguments_raise() -> None:
-    with pytest.raises(ValueError, match="TwoPhaseNet: out_channels must be 1"):
+    with pytest.raises(ConfigError, match=r"model.out_channels \(TwoPhaseNet\): must be 1"):
         TwoPhaseNet(out_channels=2)
-    with pytest.raises(ValueError, match="ProbabilisticNet: out_channels must be 1"):
+    with pytest.raises(ConfigError, match=r"model.out_channels \(ProbabilisticNet\): must be 1"):
         ProbabilisticNet(out_channels=2)
     with pytest.raises(ValueError, match="levels"):
         UNet3d(levels=0)

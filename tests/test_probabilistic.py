@@ -11,6 +11,7 @@ import torch
 from scipy import integrate, stats
 
 from dm2gal.data.transforms import FieldTransform
+from dm2gal.errors import ConfigError
 from dm2gal.models import OccupancyMixture, ProbabilisticNet
 from dm2gal.models.mixture import SCALE_MIN
 from dm2gal.train.losses import OccupancyNLL
@@ -60,7 +61,7 @@ def test_bad_output_shapes_raise() -> None:
     batch = {"target": torch.zeros(1, 1, 2, 2, 2), "occupied": torch.zeros(1, 1, 2, 2, 2) > 0}
     with pytest.raises(ValueError, match="loss 'nll': output"):
         OccupancyNLL()(torch.zeros(1, 4, 3, 3, 3), batch)
-    with pytest.raises(ValueError, match="components must be >= 1"):
+    with pytest.raises(ConfigError, match="model.components: expected an integer >= 1, got 0"):
         ProbabilisticNet(components=0)
 
 
@@ -303,9 +304,9 @@ def test_gumbel_density_and_draw_by_hand() -> None:
     occupied = torch.ones_like(target, dtype=torch.bool)
     nll = OccupancyNLL(family="gumbel")(out.float(), {"target": target, "occupied": occupied})
     assert nll.item() == pytest.approx(-(math.log(0.5) + expected.mean().item()), rel=1e-5)
-    with pytest.raises(ValueError, match="family must be one of"):
+    with pytest.raises(ConfigError, match=r"loss.family: expected one of \('normal', 'gumbel'\)"):
         OccupancyNLL(family="cauchy")
-    with pytest.raises(ValueError, match="family must be one of"):
+    with pytest.raises(ConfigError, match="model.family: expected one of"):
         ProbabilisticNet(family="cauchy")
 
 

@@ -18,16 +18,10 @@ from dm2gal.data.sampler import AugmentationSeeds, UniformSampler
 from dm2gal.data.splits import Splits, make_splits
 from dm2gal.data.symmetry import symmetry_group
 from dm2gal.data.transforms import FieldTransform, fit_transform
-from dm2gal.errors import ConfigError
+from dm2gal.errors import ConfigError, integer_option
 from dm2gal.io.store import FieldStore
 
 TRANSFORM_KEYS = {"log", "standardize"}
-
-
-def _positive_int(value: Any, key: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or int(value) != value or value < minimum:
-        raise ConfigError(f"data.{key}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def check_input_room(crop: int, context: int, grid: int, grid_name: str) -> None:
@@ -124,8 +118,8 @@ class FieldDataModule(L.LightningDataModule):
         self.inputs, self.target = list(inputs), str(target)
         if not self.inputs:
             raise ConfigError("data.inputs: expected at least one input field name")
-        self.crop = _positive_int(crop, "crop")
-        self.context = _positive_int(context, "context", 0)
+        self.crop = integer_option(crop, "data.crop", 1)
+        self.context = integer_option(context, "data.context", 0)
         self.splits_config = dict(splits or {})
         self.transform_config = dict(transform or {})
         unknown = set(self.transform_config) - TRANSFORM_KEYS
@@ -136,7 +130,7 @@ class FieldDataModule(L.LightningDataModule):
         self.sampler = sampler
         self.symmetries = symmetry_group(augment)
         self.random_shift = bool(random_shift)
-        self.stride = None if stride is None else _positive_int(stride, "stride")
+        self.stride = None if stride is None else integer_option(stride, "data.stride", 1)
         if sample_on is not None and sample_on not in self.inputs:
             raise ConfigError(
                 f"data.sample_on: expected null (the target) or one of the inputs "
@@ -148,16 +142,16 @@ class FieldDataModule(L.LightningDataModule):
                 f"data.min_target_mass: expected >= 0 Msun/h or null, got {min_target_mass}"
             )
         self.min_target_mass = min_target_mass
-        self.training_universes = _positive_int(training_universes, "training_universes", 0)
-        self.training_seed = _positive_int(training_seed, "training_seed", 0)
+        self.training_universes = integer_option(training_universes, "data.training_universes", 0)
+        self.training_seed = integer_option(training_seed, "data.training_seed", 0)
         self.training_stores = [Path(p) for p in training_stores]
         if self.training_universes and not hasattr(source, "realisation"):
             raise ConfigError(
                 f"data.training_universes: the data source ({type(source).__name__}) cannot "
                 "generate other universes; give field stores with data.training_stores=[...]"
             )
-        self.batch_size = _positive_int(batch_size, "batch_size")
-        self.num_workers = _positive_int(num_workers, "num_workers", 0)
+        self.batch_size = integer_option(batch_size, "data.batch_size", 1)
+        self.num_workers = integer_option(num_workers, "data.num_workers", 0)
         self.pin_memory, self.persistent_workers = bool(pin_memory), bool(persistent_workers)
         self.seed = int(seed)
         self.store: FieldStore | None = None

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from dm2gal.errors import ConfigError
+from dm2gal.errors import ConfigError, integer_option
 
 
 def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
@@ -27,11 +27,6 @@ def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
     if not 0 <= rank < num_replicas:
         raise ValueError(f"sampler: rank {rank} outside 0..num_replicas-1 = {num_replicas - 1}")
     return num_replicas, rank
-
-
-def _is_count(value: object) -> bool:
-    """Whether ``value`` is an integer >= 1 (not a bool, a string or a fraction)."""
-    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1
 
 
 class UniformSampler(Sampler[int]):
@@ -58,11 +53,8 @@ class UniformSampler(Sampler[int]):
     ):
         if num_anchors < 1:
             raise ConfigError(f"sampler: no training anchors to draw from (got {num_anchors})")
-        if samples_per_epoch is not None and not _is_count(samples_per_epoch):
-            raise ConfigError(
-                f"sampler.samples_per_epoch: expected an integer >= 1 or null, "
-                f"got {samples_per_epoch!r}"
-            )
+        if samples_per_epoch is not None:
+            samples_per_epoch = integer_option(samples_per_epoch, "sampler.samples_per_epoch", 1)
         self.num_anchors, self.seed, self.epoch = int(num_anchors), int(seed), 0
         self.num_replicas, self.rank = _world(num_replicas, rank)
         self.total = int(samples_per_epoch or num_anchors)
@@ -131,8 +123,7 @@ class MassBinSampler(UniformSampler):
         if not isinstance(importance, bool):
             raise ConfigError(f"sampler.importance: expected true or false, got {importance!r}")
         self.importance = importance
-        if not _is_count(bins):
-            raise ConfigError(f"sampler.bins: expected an integer >= 1, got {bins!r}")
+        integer_option(bins, "sampler.bins", 1)
         if stat is None or np.shape(stat) != (num_anchors,):
             raise ConfigError(
                 f"sampler: stat must have shape ({num_anchors},), got {np.shape(stat)}"

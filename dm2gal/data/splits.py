@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from dm2gal.data.regions import Region
-from dm2gal.errors import ConfigError
+from dm2gal.errors import ConfigError, integer_option
 
 #: The dm2gal paper's split on its 2048^3 grid: [start, stop) voxels on every axis.
 PAPER = {"grid": 2048, "test": (64, 932), "val": (1000, 1800)}
@@ -152,8 +152,7 @@ def make_splits(
         if units not in UNITS:
             raise ConfigError(f"data.splits.units: expected one of {UNITS}, got {units!r}")
         scale = 1.0 if units == "voxels" else float(grid)
-    if int(guard) != guard or guard < 0:
-        raise ConfigError(f"data.splits.guard: expected an integer >= 0 voxels, got {guard!r}")
+    guard = integer_option(guard, "data.splits.guard", 0)
     regions = {}
     for key, spec in (("test", test), ("val", val)):
         start, size = _bounds(spec, f"data.splits.{key}", grid, scale)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from dm2gal.data.splits import Splits
+from dm2gal.errors import ConfigError
 from dm2gal.io.store import slabs
 
 LN10 = math.log(10.0)
@@ -139,7 +140,10 @@ def region_moments(
             values = np.log1p(values) / LN10
         total, total2, count = total + values.sum(), total2 + (values**2).sum(), count + len(values)
     if count == 0:
-        raise ValueError("transform: the training region is empty, no statistics to fit")
+        raise ConfigError(
+            "data.splits: the training region is empty (the held-out regions and their guard "
+            "band cover the box), no normalisation to fit"
+        )
     mean = total / count
     return mean, math.sqrt(max(total2 / count - mean**2, 0.0))
 

@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dm2gal.errors import ConfigError
+
 LN10 = math.log(10.0)
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 # smallest scale of a component (normalised units), so a density never collapses onto a voxel
@@ -82,18 +84,19 @@ def _capped_exp(z: Tensor) -> Tensor:
     return torch.exp(capped) * (1.0 + (z - capped))
 
 
-def check_family(value: str, owner: str) -> str:
-    """``value`` when it is one of :data:`FAMILIES`, else a ValueError naming ``owner``."""
+def check_family(value: str, key: str) -> str:
+    """``value`` when it is one of :data:`FAMILIES`, else a :class:`ConfigError` naming the
+    config ``key`` (``model.family``, ``loss.family``)."""
     if value not in FAMILIES:
-        raise ValueError(f"{owner}: family must be one of {FAMILIES}, got {value!r}")
+        raise ConfigError(f"{key}: expected one of {FAMILIES}, got {value!r}")
     return value
 
 
-def check_min_occupancy(value: float, owner: str) -> float:
-    """``value`` as a float when it is a probability floor in ``[0, 1)``, else a ValueError
-    naming ``owner``."""
+def check_min_occupancy(value: float, key: str) -> float:
+    """``value`` as a float when it is a probability floor in ``[0, 1)``, else a
+    :class:`ConfigError` naming the config ``key``."""
     if not 0.0 <= value < 1.0:
-        raise ValueError(f"{owner}: min_occupancy must be in [0, 1), got {value!r}")
+        raise ConfigError(f"{key}: expected a probability in [0, 1), got {value!r}")
     return float(value)
 
 
@@ -137,8 +140,8 @@ class OccupancyMixture:
         self.scale = F.softplus(scale) + SCALE_MIN
         self.target_mean, self.target_std = float(target_mean), float(target_std)
         self.target_max = float(target_max)
-        self.min_occupancy = check_min_occupancy(min_occupancy, "OccupancyMixture")
-        self.family = check_family(family, "OccupancyMixture")
+        self.min_occupancy = check_min_occupancy(min_occupancy, "model.min_occupancy")
+        self.family = check_family(family, "model.family")
 
     @property
     def components(self) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from dm2gal.errors import ConfigError
 from dm2gal.models.unet3d import UNet3d
 
 
@@ -27,7 +28,9 @@ class OccupancyNet(UNet3d):
         convs: int,
     ) -> None:
         if out_channels != 1:
-            raise ValueError(f"{type(self).__name__}: out_channels must be 1, got {out_channels}")
+            raise ConfigError(
+                f"model.out_channels ({type(self).__name__}): must be 1, got {out_channels}"
+            )
         super().__init__(in_channels, 1 + value_channels, channels, levels, convs)
 
     @staticmethod

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from dm2gal.errors import ConfigError, integer_option
 from dm2gal.models.mixture import (
     EULER_GAMMA,
     LN10,
@@ -50,13 +51,12 @@ class ProbabilisticNet(OccupancyNet):
         min_occupancy: float = 0.0,
         family: str = "normal",
     ) -> None:
-        if int(components) != components or components < 1:
-            raise ValueError(f"ProbabilisticNet: components must be >= 1, got {components!r}")
+        components = integer_option(components, "model.components", 1)
         super().__init__(in_channels, out_channels, 3 * int(components), channels, levels, convs)
         self.components = int(components)
         # checked here too, so that a bad config fails when the network is built
-        self.min_occupancy = check_min_occupancy(min_occupancy, "ProbabilisticNet")
-        self.family = check_family(family, "ProbabilisticNet")
+        self.min_occupancy = check_min_occupancy(min_occupancy, "model.min_occupancy")
+        self.family = check_family(family, "model.family")
         # mean and std of log10(1 + M), largest mass per voxel (Msun/h): the target transform
         scale = torch.tensor([0.0, 1.0, math.inf], dtype=torch.float64)
         self.register_buffer("target_scale", scale)
@@ -68,7 +68,7 @@ class ProbabilisticNet(OccupancyNet):
         """Take the target's ``log10(1 + M)`` mean and std and its ``target_max`` from a
         :class:`dm2gal.data.transforms.FieldTransform`; the distribution lives in log mass."""
         if not transform.log:
-            raise ValueError(
+            raise ConfigError(
                 "ProbabilisticNet: the data transform must take log10(1 + M) of the target "
                 "(data config log: true); its mixture is over log stellar mass"
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dm2gal.errors import ConfigError
 from dm2gal.models.base import FieldNet, center_crop
 from dm2gal.models.unet3d import conv_stack
 
@@ -36,7 +37,10 @@ class ResNet3d(FieldNet):
     ) -> None:
         super().__init__()
         if channels < 1 or blocks < 0:
-            raise ValueError(f"ResNet3d: need channels >= 1, blocks >= 0; got {channels}, {blocks}")
+            raise ConfigError(
+                f"model.channels, model.blocks (ResNet3d): need channels >= 1, blocks >= 0; "
+                f"got {channels}, {blocks}"
+            )
         self.in_channels = in_channels
         self.context = 1 + 2 * blocks
         self.stem = conv_stack(in_channels, channels, 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dm2gal.errors import integer_option
 from dm2gal.models.base import FieldNet, center_crop
 
 
@@ -49,10 +50,10 @@ class UNet3d(FieldNet):
         convs: int = 2,
     ) -> None:
         super().__init__()
-        if levels < 1 or convs < 1 or channels < 1:
-            raise ValueError(
-                f"UNet3d: channels, levels, convs must be >= 1, got {channels}, {levels}, {convs}"
-            )
+        channels, levels, convs = (
+            integer_option(value, f"model.{key}", 1)
+            for key, value in (("channels", channels), ("levels", levels), ("convs", convs))
+        )
         self.in_channels = in_channels
         self.levels, self.convs = levels, convs
         self.encoders = nn.ModuleList(

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from scipy import fft
 
-from dm2gal.errors import ConfigError
+from dm2gal.errors import ConfigError, integer_option
 from dm2gal.io.catalog import (
     CATALOGS_FILE,
     GalaxyCatalog,
@@ -63,15 +63,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
-def _int_at_least(key: str, value: Any, minimum: int) -> int:
-    if not (_is_number(value) and float(value).is_integer() and value >= minimum):
-        raise ConfigError(f"MockUniverse: {key} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _flag(key: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"MockUniverse: {key} must be true or false, got {value!r}")
+        raise ConfigError(f"MockUniverse: {key} must be true or false, got {value!r}")
     return bool(value)
 
 
@@ -123,13 +117,13 @@ class MockUniverse(CachedSource):
         galaxies: dict[str, float] | None = None,
     ):
         self.box = _positive_float("box", box)
-        self.particles = _int_at_least("particles", particles, 2)
-        self.grid = _int_at_least("grid", grid, 2)
-        self.seed = _int_at_least("seed", seed, 0)
+        self.particles = integer_option(particles, "data.source.particles", 2)
+        self.grid = integer_option(grid, "data.source.grid", 2)
+        self.seed = integer_option(seed, "data.source.seed", 0)
         self.cache_dir = Path(cache_dir)
         self.z_init = _positive_float("z_init", z_init)
-        self.steps = _int_at_least("steps", steps, 1)
-        self.pm_factor = _int_at_least("pm_factor", pm_factor, 1)
+        self.steps = integer_option(steps, "data.source.steps", 1)
+        self.pm_factor = integer_option(pm_factor, "data.source.pm_factor", 1)
         self.pgd = _flag("pgd", pgd)
         self.fixed_amplitude = _flag("fixed_amplitude", fixed_amplitude)
         self.phase_flip = _flag("phase_flip", phase_flip)
@@ -143,7 +137,9 @@ class MockUniverse(CachedSource):
         self.linking_b = _positive_float("linking_b", linking_b)
         if self.linking_b >= 1:
             raise ConfigError(f"MockUniverse: linking_b must be < 1, got {linking_b!r}")
-        self.min_halo_particles = _int_at_least("min_halo_particles", min_halo_particles, 2)
+        self.min_halo_particles = integer_option(
+            min_halo_particles, "data.source.min_halo_particles", 2
+        )
         self.cosmo = self._build("cosmology", Cosmology, cosmology)
         self.galaxy_model = self._build("galaxies", GalaxyModel, galaxies)
 
@@ -189,7 +185,7 @@ class MockUniverse(CachedSource):
     def realisation(self, seed: int) -> MockUniverse:
         """This universe's settings with another ``seed``: another realisation, same cache dir."""
         other = copy.copy(self)
-        other.seed = _int_at_least("seed", seed, 0)
+        other.seed = integer_option(seed, "data.source.seed", 0)
         return other
 
     @property

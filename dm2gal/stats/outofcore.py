@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dm2gal.errors import integer_option
 from dm2gal.io.store import FieldStore, StoreError, slabs
 from dm2gal.stats.base import CrossPower, check_box, check_mas
 from dm2gal.stats.fast import frequencies, mode_block, n_bins
@@ -246,8 +247,7 @@ def cross_power(
     Returns :class:`dm2gal.stats.base.CrossPower`, as ``dm2gal.stats.fast.cross_power``.
     """
     box, mas = check_box(box), check_mas(mas)
-    if isinstance(chunk_voxels, bool) or not isinstance(chunk_voxels, int) or chunk_voxels < 1:
-        raise ValueError(f"chunk_voxels: expected an integer >= 1, got {chunk_voxels!r}")
+    chunk_voxels = integer_option(chunk_voxels, "chunk_voxels", 1)
     if spill_dtype not in SPILL_DTYPES:
         raise ValueError(f"spill_dtype: expected np.complex64 or np.complex128, got {spill_dtype}")
     sources = (_source(a, "a"), _source(b, "b"))

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dm2gal.errors import ConfigError
+from dm2gal.errors import ConfigError, integer_option
 from dm2gal.train.callbacks import PreemptionCheckpoint
 from dm2gal.train.module import PlateauStep
 
@@ -42,7 +42,8 @@ def _is_number(value: object) -> bool:
 
 
 def require_positive(cfg: DictConfig, *keys: str) -> None:
-    """Raise ``ValueError`` naming the first of ``keys`` (dotted) that is not a positive number."""
+    """Raise :class:`ConfigError` naming the first of ``keys`` (dotted) that is not a positive
+    number."""
     for key in keys:
         value = OmegaConf.select(cfg, key)
         if value is not None and not (_is_number(value) and value > 0):
@@ -50,19 +51,21 @@ def require_positive(cfg: DictConfig, *keys: str) -> None:
 
 
 def require_non_negative(cfg: DictConfig, *keys: str) -> None:
-    """Raise ``ValueError`` naming the first of ``keys`` (dotted) that is not a number >= 0."""
+    """Raise :class:`ConfigError` naming the first of ``keys`` (dotted) that is not a number
+    >= 0."""
     for key in keys:
         value = OmegaConf.select(cfg, key)
         if value is not None and not (_is_number(value) and value >= 0):
             raise ConfigError(f"config key '{key}' must be a number >= 0, got {value!r}")
 
 
-def require_count(cfg: DictConfig, *keys: str) -> None:
-    """Raise ``ValueError`` naming the first of ``keys`` (dotted) that is not an integer >= 1."""
+def require_integer(cfg: DictConfig, minimum: int, *keys: str) -> None:
+    """Raise :class:`ConfigError` naming the first of ``keys`` (dotted) that is set and not an
+    integer >= ``minimum``."""
     for key in keys:
         value = OmegaConf.select(cfg, key)
-        if value is not None and not (_is_number(value) and int(value) == value >= 1):
-            raise ConfigError(f"config key '{key}' must be an integer >= 1, got {value!r}")
+        if value is not None:
+            integer_option(value, key, minimum)
 
 
 def data_module_config(data: DictConfig) -> DictConfig:
@@ -115,12 +118,8 @@ def check_config(cfg: DictConfig) -> None:
         "optim.optimizer.lr",
     )
     require_non_negative(cfg, "optim.optimizer.weight_decay")
-    require_count(cfg, "sampler.bins", "sampler.samples_per_epoch")
-    voxels = OmegaConf.select(cfg, "evaluation.calibration_voxels")
-    if voxels is not None and not (isinstance(voxels, int) and voxels >= 0):
-        raise ConfigError(
-            f"config key 'evaluation.calibration_voxels' must be an integer >= 0, got {voxels!r}"
-        )
+    require_integer(cfg, 1, "sampler.bins", "sampler.samples_per_epoch")
+    require_integer(cfg, 0, "evaluation.calibration_voxels")
 
 
 def build_components(cfg: DictConfig) -> tuple[Any, L.LightningModule]:

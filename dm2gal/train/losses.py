@@ -178,7 +178,7 @@ class OccupancyNLL(nn.Module):
 
     def __init__(self, family: str = "normal") -> None:
         super().__init__()
-        self.family = check_family(family, "OccupancyNLL")
+        self.family = check_family(family, "loss.family")
 
     def forward(self, output: Tensor, batch: dict[str, Tensor]) -> Tensor:
         target, occupied = batch["target"], batch["occupied"]
