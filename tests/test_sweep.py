@@ -19,7 +19,9 @@ from matplotlib.figure import Figure
 from wandb_offline import read_run
 
 from dm2gal.eval.headline import read_columns
-from dm2gal.sweep import _plot_curves, aggregate, read_overrides
+from dm2gal.sweep import aggregate
+from dm2gal.sweep.plots import plot_curves
+from dm2gal.sweep.runs import RunFileError, read_overrides
 from dm2gal.train.runs import find_runs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -202,7 +204,7 @@ def test_bad_inputs_name_the_path(tmp_path: Path):
         find_runs(tmp_path)
     (tmp_path / "r" / ".hydra").mkdir(parents=True)
     (tmp_path / "r" / ".hydra" / "overrides.yaml").write_text("a: 1")
-    with pytest.raises(ValueError, match="overrides.yaml: expected a list"):
+    with pytest.raises(RunFileError, match="overrides.yaml: expected a list"):
         read_overrides(tmp_path / "r")
 
 
@@ -322,7 +324,7 @@ def test_plot_draws_each_runs_headline_field(tmp_path: Path):
     table = aggregate(tmp_path)
     fig = Figure()
     ax = fig.subplots()
-    assert _plot_curves(ax, table, "rk", "r_")
+    assert plot_curves(ax, table, "rk", "r_")
     labels = [line.get_label() for line in ax.get_lines()]
     assert "seed=0 (model_mean)" in labels and "seed=1 (model_mean)" in labels
     assert [line.get_ydata()[0] for line in ax.get_lines() if "seed" in line.get_label()] == [
