@@ -246,15 +246,15 @@ def check_evaluate(overrides: list[str]) -> None:
 
 @pytest.mark.parametrize("command", COMMANDS, ids=str)
 def test_documented_command(command: DocCommand, tmp_path: Path) -> None:
-    overrides, multirun, prints = split_flags(command.arguments)
+    overrides, _, prints = split_flags(command.arguments)
     if command.entry == "train":
         check_train(command, overrides, tmp_path) if not prints else compose_train(overrides)
     elif command.entry == "evaluate":
         check_evaluate(overrides)
     else:
-        assert not multirun, f"{command}: -m with a command module"
         config_dir, name = primary_config(command.entry)
-        compose_command(name, overrides, config_dir)
+        for job in jobs([sweep_values(o) for o in overrides]):
+            compose_command(name, job, config_dir)
 
 
 def test_every_page_has_commands_found() -> None:
