@@ -83,6 +83,7 @@ def load_run_model(
         provenance={"run_dir": str(run_dir.resolve()), "checkpoint": str(Path(ckpt).resolve())},
         card={
             "training_data": OmegaConf.to_container(cfg.data, resolve=True),
+            "hod": OmegaConf.to_container(cfg.hod, resolve=True) if cfg.get("hod") else None,
             "scores": run_scores(run_dir),
         },
     )
