@@ -112,6 +112,11 @@ def test_tng_dark_run_gives_the_training_sources_gravity_fields(tmp_path):
         np.testing.assert_array_equal(store.read(name), training.read(name))
     tracers = Tracers.load(store.root / TRACERS_FILE)
     assert (tracers.mass >= 1e11).all() and (tracers.vel == 7.0).all()
+    recipe = TNGSource(tmp_path, grid=16, store_dir=tmp_path / "train", **options).recipe(
+        training, ["dm", "subhalo"]
+    )
+    assert (recipe.fields.subhalo_mass, recipe.fields.subhalo_min_mass) == ("SubhaloMass", 1e11)
+    assert recipe.sim == source.info() and recipe.voxel_size == pair.box / 16
     shutil.rmtree(pair.dark_dir / "groups_099")
     layout = {"run": "TNG100-1-Dark", "output": "output"}
     with pytest.raises(SimFileError, match="fof_subhalo_tab_099"):

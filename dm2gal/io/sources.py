@@ -11,6 +11,7 @@ failure leaves nothing behind (and an older store untouched).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ from dm2gal import __version__
 from dm2gal.errors import UserError
 from dm2gal.io.catalog import CATALOGS_FILE, GalaxyCatalog, HaloCatalog, save_catalogs
 from dm2gal.io.gadget import CHUNK_ROWS, GroupCatalog, Snapshot
+from dm2gal.io.gravity_fields import paint_subhalo, subfind_tracers
 from dm2gal.io.paint import PAINT_SCHEMES, paint_field
+from dm2gal.io.recipe import FieldRecipe, Recipe, SimInfo
 from dm2gal.io.store import FieldStore, StoreError, config_hash, slabs, staged_dir
 
 FIELDS = ("dm", "subhalo", "stellar")
@@ -51,6 +54,8 @@ class CachedSource:
     """Base: reuse ``store_dir`` if its fingerprint matches, else build it in a staging dir."""
 
     store_dir: Path
+    #: the fields a complete store holds
+    fields: tuple[str, ...] = FIELDS
 
     def fingerprint(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -65,7 +70,7 @@ class CachedSource:
             meta = store.meta()
         except StoreError:
             return False
-        done = all(name in meta["fields"] and store.path(name).is_file() for name in FIELDS)
+        done = all(name in meta["fields"] and store.path(name).is_file() for name in self.fields)
         catalogs = not fingerprint.get("catalogs") or (root / CATALOGS_FILE).is_file()
         return done and catalogs and meta["attrs"].get("fingerprint") == config_hash(fingerprint)
 
@@ -185,6 +190,7 @@ class SimulationSource(CachedSource):
             source=fingerprint["source"],
             files=[f[0] for f in fingerprint["files"]],
             header={"dark": dark_snap.info.values(), "hydro": runs["hydro_cat"].info.values()},
+            particle_mass=float(dark_snap.mass_table[1]) or None,
             mas=self.mas,
             units=UNITS,
             fingerprint=config_hash(fingerprint),
@@ -193,17 +199,9 @@ class SimulationSource(CachedSource):
         paint_field(
             store, "dm", chunks, self.mas, dark_snap.n_chunks(1), self.progress, origin="PartType1"
         )
-        subs = runs["dark_cat"].read("Subhalo", ["SubhaloPos", self.subhalo_mass])
-        mass = subs[self.subhalo_mass]
-        keep = (mass > 0) & (mass >= self.subhalo_min_mass)
-        paint_field(
-            store,
-            "subhalo",
-            [(subs["SubhaloPos"][keep], mass[keep])],
-            self.mas,
-            progress=False,
-            origin=f"Subhalo/{self.subhalo_mass} >= {self.subhalo_min_mass}",
-        )
+        tracers = subfind_tracers(runs["dark_cat"], self.subhalo_mass, velocities=False)
+        origin = f"Subhalo/{self.subhalo_mass} >= {self.subhalo_min_mass}"
+        paint_subhalo(store, tracers.select(self.subhalo_min_mass), self.mas, origin)
         galaxies = self.galaxies(runs["hydro_cat"])
         if self.stellar == "catalog":
             chunks, n_chunks = [(galaxies.pos, galaxies.mstar)], 1
@@ -219,6 +217,21 @@ class SimulationSource(CachedSource):
             galaxies,
             mass_definition=self.halo_mass,
         )
+
+    def recipe(self, store: FieldStore, inputs: Sequence[str]) -> Recipe:
+        """How this source built ``store``'s input fields ``inputs`` (:mod:`dm2gal.io.recipe`)."""
+        attrs = store.meta()["attrs"]
+        dark = attrs["header"]["dark"]
+        sim = SimInfo(
+            box=store.box,
+            redshift=dark["redshift"],
+            omega_m=dark["omega0"],
+            h=dark["hubble"],
+            particle_mass=attrs.get("particle_mass"),
+            halo_catalog="subfind",
+        )
+        fields = FieldRecipe(tuple(inputs), self.mas, self.subhalo_mass, self.subhalo_min_mass)
+        return Recipe(fields, sim, store.box / store.grid)
 
     def halos(self, cat: GroupCatalog) -> HaloCatalog:
         """Gravity-only FoF groups with a positive ``halo_mass`` (small groups have no
@@ -353,6 +366,12 @@ class ArraySource(CachedSource):
             raise SourceError(f"option 'grid' = {self.grid} but the arrays are {grid}^3")
         check_grid(grid)
         return out
+
+    def recipe(self, store: FieldStore, inputs: Sequence[str]) -> Recipe:
+        """User arrays: the mass assignment, subhalo definition and run are unknown."""
+        sim = SimInfo(store.box, None, None, None, None, halo_catalog="arrays")
+        fields = FieldRecipe(tuple(inputs), mas="unknown", subhalo_mass="array")
+        return Recipe(fields, sim, store.box / store.grid)
 
     def fingerprint(self) -> dict[str, Any]:
         self._arrays = self.arrays()

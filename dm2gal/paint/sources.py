@@ -37,7 +37,7 @@ from dm2gal.io.gravity_fields import Tracers, paint_subhalo, subfind_tracers
 from dm2gal.io.paint import PAINT_SCHEMES, Chunk, paint_field
 from dm2gal.io.recipe import SimInfo
 from dm2gal.io.sources import UNITS, CachedSource, SourceError, _stamp, check_grid
-from dm2gal.io.store import FieldStore, StoreError, config_hash
+from dm2gal.io.store import FieldStore, config_hash
 from dm2gal.sim.cosmology import RHO_CRIT, Cosmology
 from dm2gal.sim.fof import friends_of_friends
 from dm2gal.sim.so import m200c, spherical_overdensity
@@ -59,6 +59,8 @@ class GravitySource(CachedSource):
         subhalo_min_mass: smallest (sub)halo mass painted, Msun/h.
         progress: progress bars.
     """
+
+    fields = GRAVITY_FIELDS
 
     def __init__(
         self,
@@ -98,16 +100,6 @@ class GravitySource(CachedSource):
         return self.subhalo_mass
 
     # -- shared -------------------------------------------------------------------------------
-    def is_built(self, fingerprint: dict[str, Any], root: Path) -> bool:
-        """True if ``root`` holds ``dm`` and ``subhalo`` built from ``fingerprint``."""
-        store = FieldStore(root)
-        try:
-            meta = store.meta()
-        except StoreError:
-            return False
-        done = all(name in meta["fields"] for name in GRAVITY_FIELDS)
-        return done and meta["attrs"].get("fingerprint") == config_hash(fingerprint)
-
     def with_grid(self, grid: int, store_dir: str | Path | None = None) -> GravitySource:
         """This source on a ``grid^3`` mesh (a copy), built into ``store_dir`` if given."""
         other = copy.copy(self)
