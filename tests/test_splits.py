@@ -88,3 +88,41 @@ def test_train_mask_planes_and_is_heldout_match_the_mask():
     voxel = np.floor(np.mod(pos, box) / box * grid).astype(int)
     expected = ~s.train_mask[voxel[:, 0], voxel[:, 1], voxel[:, 2]]
     np.testing.assert_array_equal(s.is_heldout(pos, box), expected)
+
+
+@pytest.mark.parametrize(
+    ("grid", "context", "crop", "stride"),
+    [
+        (128, 32, 1, 1),
+        (128, 8, 16, 8),
+        (128, 20, 16, 8),
+        (256, 32, 1, 2),
+        (64, 8, 8, 4),
+        (48, 4, 4, 3),
+    ],
+)
+def test_lattice_has_room_is_lattice_allowed_anywhere(grid, context, crop, stride):
+    """The pattern shortcut agrees with the full lattice, rooms and no-rooms alike."""
+    splits = make_splits(grid, context=context)
+    starts = [lattice(grid, stride) - context] * 3
+    size = crop + 2 * context
+    assert splits.lattice_has_room(starts, size) == splits.lattice_allowed(starts, size).any()
+
+
+def test_lattice_has_room_on_random_splits():
+    """Random boxes, regions, guards, lattices and input sides: about half have room."""
+    rng = np.random.default_rng(3)
+    found = []
+    for _ in range(60):
+        grid = int(rng.integers(24, 48))
+        a = int(rng.integers(grid))
+        b = (a + grid // 2) % grid
+        test = [a, a + int(rng.integers(grid // 4, grid // 2))]
+        val = [b, b + int(rng.integers(grid // 8, grid // 3))]
+        splits = make_splits(grid, preset=None, test=test, val=val, guard=int(rng.integers(6)))
+        starts = [lattice(grid, int(rng.integers(1, 5)), int(rng.integers(grid)))] * 3
+        size = int(rng.integers(grid // 4, grid - 2))
+        room = splits.lattice_allowed(starts, size).any()
+        assert splits.lattice_has_room(starts, size) == room
+        found.append(room)
+    assert 10 < sum(found) < 50

@@ -229,7 +229,8 @@ class FieldDataModule(L.LightningDataModule):
         regions and their guard band: needs the grid only, so it runs before data exists."""
         check_input_room(self.crop, self.context, grid, grid_name)
         splits = make_splits(grid, **{"context": self.context, **self.splits_config})
-        if not self._lattice(grid, splits)[1].any():
+        starts = [a - self.context for a in self._axes(grid)]
+        if not splits.lattice_has_room(starts, self.crop + 2 * self.context):
             raise ConfigError(
                 f"config key 'data.crop' = {self.crop} with the network's context "
                 f"({self.context} voxels per side): no {self.crop + 2 * self.context}^3 training "
@@ -237,15 +238,18 @@ class FieldDataModule(L.LightningDataModule):
                 f"band ({splits.guard} voxels): raise the grid or choose a model with less context"
             )
 
+    def _axes(self, grid: int) -> list[np.ndarray]:
+        """The training anchor lattice's axes: crop starts every ``stride`` voxels."""
+        return [lattice(grid, self.stride or max(1, self.crop // 2))] * 3
+
     def _lattice(self, grid: int, splits: Splits | None) -> tuple[list[np.ndarray], np.ndarray]:
-        """The training anchor lattice's axes (crop starts) and which anchors keep their input
-        clear of ``splits``' held-out regions (all of them for None)."""
-        c, n = self.context, self.crop
-        axes = [lattice(grid, self.stride or max(1, n // 2))] * 3
-        shape = tuple(len(a) for a in axes)
+        """The training anchor lattice's axes and which anchors keep their input clear of
+        ``splits``' held-out regions (all of them for None)."""
+        axes = self._axes(grid)
         if splits is None:
-            return axes, np.ones(shape, dtype=bool)
-        return axes, splits.lattice_allowed([a - c for a in axes], n + 2 * c)
+            return axes, np.ones(tuple(len(a) for a in axes), dtype=bool)
+        c = self.context
+        return axes, splits.lattice_allowed([a - c for a in axes], self.crop + 2 * c)
 
     def _train_dataset(self, fields: Sequence[np.ndarray]) -> FieldCrops | ConcatCrops:
         """Training crops of the source's training region, and of every further training box

@@ -77,6 +77,17 @@ class Splits:
             ok &= d[0][:, None, None] | d[1][None, :, None] | d[2][None, None, :]
         return ok
 
+    def lattice_has_room(self, axes: Sequence[np.ndarray], size: int) -> bool:
+        """Whether :meth:`lattice_allowed` holds for some cube, without building the lattice
+        (``2048 / 2``: 1024^3 entries): along each axis a start reduces to which held-out
+        regions it misses, and only those few patterns need combining."""
+        patterns = []
+        for ax in range(3):
+            starts = np.asarray(axes[ax])
+            misses = [_disjoint(starts, size, region, ax, self.guard) for region in self.heldout]
+            patterns.append(np.unique(np.stack(misses, axis=1), axis=0))
+        return any(np.all(a | b | c) for a in patterns[0] for b in patterns[1] for c in patterns[2])
+
 
 def _axis_mask(region: Region, axis: int, pad: int) -> np.ndarray:
     m = np.zeros(region.grid, dtype=bool)
