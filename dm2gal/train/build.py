@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dm2gal.errors import ConfigError, integer_option
 from dm2gal.train.callbacks import PreemptionCheckpoint
+from dm2gal.train.checkpoints import CheckpointReader
 from dm2gal.train.module import PlateauStep
 
 RUN_ID_ENV = "DM2GAL_RUN_ID"
@@ -141,15 +142,21 @@ def build_components(cfg: DictConfig) -> tuple[Any, L.LightningModule]:
 
 
 def build(cfg: DictConfig) -> tuple[Any, L.LightningModule, L.Trainer]:
-    """Build the data module, the Lightning module and the trainer from a composed config."""
+    """Build the data module, the Lightning module and the trainer from a composed config; the
+    trainer reads checkpoints through :func:`dm2gal.train.checkpoints.load_checkpoint`."""
     datamodule, module = build_components(cfg)
     checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
     # the plateau scheduler steps before last.ckpt is written (the checkpoint callbacks go last)
-    callbacks = [PlateauStep(), *instantiate_group(cfg.get("callbacks"))]
+    callbacks = [
+        PlateauStep(),
+        instantiate(cfg.nonfinite),
+        *instantiate_group(cfg.get("callbacks")),
+    ]
     trainer = instantiate(
         cfg.trainer,
         callbacks=[*callbacks, PreemptionCheckpoint(checkpoints)],
         logger=instantiate_group(cfg.get("logger")) or False,
+        plugins=[CheckpointReader(trust=cfg.trust_checkpoint)],
     )
     return datamodule, module, trainer
 

@@ -8,15 +8,16 @@ report, the (non-periodic) validation cube is treated as periodic with its own s
 (see :mod:`dm2gal.stats.pylians`): truth and prediction are measured the same way, so the
 ratio and cross-correlation compare like with like. :class:`EMAWeights` validates, checkpoints,
 tests and evaluates the moving average of the weights. :class:`PreemptionCheckpoint` keeps
-``last.ckpt`` (after every validation, and when SLURM announces the end of a job), so a killed
-or requeued job resumes exactly.
+``last.ckpt`` and its predecessor ``last-1.ckpt`` (after every validation, and when SLURM
+announces the end of a job), so a killed or requeued job resumes exactly.
+:class:`NonFiniteGuard` stops training (or skips the batch) at the first non-finite loss or
+gradient, before the optimiser applies it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import signal
 from pathlib import Path
 from types import FrameType
@@ -29,11 +30,13 @@ from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 
 from dm2gal.data.crops import read_crop
+from dm2gal.errors import ConfigError, UserError
 from dm2gal.eval.plots import plot_slices, save_png
 from dm2gal.eval.wandb_tables import curve_payload
 from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, predict_fields
 from dm2gal.stats.base import nyquist
 from dm2gal.stats.fast import cross_power_torch
+from dm2gal.train.checkpoints import LAST, rotate_in
 from dm2gal.train.loggers import find_wandb
 
 log = logging.getLogger(__name__)
@@ -249,7 +252,8 @@ class EMAWeights(WeightAveraging):
 
 
 class PreemptionCheckpoint(L.Callback):
-    """Keep ``<dirpath>/last.ckpt``, the exact resume point after a kill or a preemption.
+    """Keep ``<dirpath>/last.ckpt``, the exact resume point after a kill or a preemption, and the
+    one before it, ``last-1.ckpt``, to resume from when the newest is damaged.
 
     It is written at the end of every validation of ``fit`` (once per epoch by default; the
     plateau scheduler has stepped by then, see :class:`dm2gal.train.module.PlateauStep`, which must
@@ -266,7 +270,7 @@ class PreemptionCheckpoint(L.Callback):
     def __init__(
         self, dirpath: str | Path, signums: tuple[int, ...] = (signal.SIGUSR1, signal.SIGUSR2)
     ):
-        self.path = Path(dirpath) / "last.ckpt"
+        self.path = Path(dirpath) / LAST
         self.signums = signums
         self.previous: dict[int, Any] = {}
         self.pending: tuple[int, FrameType | None] | None = None
@@ -303,11 +307,12 @@ class PreemptionCheckpoint(L.Callback):
         for callback in trainer.checkpoint_callbacks:
             if Path(getattr(callback, "dirpath", None) or "") == self.path.parent:
                 callback.last_model_path = str(self.path)  # it keeps writing this file
-        # a kill while writing must not leave a truncated last.ckpt: write, then rename
+        # a kill while writing must not leave a truncated last.ckpt: write, then rename (the
+        # previous one becomes last-1.ckpt)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         trainer.save_checkpoint(tmp)
         if trainer.is_global_zero:
-            os.replace(tmp, self.path)
+            rotate_in(tmp, self.path)
         trainer.strategy.barrier("last.ckpt")
 
     def _maybe_checkpoint(self, trainer: L.Trainer) -> None:
@@ -328,3 +333,130 @@ class PreemptionCheckpoint(L.Callback):
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
         return handlers
+
+
+class DivergedError(UserError, FloatingPointError):
+    """Training produced a non-finite loss or gradient (the message names the step and the
+    likely cause). ``step`` is the global step that was not taken."""
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+NONFINITE_ACTIONS = ("stop", "skip")
+
+
+class NonFiniteGuard(L.Callback):
+    """Catch a non-finite training loss or gradient before the optimiser applies it.
+
+    ``action="stop"`` raises :class:`DivergedError` at the first bad step: one line naming the
+    step and the likely cause (the learning rate, the precision); the weights, and the
+    ``last.ckpt`` written before, stay finite. ``action="skip"`` drops that batch's gradients, so
+    the optimiser step changes no weight, puts back the buffers its forward pass changed (the
+    BatchNorm statistics and counts), counts it (logged as ``train/skipped_batches``, with a
+    warning) and goes on; ``max_consecutive`` bad batches in a row stop as ``"stop"`` does. All
+    DDP ranks take the same decision. Under 16-bit mixed precision the gradient scaler skips
+    steps with overflowing gradients itself; only the loss is checked there.
+
+    Args:
+        action: ``"stop"`` or ``"skip"``.
+        max_consecutive: in ``"skip"`` mode, how many bad batches in a row end the run.
+    """
+
+    def __init__(self, action: str, max_consecutive: int) -> None:
+        if action not in NONFINITE_ACTIONS:
+            raise ConfigError(
+                f"NonFiniteGuard.action: expected one of {NONFINITE_ACTIONS}, got {action!r}"
+            )
+        if (
+            isinstance(max_consecutive, bool)
+            or int(max_consecutive) != max_consecutive
+            or max_consecutive < 1
+        ):
+            raise ConfigError(
+                f"NonFiniteGuard.max_consecutive: expected an integer >= 1, got {max_consecutive!r}"
+            )
+        self.action, self.max_consecutive = action, int(max_consecutive)
+        self.skipped = self.consecutive = 0
+        self.loss: torch.Tensor | None = None
+        self.batch_idx = 0
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def state_dict(self) -> dict[str, int]:
+        return {"skipped": self.skipped}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.skipped = int(state_dict["skipped"])
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.batch_idx, self.loss = batch_idx, None
+        if self.action == "skip":  # what a skipped batch's forward pass must not change
+            self.buffers = {k: b.clone() for k, b in pl_module.named_buffers()}
+
+    def on_before_backward(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
+    ) -> None:
+        self.loss = loss.detach()
+
+    def _problem(self, trainer: L.Trainer, pl_module: L.LightningModule) -> str | None:
+        """What is non-finite on this rank ("loss nan", "gradients"), else None."""
+        if self.loss is not None and not bool(torch.isfinite(self.loss)):
+            return f"loss {float(self.loss)}"
+        if getattr(trainer.precision_plugin, "scaler", None) is not None:
+            return None
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+            return "gradients (the loss is finite)"
+        return None
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        problem = self._problem(trainer, pl_module)
+        if not trainer.strategy.reduce_boolean_decision(problem is not None, all=False):
+            self.consecutive = 0
+            return
+        problem = problem or "values on another process"
+        self.consecutive += 1
+        if self.action == "stop" or self.consecutive >= self.max_consecutive:
+            raise DivergedError(self._message(trainer, optimizer, problem), trainer.global_step)
+        for param in pl_module.parameters():
+            param.grad = None
+        for name, buffer in pl_module.named_buffers():
+            buffer.copy_(self.buffers[name])
+        self.skipped += 1
+        log.warning(
+            "non-finite %s at global step %d (epoch %d, batch %d): batch skipped (%d so far)",
+            problem,
+            trainer.global_step,
+            trainer.current_epoch,
+            self.batch_idx,
+            self.skipped,
+        )
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any
+    ) -> None:
+        if self.action == "skip":
+            pl_module.log("train/skipped_batches", float(self.skipped), on_step=True)
+
+    def _message(self, trainer: L.Trainer, optimizer: torch.optim.Optimizer, problem: str) -> str:
+        lr = optimizer.param_groups[0]["lr"]
+        last = next(
+            (c.path for c in trainer.callbacks if isinstance(c, PreemptionCheckpoint)), None
+        )
+        kept = (
+            f"the last finite checkpoint is kept: {last}"
+            if last is not None and last.is_file()
+            else "no checkpoint was written before it"
+        )
+        streak = f" ({self.consecutive} batches in a row)" if self.action == "skip" else ""
+        return (
+            f"training diverged at global step {trainer.global_step} (epoch "
+            f"{trainer.current_epoch}, batch {self.batch_idx}): non-finite {problem}{streak}; "
+            f"likely cause: a learning rate too high (lr {lr:g} now, optim.optimizer.lr) or too "
+            f"little precision (trainer.precision={trainer.precision}); {kept}"
+        )

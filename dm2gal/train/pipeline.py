@@ -19,6 +19,8 @@ from dm2gal.eval.kinds import is_draw
 from dm2gal.infer.recipe import write_run_recipe
 from dm2gal.io.store import atomic_write_text
 from dm2gal.train.build import build
+from dm2gal.train.callbacks import DivergedError
+from dm2gal.train.checkpoints import resume_point
 from dm2gal.train.loggers import find_wandb
 
 log = logging.getLogger(__name__)
@@ -76,15 +78,19 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
 
 
 def resume_checkpoint(cfg: DictConfig) -> str | None:
-    """``ckpt_path`` if set, else the run's own ``checkpoints/last.ckpt`` when it exists (a
-    requeued or restarted job continues where it stopped), else ``None``."""
-    if cfg.get("ckpt_path"):
-        return str(cfg.ckpt_path)
-    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        log.info("resuming from %s", last)
-        return str(last)
-    return None
+    """``ckpt_path`` if it names a file; else (``null`` or ``last``) the run's own
+    ``checkpoints/last.ckpt``, or ``last-1.ckpt`` when that one is damaged (a requeued or
+    restarted job continues where it stopped; see :func:`~dm2gal.train.checkpoints.resume_point`),
+    else ``None`` (``last`` then raises)."""
+    chosen = cfg.get("ckpt_path")
+    if chosen and chosen != "last":
+        return str(chosen)
+    ckpt_dir = Path(cfg.paths.output_dir) / "checkpoints"
+    path = resume_point(ckpt_dir, required=chosen == "last", trust=cfg.trust_checkpoint)
+    if path is None:
+        return None
+    log.info("resuming from %s", path)
+    return str(path)
 
 
 def with_sweep_info(cfg: DictConfig) -> DictConfig:
@@ -124,16 +130,13 @@ def train(cfg: DictConfig, evaluate: Evaluate | None = None) -> dict[str, float]
     datamodule, module, trainer = build(with_sweep_info(cfg))
     log_config(cfg, trainer)
     if cfg.train:
-        # our own checkpoints hold the partial optimiser / scheduler configs: trusted pickles
-        trainer.fit(
-            module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg), weights_only=False
-        )
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg))
     write_run_recipe(cfg.paths.output_dir, datamodule, trainer.is_global_zero)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     ckpt = best_checkpoint(trainer)
     log_best_checkpoint(trainer, ckpt)
     if cfg.test:
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         if trainer.is_global_zero and evaluate is not None:
             run_dir = Path(cfg.paths.output_dir)
@@ -234,8 +237,9 @@ def read_realisations(run_dir: str | Path) -> dict | None:
 
 
 def write_results(output_dir: str | Path, status: str, **fields: Any) -> Path:
-    """Write ``<output_dir>/results.json``: ``status`` ("completed" or "failed") plus ``fields``
-    (final metrics, global step, best checkpoint, or the error). Sweep aggregation reads it."""
+    """Write ``<output_dir>/results.json``: ``status`` ("completed", "diverged" or "failed") plus
+    ``fields`` (final metrics, global step, best checkpoint, or the error). Sweep aggregation
+    reads it."""
     path = Path(output_dir) / "results.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps({"status": status, **fields}, indent=2, sort_keys=True))
@@ -243,14 +247,19 @@ def write_results(output_dir: str | Path, status: str, **fields: Any) -> Path:
 
 
 def run(cfg: DictConfig, evaluate: Evaluate | None = None) -> dict[str, float]:
-    """:func:`train`, recording a failure in ``results.json`` before re-raising it, and closing
-    the W&B run whatever happens (a sweep's next job starts clean)."""
+    """:func:`train`, recording a failure (status "failed", or "diverged" with the global step
+    not taken) in ``results.json`` before re-raising it, and closing the W&B run whatever
+    happens (a sweep's next job starts clean)."""
     try:
         return train(cfg, evaluate)
     except Exception as err:
         dist = torch.distributed
         if not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
-            write_results(cfg.paths.output_dir, "failed", error=f"{type(err).__name__}: {err}")
+            error = f"{type(err).__name__}: {err}"
+            if isinstance(err, DivergedError):
+                write_results(cfg.paths.output_dir, "diverged", error=error, global_step=err.step)
+            else:
+                write_results(cfg.paths.output_dir, "failed", error=error)
         raise
     finally:
         finish_loggers()

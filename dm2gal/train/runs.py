@@ -7,11 +7,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dm2gal.errors import MissingFileError
 from dm2gal.train.build import build_components
+from dm2gal.train.checkpoints import LAST, PREVIOUS, load_checkpoint
 
 RUN_CONFIG = Path(".hydra") / "config.yaml"
 
@@ -35,35 +35,35 @@ def find_runs(path: Path) -> list[Path]:
 
 
 def find_checkpoint(run_dir: Path) -> Path:
-    """The run's best checkpoint (newest non-``last``), else ``last.ckpt``."""
+    """The run's best checkpoint (the newest that is not a resume point, ``last.ckpt`` or
+    ``last-1.ckpt``), else ``last.ckpt``."""
     ckpt_dir = Path(run_dir) / "checkpoints"
     best = sorted(
-        (p for p in ckpt_dir.glob("*.ckpt") if p.name != "last.ckpt"),
+        (p for p in ckpt_dir.glob("*.ckpt") if p.name not in (LAST, PREVIOUS)),
         key=lambda p: p.stat().st_mtime,
     )
     if best:
         return best[-1]
-    if (ckpt_dir / "last.ckpt").is_file():
-        return ckpt_dir / "last.ckpt"
+    if (ckpt_dir / LAST).is_file():
+        return ckpt_dir / LAST
     raise MissingFileError(f"{ckpt_dir}: no checkpoint (*.ckpt) in this run directory")
 
 
 def load_run(
-    run_dir: Path, ckpt_path: Path | None = None, setup_data: bool = True
+    run_dir: Path, ckpt_path: Path | None = None, setup_data: bool = True, *, trust: bool = False
 ) -> tuple[DictConfig, Any, Any, Path]:
     """Rebuild a run's config, Lightning module (weights from the checkpoint) and data module
-    (normalisation from the checkpoint; with ``setup_data`` also its field store and splits)."""
+    (normalisation from the checkpoint; with ``setup_data`` also its field store and splits).
+    The checkpoint is read by :func:`~dm2gal.train.checkpoints.load_checkpoint` (``trust``: also
+    a file holding objects dm2gal checkpoints never hold)."""
     run_dir = Path(run_dir)
     config_path = run_dir / RUN_CONFIG
     if not config_path.is_file():
         raise MissingFileError(f"{config_path}: not found; run_dir must be a train run directory")
     cfg = OmegaConf.load(config_path)
     ckpt_path = Path(ckpt_path) if ckpt_path else find_checkpoint(run_dir)
-    if not ckpt_path.is_file():
-        raise MissingFileError(f"{ckpt_path}: checkpoint not found")
+    state = load_checkpoint(ckpt_path, trust=trust)
     datamodule, module = build_components(cfg)
-    # our own checkpoints: trusted pickles (they hold the data module's normalisation)
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     module.load_state_dict(state["state_dict"])
     if setup_data:
         datamodule.prepare_data()
