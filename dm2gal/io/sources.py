@@ -24,7 +24,14 @@ from dm2gal.io.gadget import CHUNK_ROWS, GroupCatalog, Snapshot
 from dm2gal.io.gravity_fields import paint_subhalo, subfind_tracers
 from dm2gal.io.paint import PAINT_SCHEMES, paint_field
 from dm2gal.io.recipe import FieldRecipe, Recipe, SimInfo
-from dm2gal.io.store import FieldStore, StoreError, config_hash, slabs, staged_dir
+from dm2gal.io.store import (
+    FieldStore,
+    StoreError,
+    config_hash,
+    field_bytes,
+    slabs,
+    staged_dir,
+)
 
 FIELDS = ("dm", "subhalo", "stellar")
 MAX_GRID = 4096  # 4096^3 float32 = 256 GiB per field
@@ -54,8 +61,14 @@ class CachedSource:
     """Base: reuse ``store_dir`` if its fingerprint matches, else build it in a staging dir."""
 
     store_dir: Path
+    grid: int
     #: the fields a complete store holds
     fields: tuple[str, ...] = FIELDS
+
+    def store_bytes(self) -> int:
+        """Disk bytes of the fields a build writes (float32 ``grid^3`` each), checked free
+        before it starts."""
+        return field_bytes(self.grid, len(self.fields))
 
     def fingerprint(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -81,7 +94,7 @@ class CachedSource:
         if self.is_built(fingerprint, self.store_dir):
             return FieldStore(self.store_dir)
         keep = lambda root: self.is_built(fingerprint, root)  # noqa: E731
-        with staged_dir(self.store_dir, keep=keep) as staging:
+        with staged_dir(self.store_dir, keep=keep, nbytes=self.store_bytes()) as staging:
             self.write(FieldStore(staging), fingerprint)
         return FieldStore(self.store_dir)
 
@@ -372,6 +385,9 @@ class ArraySource(CachedSource):
         sim = SimInfo(store.box, None, None, None, None, halo_catalog="arrays")
         fields = FieldRecipe(tuple(inputs), mas="unknown", subhalo_mass="array")
         return Recipe(fields, sim, store.box / store.grid)
+
+    def store_bytes(self) -> int:
+        return field_bytes(self._arrays["dm"].shape[0], len(self._arrays))
 
     def fingerprint(self) -> dict[str, Any]:
         self._arrays = self.arrays()

@@ -5,10 +5,16 @@ Every array is written to a temporary name and renamed when complete; ``meta.jso
 written atomically) lists each complete field with its content hash, so a crash never leaves
 a half-written field that looks whole. Fields are opened memory-mapped: reading a crop never
 loads the whole grid.
+
+Writes report a full disk, a read-only file system or a missing permission as one
+:class:`DiskError` line naming the path (:func:`reports_write_errors`, used by
+:func:`atomic_path` and :func:`staged_dir`), and large artefacts check the free space before
+they start (:func:`require_free_space`).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -31,6 +37,102 @@ META_NAME = "meta.json"
 
 class StoreError(UserError, RuntimeError):
     """A field store is missing, incomplete or inconsistent."""
+
+
+class DiskError(UserError, OSError):
+    """A file or directory cannot be written: no space left, a read-only file system, no
+    permission (the message names the path; the bytes needed and free when known)."""
+
+
+#: errors of a write that found no room: the disk or the quota is full, or the file too large
+SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+#: errors of a write to a place that may not be written
+ACCESS_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+#: bytes of a stored field's ``.npy`` header (numpy's format pads it to 128 bytes for 3 axes)
+NPY_HEADER_BYTES = 128
+
+
+def _bytes(n: float) -> str:
+    """``n`` bytes in the largest binary unit that keeps it >= 1 (``1.5 GiB``)."""
+    if n < 1024:
+        return f"{int(n)} bytes"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1024:.1f} TiB"
+
+
+def free_bytes(path: str | Path) -> int:
+    """Bytes free for this user on the file system that holds ``path`` (or would: its nearest
+    existing parent)."""
+    place = Path(path).absolute()
+    while not place.exists():
+        place = place.parent
+    return shutil.disk_usage(place).free
+
+
+def field_bytes(grid: int, count: int = 1) -> int:
+    """Bytes that ``count`` stored float32 ``grid^3`` fields take on disk."""
+    return count * (4 * int(grid) ** 3 + NPY_HEADER_BYTES)
+
+
+def require_free_space(path: str | Path, nbytes: int, what: str) -> None:
+    """Raise :class:`DiskError` naming ``path`` when the disk that will hold it has less than
+    ``nbytes`` free; ``what`` says what needs them (``"3 fields of 512^3"``)."""
+    free = free_bytes(path)
+    if free < nbytes:
+        raise DiskError(
+            f"{path}: {what} needs {_bytes(nbytes)}, only {_bytes(free)} free on its disk; "
+            "free some space or write it elsewhere"
+        )
+
+
+def _related(filename: str | bytes | None, place: Path) -> bool:
+    """Whether an error's ``filename`` is ``place``, inside it or one of its parents (the write
+    under ``place`` failed there), or unknown."""
+    if filename is None:
+        return True
+    path = Path(os.fsdecode(filename)).absolute()
+    return path.is_relative_to(place) or place.is_relative_to(path)
+
+
+def _write_problem(err: OSError, place: Path) -> str | None:
+    """What stopped a write under ``place`` (a sentence with what to do), or None when ``err``
+    is not about writing there (e.g. an input file that cannot be read)."""
+    space = err.errno in SPACE_ERRNOS or (
+        # numpy (ndarray.tofile, np.save) and h5py report short writes without an errno
+        err.errno is None and ("requested and" in str(err) or "No space left" in str(err))
+    )
+    if space:
+        return (
+            f"no space left on its disk ({_bytes(free_bytes(place))} free); free some space "
+            "or write it elsewhere"
+        )
+    if err.errno in ACCESS_ERRNOS and _related(err.filename, place):
+        # a parent that could not be made is worth naming; the file itself (or its temporary
+        # name) is not
+        parent = err.filename is not None and place.is_relative_to(os.fsdecode(err.filename))
+        where = f" ({os.fsdecode(err.filename)})" if parent else ""
+        return f"{err.strerror.lower()}{where}; choose a directory you may write to"
+    return None
+
+
+@contextmanager
+def reports_write_errors(path: str | Path, within: str | Path | None = None) -> Iterator[None]:
+    """Turn an ``OSError`` of writing ``path`` (no space, read-only file system, no permission)
+    raised in the block into one :class:`DiskError` line naming ``path``; other errors (reading
+    an input elsewhere) pass. ``within``: the directory written to (default: ``path``'s)."""
+    path = Path(path)
+    try:
+        yield
+    except UserError:
+        raise
+    except OSError as err:
+        problem = _write_problem(err, Path(within or path.parent).absolute())
+        if problem is None:
+            raise
+        raise DiskError(f"{path}: cannot write it: {problem}") from err
 
 
 def file_hash(path: str | Path, chunk_bytes: int = 1 << 24) -> str:
@@ -70,17 +172,35 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success. A full
+    disk, a read-only file system or a missing permission is one :class:`DiskError` line."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
+    with reports_write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
+        try:
+            yield Path(tmp)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def reserve(path: Path) -> None:
+    """Allocate the disk blocks of the file ``path`` up to its size (``posix_fallocate``), so a
+    memory map of it cannot hit a full disk later: there that is a SIGBUS crash, not an error.
+    A file system (or platform) without it keeps the sparse file."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
     try:
-        yield Path(tmp)
-        os.replace(tmp, path)
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        os.close(fd)
 
 
 def _owner_alive(owner: Path) -> bool:
@@ -127,24 +247,33 @@ def remove_stale_staging(target: str | Path) -> list[Path]:
 
 
 @contextmanager
-def staged_dir(target: str | Path, keep: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+def staged_dir(
+    target: str | Path, keep: Callable[[Path], bool] | None = None, nbytes: int = 0
+) -> Iterator[Path]:
     """Yield a new staging directory beside ``target``; when the block succeeds it replaces
     ``target`` by renames (an existing ``target`` is moved aside first, then removed), so a
     crash never leaves a half-written directory under the target's name. ``keep(target)``, when
     given, is asked just before: True keeps a ``target`` that another process completed
-    meanwhile and drops the staging directory.
+    meanwhile and drops the staging directory. ``nbytes``, the size of what the block writes,
+    must be free on the disk first; a write that fails for space or permission is one
+    :class:`DiskError` line naming ``target``.
 
     The staging directory ``.<name>.<random>.tmp`` has an owner file ``.<name>.<random>.owner``
     beside it (this process's id and host), so the next build of ``target`` removes what a
     killed one left (:func:`remove_stale_staging`) and never what a running one is writing."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(target)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    owner = staging.with_suffix(".owner")
-    owner.write_text(f"{os.getpid()} {socket.gethostname()}\n")
+    with reports_write_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        require_free_space(target, nbytes, f"building {target.name}")
+        remove_stale_staging(target)
+        staging = Path(
+            tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        )
+        owner = staging.with_suffix(".owner")
+        owner.write_text(f"{os.getpid()} {socket.gethostname()}\n")
     try:
-        yield staging
+        with reports_write_errors(staging, within=staging):
+            yield staging
         if keep is not None and target.exists() and keep(target):
             return
         if target.exists():
@@ -154,6 +283,9 @@ def staged_dir(target: str | Path, keep: Callable[[Path], bool] | None = None) -
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(staging, target)
+    except DiskError as err:
+        # name the target, not the hidden staging directory that is about to go
+        raise DiskError(str(err).replace(str(staging), str(target))) from err.__cause__
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         owner.unlink(missing_ok=True)
@@ -245,6 +377,7 @@ class FieldStore:
             )
         if not np.isfinite(array).all():
             raise StoreError(f"{self.root}: field '{name}' has non-finite values")
+        require_free_space(self.path(name), field_bytes(grid), f"field '{name}' ({grid}^3)")
         with atomic_path(self.path(name)) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, np.ascontiguousarray(array, dtype=np.float32))
@@ -256,11 +389,14 @@ class FieldStore:
         """Yield a zeroed, writable memory-mapped float32 ``grid^3`` array for field ``name``.
 
         The field appears in the store only if the block exits without an exception; use it to
-        paint fields larger than memory chunk by chunk.
+        paint fields larger than memory chunk by chunk. Its disk space is checked and reserved
+        first (:func:`reserve`): writing through the map cannot run out of space later.
         """
         grid = self.meta()["grid"]
+        require_free_space(self.path(name), field_bytes(grid), f"field '{name}' ({grid}^3)")
         with atomic_path(self.path(name)) as tmp:
             array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(grid,) * 3)
+            reserve(tmp)
             yield array
             array.flush()
             del array

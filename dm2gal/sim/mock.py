@@ -97,6 +97,8 @@ class MockUniverse(CachedSource):
         galaxies: galaxy-model parameters (keys of :class:`GalaxyModel`).
     """
 
+    fields = FIELDS + ORACLE_FIELDS
+
     def __init__(
         self,
         box: float = 75.0,
