@@ -27,6 +27,7 @@ from dm2gal.io.store import (
     require_free_space,
 )
 from dm2gal.sim.mock import MockUniverse
+from dm2gal.train.checkpoints import ProjectCheckpointIO
 
 Usage = namedtuple("Usage", "total used free")
 GRID = 16
@@ -86,7 +87,7 @@ def test_a_store_too_large_for_the_disk_stops_before_it_starts(tmp_path, free):
     with pytest.raises(DiskError) as raised:
         source.build()
     assert str(raised.value) == (
-        f"{source.store_dir}: building store needs {needed / 1024:.1f} KiB, only "
+        f"{source.store_dir}: writing it needs {needed / 1024:.1f} KiB, only "
         f"{(needed - 1) / 1024:.1f} KiB free on its disk; free some space or write it elsewhere"
     )
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
@@ -186,7 +187,7 @@ def test_the_fields_command_prints_one_line(tmp_path: Path, read_only_disk: Path
 def test_a_mock_larger_than_its_disk_stops_before_generating(small_disk: Path):
     mock = MockUniverse(box=32.0, particles=16, grid=32, seed=3, cache_dir=small_disk)
     needed = field_bytes(32, 5)  # dm, subhalo, stellar and the two oracle fields
-    with pytest.raises(DiskError, match=rf"^{mock.store_dir}: building {mock.hash} needs "):
+    with pytest.raises(DiskError, match=rf"^{mock.store_dir}: writing it needs "):
         mock.build()
     assert mock.store_bytes() == needed > shutil.disk_usage(small_disk).free
     assert list(small_disk.iterdir()) == []
@@ -199,3 +200,9 @@ def test_a_directory_that_cannot_be_made_is_named(read_only_disk: Path):
         f"{read_only_disk / 'reports' / 'metrics.json'}: cannot write it: read-only file system "
         f"({read_only_disk / 'reports'}); choose a directory you may write to"
     )
+
+
+def test_a_checkpoint_that_cannot_be_written_names_it(read_only_disk: Path):
+    path = read_only_disk / "checkpoints" / "last.ckpt"
+    with pytest.raises(DiskError, match=rf"^{path}: cannot write it: read-only file system"):
+        ProjectCheckpointIO().save_checkpoint({"state_dict": {}}, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from dm2gal.io.store import FieldStore, StoreError, atomic_write_text, config_hash, staged_dir
+from dm2gal.sim.mock import MockUniverse
 
 
 @pytest.fixture
@@ -141,3 +143,22 @@ def test_staging_left_by_a_killed_build_is_removed_by_the_next(tmp_path: Path):
         "store",
     ]
     assert [p.name for p in target.iterdir()] == ["meta.json"]
+
+
+def _build_mock(cache_dir: str, barrier) -> None:
+    barrier.wait()  # both start building at the same moment
+    MockUniverse(box=32.0, particles=16, grid=16, seed=3, cache_dir=cache_dir).build()
+
+
+def test_two_processes_building_the_same_mock_at_once_leave_one_store(tmp_path: Path):
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(2)
+    builds = [context.Process(target=_build_mock, args=(str(tmp_path), barrier)) for _ in "ab"]
+    for build in builds:
+        build.start()
+    for build in builds:
+        build.join(timeout=300)
+    assert [build.exitcode for build in builds] == [0, 0]
+    mock = MockUniverse(box=32.0, particles=16, grid=16, seed=3, cache_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [mock.hash]  # no staging left
+    assert mock.cache_problem() is None  # complete, every hash right

@@ -264,7 +264,7 @@ def staged_dir(
     target = Path(target)
     with reports_write_errors(target):
         target.parent.mkdir(parents=True, exist_ok=True)
-        require_free_space(target, nbytes, f"building {target.name}")
+        require_free_space(target, nbytes, "writing it")
         remove_stale_staging(target)
         staging = Path(
             tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dm2gal.errors import ConfigError, integer_option
 from dm2gal.train.callbacks import PreemptionCheckpoint
-from dm2gal.train.checkpoints import CheckpointReader
+from dm2gal.train.checkpoints import ProjectCheckpointIO
 from dm2gal.train.module import PlateauStep
 
 RUN_ID_ENV = "DM2GAL_RUN_ID"
@@ -156,7 +156,7 @@ def build(cfg: DictConfig) -> tuple[Any, L.LightningModule, L.Trainer]:
         cfg.trainer,
         callbacks=[*callbacks, PreemptionCheckpoint(checkpoints)],
         logger=instantiate_group(cfg.get("logger")) or False,
-        plugins=[CheckpointReader(trust=cfg.trust_checkpoint)],
+        plugins=[ProjectCheckpointIO(trust=cfg.trust_checkpoint)],
     )
     return datamodule, module, trainer
 

@@ -1,7 +1,7 @@
 """Checkpoints on disk: the one function that reads them, and the resume point's rotation.
 
 :func:`load_checkpoint` is the only place the project reads a checkpoint (``load_run``, the
-training pipeline's resume and test, Lightning itself through :class:`CheckpointReader`). It
+training pipeline's resume and test, Lightning itself through :class:`ProjectCheckpointIO`). It
 never unpickles arbitrary objects: ``torch.load(weights_only=True)`` with only the types the
 project's own Lightning checkpoints hold allowed: tensors and plain containers (dicts, lists,
 numbers, strings: the module keeps its hyper-parameters plain, the optimiser and scheduler factories
@@ -29,6 +29,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from dm2gal.errors import UserError
+from dm2gal.io.store import reports_write_errors
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,8 @@ class CheckpointError(UserError, RuntimeError):
 
 
 def _size(path: Path) -> str:
-    size = path.stat().st_size
-    return f"{size} bytes" if size < 2**20 else f"{size / 2**20:.1f} MiB"
+    """The file's exact size (to compare with the original of a copy cut short)."""
+    return f"{path.stat().st_size} bytes"
 
 
 def _is_zip(path: Path) -> bool:
@@ -105,9 +106,10 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
     return state
 
 
-class CheckpointReader(TorchCheckpointIO):
+class ProjectCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint I/O with every read going through :func:`load_checkpoint` (resume
-    and ``trainer.test(ckpt_path=...)``); writes are Lightning's."""
+    and ``trainer.test(ckpt_path=...)``), and a write that fails for space or permission
+    reported as one :class:`~dm2gal.io.store.DiskError` line naming the checkpoint."""
 
     def __init__(self, trust: bool = False) -> None:
         self.trust = bool(trust)
@@ -116,6 +118,12 @@ class CheckpointReader(TorchCheckpointIO):
         self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
         return load_checkpoint(path, trust=self.trust)
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        with reports_write_errors(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
 
 
 def rotate_in(new: Path, last: Path) -> None:
