@@ -142,6 +142,10 @@ def test_resume_point_falls_back_and_says_so(run_dir, tmp_path, caplog):
         assert resume_point(ckpt) == ckpt / PREVIOUS
     assert f"resuming from the previous checkpoint {ckpt / PREVIOUS}" in caplog.text
     assert "last.ckpt: checkpoint truncated" in caplog.text
+    # the damaged file is moved aside: the next rotation keeps the good predecessor
+    assert "(moved aside to last.ckpt.damaged)" in caplog.text
+    assert sorted(p.name for p in ckpt.iterdir()) == [PREVIOUS, "last.ckpt.damaged"]
+    _cut(run_dir / "checkpoints" / "last.ckpt", ckpt / "last.ckpt", 0.5)
     _cut(run_dir / "checkpoints" / PREVIOUS, ckpt / PREVIOUS, 0.5)
     with pytest.raises(CheckpointError, match=r"last.ckpt: .* and .*last-1.ckpt: "):
         resume_point(ckpt)
@@ -154,6 +158,8 @@ def test_ckpt_path_last_resumes_from_the_predecessor_of_a_truncated_last(run_dir
     results = json.loads((tmp_path / "results.json").read_text())
     # the predecessor held epochs 1-2 (4 steps): the third epoch adds 2 steps
     assert results["status"] == "completed" and results["global_step"] == 6
+    for name in ("last.ckpt", PREVIOUS):  # both whole again
+        assert load_checkpoint(tmp_path / "checkpoints" / name)["global_step"] == 6
 
 
 def test_an_explicit_truncated_ckpt_path_stops_with_one_line(run_dir, tmp_path):

@@ -143,8 +143,10 @@ def previous_of(last: Path) -> Path:
 
 def resume_point(ckpt_dir: str | Path, required: bool = False, trust: bool = False) -> Path | None:
     """The checkpoint to resume from in ``ckpt_dir``: ``last.ckpt``, or ``last-1.ckpt`` when the
-    newest is missing or unreadable (a warning says so). ``None`` when there is neither, unless
-    ``required`` (``ckpt_path=last``), which raises; both damaged raises naming both."""
+    newest is missing or unreadable (a warning says so; a damaged ``last.ckpt`` is moved aside to
+    ``last.ckpt.damaged``, so that the next rotation keeps the good predecessor). ``None`` when
+    there is neither, unless ``required`` (``ckpt_path=last``), which raises; both damaged
+    raises naming both."""
     last = Path(ckpt_dir) / LAST
     candidates = [p for p in (last, previous_of(last)) if p.is_file()]
     if not candidates:
@@ -161,6 +163,10 @@ def resume_point(ckpt_dir: str | Path, required: bool = False, trust: bool = Fal
         except CheckpointError as err:
             problems.append(str(err))
             continue
+        if path != last and last.is_file():
+            damaged = last.with_name(f"{LAST}.damaged")
+            os.replace(last, damaged)
+            problems[0] += f" (moved aside to {damaged.name})"
         if problems:
             log.warning("%s; resuming from the previous checkpoint %s instead", problems[0], path)
         return path
