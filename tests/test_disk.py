@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
+from dm2gal.data.transforms import FieldTransform
+from dm2gal.infer.predict import PredictOptions, predict_store
 from dm2gal.io import store as store_module
 from dm2gal.io.sources import ArraySource
 from dm2gal.io.store import (
@@ -26,6 +28,7 @@ from dm2gal.io.store import (
     reports_write_errors,
     require_free_space,
 )
+from dm2gal.models import UNet3d
 from dm2gal.sim.mock import MockUniverse
 from dm2gal.train.checkpoints import ProjectCheckpointIO
 
@@ -206,3 +209,21 @@ def test_a_checkpoint_that_cannot_be_written_names_it(read_only_disk: Path):
     path = read_only_disk / "checkpoints" / "last.ckpt"
     with pytest.raises(DiskError, match=rf"^{path}: cannot write it: read-only file system"):
         ProjectCheckpointIO().save_checkpoint({"state_dict": {}}, path)
+
+
+def test_a_prediction_too_large_for_the_disk_stops_before_predicting(tmp_path, free):
+    source = FieldStore(tmp_path / "sim")
+    source.init(10.0, GRID)
+    rng = np.random.default_rng(1)
+    for name in ("dm", "subhalo"):
+        source.write(name, rng.lognormal(20.0, 1.0, (GRID,) * 3).astype(np.float32))
+    transform = FieldTransform([20.0 / np.log(10)] * 2, [1.0, 1.0], 9.0, 0.5)
+    net = UNet3d(in_channels=2, channels=3, levels=1, convs=1).eval()
+    calls = []
+    net.register_forward_hook(lambda *args: calls.append(1))
+    free(field_bytes(GRID) - 1)
+    out = tmp_path / "prediction"
+    with pytest.raises(DiskError, match=rf"^{out}: the prediction \(1 x 16\^3 voxels\) needs"):
+        predict_store(net, transform, source, ["dm", "subhalo"], out, "stellar",
+                      options=PredictOptions(tile=8, progress=False))  # fmt: skip
+    assert calls == [] and FieldStore(out).fields() == []

@@ -36,7 +36,7 @@ from dm2gal.data.regions import Region
 from dm2gal.data.transforms import FieldTransform
 from dm2gal.errors import ConfigError
 from dm2gal.infer.noise import voxel_noise
-from dm2gal.io.store import FieldStore, StoreError
+from dm2gal.io.store import FieldStore, StoreError, field_bytes, require_free_space
 from dm2gal.models.base import FieldNet
 
 #: requested output tile side (voxels) where no setting gives one
@@ -370,6 +370,11 @@ def predict_store(
         )
     outputs = prediction_outputs(source, inputs, transform, options.tile, name, attrs, seeds)
     region = Region((0, 0, 0), (grid,) * 3, grid)
+    require_free_space(
+        store.root,
+        field_bytes(grid, len(outputs)),
+        f"the prediction ({len(outputs)} x {grid}^3 voxels)",
+    )
     with ExitStack() as stack:
         arrays = [stack.enter_context(store.create(f, **meta)) for f, meta in outputs.items()]
         out = arrays if seeds else arrays[0]

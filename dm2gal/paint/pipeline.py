@@ -32,7 +32,7 @@ from dm2gal.infer.exported import TrainedModel
 from dm2gal.infer.predict import PredictOptions, predict_store
 from dm2gal.io.gravity_fields import TRACERS_FILE, Tracers
 from dm2gal.io.recipe import SimInfo
-from dm2gal.io.store import FieldStore, atomic_write_text, staged_dir
+from dm2gal.io.store import FieldStore, atomic_write_text, field_bytes, staged_dir
 from dm2gal.paint.sources import GravitySource
 from dm2gal.paint.trust import TrustOptions, differences, paint_grid, redshift_warning
 
@@ -159,6 +159,11 @@ class Painting:
     def inputs(self) -> list[str]:
         return list(self.model.recipe.fields.inputs)
 
+    @property
+    def disk_bytes(self) -> int:
+        """Disk bytes of the input and painted fields: checked free before painting starts."""
+        return field_bytes(self.grid, len(self.inputs) + len(self.names))
+
     def predict_options(self) -> PredictOptions:
         """The model's prediction settings, with the options' tile and batch size."""
         return PredictOptions(
@@ -238,7 +243,7 @@ def paint_run(
     """Paint ``source``'s gravity-only run with ``model`` into ``out`` in this process (see
     the module; :mod:`dm2gal.paint.slabs` paints it in x-slabs)."""
     painting = Painting.plan(model, source, out, options)
-    with staged_dir(out) as staging:
+    with staged_dir(out, nbytes=painting.disk_bytes) as staging:
         store = FieldStore(staging)
         painting.source.write(store, painting.source.fingerprint())
         predict_store(

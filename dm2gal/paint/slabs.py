@@ -100,7 +100,7 @@ def assemble(painting: Painting, inputs: FieldStore, slabs: int) -> PaintSummary
     os.close(lock)
     model, options = painting.model, painting.options
     try:
-        with staged_dir(painting.out) as staging:
+        with staged_dir(painting.out, nbytes=painting.disk_bytes) as staging:
             shutil.copytree(inputs.root, staging, dirs_exist_ok=True)
             store = FieldStore(staging)
             outputs = prediction_outputs(
