@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 
 from dm2gal.data.crops import read_crop
-from dm2gal.errors import ConfigError, UserError
+from dm2gal.errors import ConfigError, UserError, integer_option
 from dm2gal.eval.plots import plot_slices, save_png
 from dm2gal.eval.wandb_tables import curve_payload
 from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, predict_fields
@@ -367,17 +367,10 @@ class NonFiniteGuard(L.Callback):
     def __init__(self, action: str, max_consecutive: int) -> None:
         if action not in NONFINITE_ACTIONS:
             raise ConfigError(
-                f"NonFiniteGuard.action: expected one of {NONFINITE_ACTIONS}, got {action!r}"
+                f"nonfinite.action: expected one of {NONFINITE_ACTIONS}, got {action!r}"
             )
-        if (
-            isinstance(max_consecutive, bool)
-            or int(max_consecutive) != max_consecutive
-            or max_consecutive < 1
-        ):
-            raise ConfigError(
-                f"NonFiniteGuard.max_consecutive: expected an integer >= 1, got {max_consecutive!r}"
-            )
-        self.action, self.max_consecutive = action, int(max_consecutive)
+        self.action = action
+        self.max_consecutive = integer_option(max_consecutive, "nonfinite.max_consecutive", 1)
         self.skipped = self.consecutive = 0
         self.loss: torch.Tensor | None = None
         self.batch_idx = 0
