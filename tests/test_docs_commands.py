@@ -294,3 +294,36 @@ def test_docs_site_builds_strict(tmp_path: Path) -> None:
     api = (site / "api" / "index.html").read_text()
     assert "FieldDataModule" in api and "EvaluationSettings" in api
     assert not (ROOT / "site").exists()
+
+
+def package_imports() -> dict[str, set[str]]:
+    """``{package: the other dm2gal packages / top-level modules it imports}``."""
+    found: dict[str, set[str]] = {}
+    for path in (ROOT / "dm2gal").rglob("*.py"):
+        own = path.relative_to(ROOT / "dm2gal").with_suffix("").parts[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "dm2gal" and len(parts) > 1 and parts[1] != own:
+                    found.setdefault(own, set()).add(parts[1])
+    return found
+
+
+def test_architecture_page_lists_every_import() -> None:
+    """Each package row of docs/architecture.md names every dm2gal package it imports."""
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in (ROOT / "docs" / "architecture.md").read_text().splitlines()
+        if line.startswith("| `")
+    ]
+    imports, checked = package_imports(), set()
+    for row in rows:
+        if "everything" in row[-1]:
+            continue
+        documented = {name.split(".")[0] for name in re.findall(r"`([\w.]+)`", row[-1])}
+        for package in re.findall(r"`(\w+)/?`", row[0]):
+            assert imports.get(package, set()) <= documented, (package, row[-1])
+            checked.add(package)
+    assert {"io", "data", "train", "sweep"} <= checked
