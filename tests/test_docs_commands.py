@@ -25,7 +25,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dm2gal.eval.evaluation import EvaluationSettings
 from dm2gal.train.build import build, compose_train
@@ -187,16 +187,19 @@ def jobs(dimensions: list[list[str]]) -> list[list[str]]:
     return [[d[i % len(d)] for d in dimensions] for i in range(width)]
 
 
-def train_jobs(overrides: list[str]) -> list[list[str]]:
+def train_jobs(overrides: list[str]) -> list[tuple[list[str], DictConfig | None]]:
     """The overrides of each job a ``python train.py`` line starts, the swept keys of the
-    command line and of its ``hparams_search`` config alike."""
+    command line and of its ``hparams_search`` config alike, each with its composed config
+    when that is already at hand (a line that sweeps nothing)."""
     dimensions = [sweep_values(o) for o in overrides]
     fixed = [d[0] for d in dimensions if len(d) == 1]
     cfg = compose_train(fixed, hydra_node=True)
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
     given = {o.split("=", 1)[0] for o in overrides}
     dimensions += [sweep_values(f"{k}={v}") for k, v in params.items() if k not in given]
-    return jobs(dimensions)
+    if all(len(d) == 1 for d in dimensions):
+        return [(fixed, cfg)]
+    return [(job, None) for job in jobs(dimensions)]
 
 
 def tiny_outputs(cfg, tmp_path: Path) -> None:
@@ -227,8 +230,8 @@ def compose_command(name: str, overrides: list[str], config_dir: Path = CONF):
 
 
 def check_train(command: DocCommand, overrides: list[str], tmp_path: Path) -> None:
-    for job in train_jobs(overrides):
-        cfg = compose_train(job, hydra_node=True)
+    for job, composed in train_jobs(overrides):
+        cfg = composed or compose_train(job, hydra_node=True)
         if command.compose_only:
             continue
         tiny_outputs(cfg, tmp_path)
