@@ -39,14 +39,14 @@ def test_catalogue_painted_back_gives_the_field(tmp_path):
     )  # fmt: skip
     stars = np.vstack([tracers.pos[:80], tracers.pos[:150] + rng.normal(0, 0.4, (150, 3))])
     field = paint(stars, 10 ** rng.uniform(7.5, 11, len(stars)), grid, box)
-    galaxies, dropped = field_galaxies(field, box, tracers)
+    galaxies, dropped = field_galaxies(field, box, tracers, assignment="exact")
     assert dropped == 0.0 and (galaxies.host >= 100).sum() > 50
     back = paint(galaxies.pos, galaxies.mstar, grid, box)
     np.testing.assert_allclose(back, field, rtol=1e-5, atol=1e-5 * field.max())
     on_halo = galaxies.host >= 0
     np.testing.assert_array_equal(galaxies.vel[on_halo], tracers.vel[galaxies.host[on_halo] - 100])
     assert np.isnan(galaxies.vel[~on_halo]).all()
-    big, left_out = field_galaxies(field, box, tracers, min_mass=1e9)
+    big, left_out = field_galaxies(field, box, tracers, min_mass=1e9, assignment="exact")
     assert big.mstar.min() >= 1e9
     assert big.mstar.sum() + left_out == pytest.approx(field.sum(dtype=np.float64), rel=1e-6)
     path = tmp_path / "cat.h5"
@@ -54,6 +54,25 @@ def test_catalogue_painted_back_gives_the_field(tmp_path):
     again, attrs = read_galaxy_catalog(path)
     np.testing.assert_array_equal(again.mstar, big.mstar)
     assert attrs["seed"] == 3 and attrs["model"] == '{"a": 1}'
+
+
+def test_shared_assignment_gives_each_halo_its_footprint():
+    """Tracers with disjoint CIC footprints each get the mass of their 8 voxels; the other
+    voxels become node galaxies; the total is kept."""
+    rng = np.random.default_rng(2)
+    box, grid = 32.0, 16
+    corners = np.stack(np.meshgrid(*[np.arange(0, grid, 4)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    pos = (corners + rng.uniform(0.1, 0.9, corners.shape)) * (box / grid)
+    n = len(pos)
+    tracers = Tracers(pos, 10 ** rng.uniform(10, 13, n), np.zeros((n, 3)), np.arange(n))
+    field = rng.lognormal(18, 1, (grid,) * 3).astype(np.float32)
+    galaxies, _ = field_galaxies(field, box, tracers)
+    on = galaxies.host >= 0
+    footprint = [field[i : i + 2, j : j + 2, k : k + 2].sum(dtype=np.float64)
+                 for i, j, k in corners[galaxies.host[on]]]  # fmt: skip
+    np.testing.assert_allclose(galaxies.mstar[on], footprint, rtol=1e-9)
+    assert (~on).sum() == grid**3 - 8 * n
+    assert galaxies.mstar.sum() == pytest.approx(field.sum(dtype=np.float64), rel=1e-9)
 
 
 def test_trust_checks():

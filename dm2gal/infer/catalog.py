@@ -23,6 +23,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from dm2gal.errors import ConfigError
 from dm2gal.io.gravity_fields import Tracers
 from dm2gal.io.store import StoreError, atomic_path
 
@@ -103,20 +104,16 @@ def cic_cells(pos: np.ndarray, grid: int, box: float) -> tuple[np.ndarray, np.nd
     return cells, weights
 
 
-def field_galaxies(
-    field: np.ndarray, box: float, tracers: Tracers, min_mass: float = 0.0
-) -> tuple[Galaxies, float]:
-    """The galaxies of a stellar-mass field (Msun/h per voxel) on the gravity-only
-    ``tracers`` (see the module docstring); returns them and the field mass they leave out
-    (galaxies below ``min_mass``), Msun/h."""
-    grid = field.shape[0]
-    left = np.array(field, dtype=np.float64)
-    order = np.argsort(-tracers.mass, kind="stable")
-    cells, weights = cic_cells(tracers.pos[order], grid, box)
-    flat = np.ravel_multi_index(tuple(np.moveaxis(cells, -1, 0)), (grid,) * 3)
-    view = left.reshape(-1)
-    mass = np.zeros(len(order))
-    for i in range(len(order)):
+#: how voxel mass becomes galaxies: ``share`` (each voxel's mass split among the (sub)halos whose
+#: CIC footprint covers it) or ``exact`` (painted back with CIC, the catalogue is the field)
+ASSIGNMENTS = ("share", "exact")
+
+
+def exact_masses(view: np.ndarray, flat: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per tracer (most massive first), the largest mass whose CIC share fits in what its
+    voxels have left; ``view`` (the flat field) is left holding the remainder."""
+    mass = np.zeros(len(flat))
+    for i in range(len(flat)):
         used = weights[i] > 0
         w, at = weights[i][used], flat[i][used]
         ratio = view[at] / w
@@ -126,13 +123,50 @@ def field_galaxies(
             mass[i] = share
             view[at] = np.maximum(view[at] - share * w, 0.0)
             view[at[limit]] = 0.0  # the voxel that limits the share is used up exactly
+    return mass
+
+
+def shared_masses(
+    view: np.ndarray, flat: np.ndarray, weights: np.ndarray, prior: np.ndarray
+) -> np.ndarray:
+    """Per tracer, its share of every voxel in its CIC footprint, in proportion to its CIC
+    weight there times ``prior`` (its (sub)halo mass); ``view`` keeps only the voxels no
+    footprint covers."""
+    score = weights * prior[:, None]
+    total = np.bincount(flat.ravel(), score.ravel(), minlength=len(view))
+    covered = total > 0
+    part = np.where(score > 0, view[flat] * score / np.where(covered, total, 1.0)[flat], 0.0)
+    view[covered] = 0.0
+    return part.sum(axis=1)
+
+
+def field_galaxies(
+    field: np.ndarray,
+    box: float,
+    tracers: Tracers,
+    min_mass: float = 0.0,
+    assignment: str = "share",
+) -> tuple[Galaxies, float]:
+    """The galaxies of a stellar-mass field (Msun/h per voxel) on the gravity-only
+    ``tracers`` by ``assignment`` (see the module docstring); returns them and the field mass
+    they leave out (galaxies below ``min_mass``), Msun/h."""
+    if assignment not in ASSIGNMENTS:
+        raise ConfigError(f"catalog_assignment: expected one of {ASSIGNMENTS}, got {assignment!r}")
+    grid = field.shape[0]
+    view = np.array(field, dtype=np.float64).reshape(-1)
+    order = np.argsort(-tracers.mass, kind="stable")
+    cells, weights = cic_cells(tracers.pos[order], grid, box)
+    flat = np.ravel_multi_index(tuple(np.moveaxis(cells, -1, 0)), (grid,) * 3)
+    if assignment == "exact":
+        mass = exact_masses(view, flat, weights)
+    else:
+        mass = shared_masses(view, flat, weights, tracers.mass[order])
     kept = mass > 0
     nodes = np.flatnonzero(view > 0)
-    node_mass = view[nodes]
     node_pos = np.stack(np.unravel_index(nodes, (grid,) * 3), axis=1) * (box / grid)
     galaxies = Galaxies(
         pos=np.concatenate([tracers.pos[order][kept], node_pos]),
-        mstar=np.concatenate([mass[kept], node_mass]),
+        mstar=np.concatenate([mass[kept], view[nodes]]),
         vel=np.concatenate([tracers.vel[order][kept], np.full((len(nodes), 3), np.nan)]),
         host=np.concatenate([tracers.id[order][kept], np.full(len(nodes), -1, np.int64)]),
     )

@@ -37,6 +37,7 @@ def paint_options(cfg: DictConfig) -> PaintOptions:
         seed=cfg.seed,
         name=cfg.name,
         min_mass=cfg.catalog_min_mass,
+        assignment=cfg.catalog_assignment,
         tile=cfg.tile,
         batch_size=cfg.batch_size,
         trust=TrustOptions(cfg.voxel_tolerance, cfg.redshift_tolerance, cfg.allow_redshift),

@@ -81,8 +81,12 @@ def compare(cfg: DictConfig) -> Path:
         painted = out / f"seed{seed}"
         gravity = MockSource(store.root, mas=fields["mas"], subhalo_mass=fields["subhalo_mass"],
                              progress=cfg.progress)  # fmt: skip
-        options = PaintOptions(samples=cfg.samples, min_mass=cfg.catalog_min_mass,
-                               progress=cfg.progress)  # fmt: skip
+        options = PaintOptions(
+            samples=cfg.samples,
+            min_mass=cfg.catalog_min_mass,
+            assignment=cfg.catalog_assignment,
+            progress=cfg.progress,
+        )
         summary = paint_run(model, gravity, painted, options)
         measured = []
         for name in summary.fields:

@@ -45,7 +45,8 @@ CATALOG_DIR = "catalogs"
 @dataclass(frozen=True)
 class PaintOptions:
     """``samples`` draws from seeds ``seed .. seed + samples - 1``; output fields named
-    ``<name>_mean`` etc.; catalogue galaxies of at least ``min_mass`` Msun/h; ``tile`` /
+    ``<name>_mean`` etc.; catalogue galaxies of at least ``min_mass`` Msun/h, placed by
+    ``assignment`` (:func:`dm2gal.infer.catalog.field_galaxies`); ``tile`` /
     ``batch_size`` override the model's prediction settings; ``trust`` the comparison with
     the training run."""
 
@@ -53,6 +54,7 @@ class PaintOptions:
     seed: int = 0
     name: str = "stellar"
     min_mass: float = 0.0
+    assignment: str = "share"
     tile: int | None = None
     batch_size: int | None = None
     trust: TrustOptions = field(default_factory=TrustOptions)
@@ -192,7 +194,9 @@ class Painting:
         counts, totals = {}, {}
         for name in tqdm(names, desc="catalogues", unit="field", disable=not options.progress):
             painted = store.read(name, mmap=False)
-            galaxies, dropped = field_galaxies(painted, store.box, tracers, options.min_mass)
+            galaxies, dropped = field_galaxies(
+                painted, store.box, tracers, options.min_mass, options.assignment
+            )
             seed = store.field_meta(name).get("seed")
             totals[name] = float(painted.sum(dtype=np.float64))
             write_galaxy_catalog(
@@ -207,6 +211,7 @@ class Painting:
                 model=json.dumps(model.provenance),
                 recipe=json.dumps(model.recipe.to_dict()),
                 min_mass=options.min_mass,
+                assignment=options.assignment,
                 mass_left_out=dropped,
                 field_mass=totals[name],
             )
