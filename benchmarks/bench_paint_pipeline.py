@@ -1,13 +1,15 @@
 """The whole painting pipeline on a mock universe: input fields + prediction + catalogues.
 
-For each ``--grid`` N, a mock universe of N/2 particles per side in a box of N * 75/128 Mpc/h
-(the default mock's voxel) is generated once (not timed), then painted in a fresh subprocess
+For each ``--grid`` N, a mock universe of N/``--ratio`` particles per side (default 2) in a box
+of N * 75/128 Mpc/h (the default mock's voxel) is generated once (not timed), then painted in a
+fresh subprocess
 (so each peak RSS is its own) by the default probabilistic network (untrained weights: the
 cost does not depend on them) with ``--samples`` draws: :func:`dm2gal.paint.pipeline.paint_run`
 from the mock's gravity-only files to the catalogues. Prints a Markdown table: wall time, CPU
 time, peak RSS and voxels per second. Usage::
 
     python benchmarks/bench_paint_pipeline.py --grid 64 128 256 --samples 2
+    python benchmarks/bench_paint_pipeline.py --grid 512 --ratio 4
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from pathlib import Path
 VOXEL = 75.0 / 128
 
 
-def mock(grid: int, cache: Path):
+def mock(grid: int, ratio: int, cache: Path):
     from dm2gal.sim import MockUniverse
 
-    return MockUniverse(box=grid * VOXEL, particles=grid // 2, grid=grid, seed=1, cache_dir=cache)
+    particles = grid // ratio
+    return MockUniverse(box=grid * VOXEL, particles=particles, grid=grid, seed=1, cache_dir=cache)
 
 
-def paint_once(grid: int, cache: Path, out: Path, samples: int) -> dict:
+def paint_once(grid: int, ratio: int, cache: Path, out: Path, samples: int) -> dict:
     """Paint the mock of side ``grid`` (in this process); return the measurements."""
     import torch
 
@@ -42,7 +45,7 @@ def paint_once(grid: int, cache: Path, out: Path, samples: int) -> dict:
     from dm2gal.paint.pipeline import PaintOptions, paint_run
     from dm2gal.paint.sources import MockSource
 
-    universe = mock(grid, cache)
+    universe = mock(grid, ratio, cache)
     store = universe.build()
     torch.manual_seed(0)
     net = ProbabilisticNet(in_channels=2, channels=16, levels=1, convs=2, components=2)
@@ -74,20 +77,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--grid", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--samples", type=int, default=2)
+    parser.add_argument("--ratio", type=int, default=2, help="voxels per particle spacing")
     parser.add_argument("--cache", type=Path, default=Path("data/mock"))
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # the measured subprocess
     args = parser.parse_args()
     if args.one:
         with tempfile.TemporaryDirectory() as tmp:
-            print(json.dumps(paint_once(args.one, args.cache, Path(tmp) / "out", args.samples)))
+            out = Path(tmp) / "out"
+            print(json.dumps(paint_once(args.one, args.ratio, args.cache, out, args.samples)))
         return
     print("| grid | wall [s] | CPU [s] | peak RSS [GiB] | voxels/s | galaxies (mean) |")
     print("|---:|---:|---:|---:|---:|---:|")
     for grid in args.grid:
-        mock(grid, args.cache).build()  # generated once, outside the measurement
+        mock(grid, args.ratio, args.cache).build()  # generated once, outside the measurement
         result = subprocess.run(
             [sys.executable, __file__, "--one", str(grid), "--samples", str(args.samples),
-             "--cache", str(args.cache)],
+             "--ratio", str(args.ratio), "--cache", str(args.cache)],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
         r = json.loads(result.stdout.strip().splitlines()[-1])

@@ -3,14 +3,18 @@
 How voxel mass becomes galaxies (:func:`field_galaxies`): a painted field is mass per voxel
 that the network spread with cloud-in-cell (CIC) weights, as the training target spread each
 galaxy's mass over the 8 voxels around it. Galaxies are put back where gravity-only (sub)halos
-are: taking the (sub)halos from the most massive down, each gets the largest mass whose CIC
-share still fits in what is left of its 8 voxels (``min_k left_k / w_k``), at its position with
-its velocity; what is left in a voxel after every (sub)halo becomes one galaxy at the voxel's
-CIC node (``i * L / N``, where CIC puts all of a point's mass in voxel ``i``) with no host and
-no velocity. Painting the catalogue back with CIC therefore gives the field again (float
-rounding; with ``min_mass = 0``); ``min_mass`` drops smaller galaxies and the catalogue's
-attributes say how much mass that left out. A plain loop over (sub)halos, because each one's
-share depends on what the ones before it took (no library does this assignment).
+are, at their positions with their velocities and ids:
+
+- ``share``: each voxel's mass is split among the (sub)halos whose CIC footprint (8 voxels)
+  covers it, in proportion to CIC weight times (sub)halo mass (the total is kept exactly);
+- ``exact``: from the most massive (sub)halo down, each gets the largest mass whose CIC share
+  still fits in what is left of its 8 voxels (``min_k left_k / w_k``), so that painting the
+  catalogue back with CIC gives the field again (float rounding). A plain loop over (sub)halos,
+  because each one's share depends on what the ones before it took (no library does this).
+
+What is left in a voxel becomes one galaxy at the voxel's CIC node (``i * L / N``, where CIC puts
+all of a point's mass in voxel ``i``) with no host and no velocity. ``min_mass`` drops smaller
+galaxies; the catalogue's attributes say how much mass that left out.
 """
 
 from __future__ import annotations
