@@ -4,6 +4,7 @@ equals the prediction of the realisation path; an exported model paints bit-iden
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import ROOT, mock_cache_dir, run_script
 
 from dm2gal.infer.catalog import field_galaxies, read_galaxy_catalog, write_galaxy_catalog
@@ -255,3 +257,23 @@ def test_slabs_as_a_slurm_array_equal_one_process(trained, tmp_path):
     assert sorted(p.name for p in (tmp_path / "slurm.jobs").glob("slab*")) == [
         "slab0", "slab1", "slab2",
     ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_foreign_pickle_is_refused_unless_trusted(trained, tmp_path):
+    """A checkpoint holding an object dm2gal checkpoints never hold: one line, exit 1, nothing
+    written; with trust_checkpoint=true it paints."""
+    state = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=False)
+    state["extra"] = argparse.Namespace(note="from elsewhere")
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save(state, foreign)
+    out = tmp_path / "out"
+    args = _paint_args(trained, out, f"ckpt_path={foreign}")
+    result = subprocess.run([sys.executable, "-m", "dm2gal.paint", *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr[-2000:]
+    assert "argparse.Namespace" in lines[0] and "trust" in lines[0]
+    assert not out.exists()
+    run_script("dm2gal.paint", *args, "trust_checkpoint=true", cwd=tmp_path)
+    assert (out / "stellar_mean.npy").is_file()

@@ -49,7 +49,9 @@ def load_run_model(
         raise MissingFileError(
             f"model={run_dir}: neither a train run (no {RUN_CONFIG}) nor an exported model"
         )
-    cfg, module, datamodule, ckpt = load_run(run_dir, ckpt_path, setup_data=False)
+    cfg, module, datamodule, ckpt = load_run(
+        run_dir, ckpt_path, setup_data=False, trust=trust_checkpoint
+    )
     if datamodule.transform is None:
         raise ConfigError(f"{ckpt}: the checkpoint holds no input normalisation")
     recipe_path = run_dir / RECIPE_FILE
