@@ -6,12 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_train
+from conftest import ROOT, compose_train
 from omegaconf import OmegaConf
 
 from dm2gal.train.build import build
@@ -168,3 +171,23 @@ def test_an_explicit_truncated_ckpt_path_stops_with_one_line(run_dir, tmp_path):
     datamodule, module, trainer = build(cfg)
     with pytest.raises(CheckpointError, match=f"^{cut}: checkpoint truncated"):
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(cut))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["evaluate.py", "dm2gal.predict"])
+def test_commands_print_one_line_for_a_truncated_checkpoint(run_dir, tmp_path, command):
+    cut = _cut(run_dir / "checkpoints" / "last.ckpt", run_dir / "checkpoints" / "cut.ckpt", 0.5)
+    # evaluate.py finds the run from ckpt_path; predict is given it
+    where = [] if command == "evaluate.py" else [f"run_dir={run_dir}"]
+    entry = [str(ROOT / command)] if command.endswith(".py") else ["-m", command]
+    result = subprocess.run(
+        [sys.executable, *entry, *where, f"ckpt_path={cut}", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    cut.unlink()
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {cut}: checkpoint truncated")

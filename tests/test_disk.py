@@ -12,6 +12,7 @@ import sys
 from collections import namedtuple
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from conftest import ROOT
@@ -23,6 +24,7 @@ from dm2gal.io.sources import ArraySource
 from dm2gal.io.store import (
     DiskError,
     FieldStore,
+    atomic_path,
     atomic_write_text,
     field_bytes,
     reports_write_errors,
@@ -227,3 +229,12 @@ def test_a_prediction_too_large_for_the_disk_stops_before_predicting(tmp_path, f
         predict_store(net, transform, source, ["dm", "subhalo"], out, "stellar",
                       options=PredictOptions(tile=8, progress=False))  # fmt: skip
     assert calls == [] and FieldStore(out).fields() == []
+
+
+def test_a_catalogue_on_a_full_disk_is_one_line(small_disk: Path):
+    """h5py's failed write (a galaxy or halo catalogue) is reported like any other."""
+    path = small_disk / "catalogs.h5"
+    full = rf"^{path}: cannot write it: no space left on its disk"
+    with pytest.raises(DiskError, match=full), atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f["mstar"] = np.ones(2**20)  # 8 MiB on a 256 KiB disk
+    assert list(small_disk.iterdir()) == []
