@@ -409,7 +409,11 @@ def evaluate_paths(cfg: DictConfig) -> dict[str, dict[str, float]]:
         runs = [Path(cfg.ckpt_path).resolve().parent.parent]
     results = {}
     for run in runs:
-        run_cfg, module, datamodule, ckpt = load_run(run, cfg.ckpt_path if len(runs) == 1 else None)
+        run_cfg, module, datamodule, ckpt = load_run(
+            run,
+            cfg.ckpt_path if len(runs) == 1 else None,
+            trust=bool(cfg.get("trust_checkpoint", False)),
+        )
         given = OmegaConf.to_container(cfg.get("evaluation") or {})
         given = {k: v for k, v in given.items() if v is not None}
         run_cfg.evaluation = OmegaConf.merge(run_cfg.get("evaluation") or {}, given)
