@@ -32,6 +32,8 @@ def test_integer_option_names_the_key(value):
         ("model.components=0", "model.components: expected an integer >= 1, got 0"),
         ("model.min_occupancy=1.5", "model.min_occupancy: expected a probability in [0, 1)"),
         ("data.stride=0.5", "data.stride: expected an integer >= 1, got 0.5"),
+        ("data.source.steps=100", "data.source.steps / data.source.pm_factor: "),
+        ("data.source.particles=8.5", "data.source.particles: expected an integer >= 2, got 8.5"),
     ],
 )
 def test_bad_model_and_data_options_are_user_errors(compose, override: str, message: str):

@@ -133,8 +133,9 @@ class MockUniverse(CachedSource):
             try:
                 pgd_parameters(self.steps, self.particles, self.box, self.pm_factor)
             except ValueError as err:
-                raise ValueError(
-                    f"MockUniverse: steps / pm_factor: {err}; or set pgd=false"
+                raise ConfigError(
+                    f"data.source.steps / data.source.pm_factor: {err}; or set "
+                    "data.source.pgd=false"
                 ) from err
         self.linking_b = _positive_float("linking_b", linking_b)
         if self.linking_b >= 1:
