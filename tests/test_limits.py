@@ -103,7 +103,8 @@ def test_claims_pick_the_strongest_benchmark_of_each_kind_by_hand(tmp_path):
         )
         for name, mean in (("a", [0.97, 0.98]), ("b", [0.97, 0.99]))
     ]
-    rows = {(c.kind, c.metric): c for c in claims(runs, [R_LARGE, "total_mass_rel_err"])}
+    metrics = {"mean": [R_LARGE, "total_mass_rel_err"], "draw": [R_LARGE]}
+    rows = {(c.kind, c.metric): c for c in claims(runs, metrics)}
     mean = rows["mean", R_LARGE]
     # the strongest mean is hod_b (0.965 against 0.955); differences 0.01, 0.01, 0.01, 0.02
     assert (mean.network, mean.benchmark, mean.n) == ("model_mean", "hod_b_mean", 4)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,14 +152,19 @@ def markdown(pooled: Sequence[Pooled], skipped: Sequence[Goal], runs: Sequence[P
     return "\n".join(lines) + "\n"
 
 
-#: the statistics a claim is made on, per k band where the report has bands
-CLAIM_METRICS = (
-    *(f"pk_ratio_abs_err_{b}" for b in BANDS_TO_HALF_NYQUIST),
-    *(f"rk_mean_{b}" for b in BANDS_TO_HALF_NYQUIST),
-    "bk_ratio_abs_err",
-    "pdf_decade_abs_err",
-    "total_mass_rel_err",
-)
+#: the statistics a claim is made on per kind, per k band where the report has bands: a mean
+#: field is judged on its correlation with the truth and its total (its own P, B and PDF lack
+#: the scatter by construction), a draw on every statistic of the field
+CLAIM_METRICS = {
+    "mean": (*(f"rk_mean_{b}" for b in BANDS_TO_HALF_NYQUIST), "total_mass_rel_err"),
+    "draw": (
+        *(f"pk_ratio_abs_err_{b}" for b in BANDS_TO_HALF_NYQUIST),
+        *(f"rk_mean_{b}" for b in BANDS_TO_HALF_NYQUIST),
+        "bk_ratio_abs_err",
+        "pdf_decade_abs_err",
+        "total_mass_rel_err",
+    ),
+}
 #: the network field of each kind that a claim is made for (first present)
 CLAIM_NETWORKS = {"mean": HEADLINE_FIELDS, "draw": ("model_draw",)}
 #: a margin counts when it exceeds this many standard errors
@@ -194,9 +199,11 @@ class Claim:
         return f"tie (|σ| < {CLAIM_SIGMA:g})"
 
 
-def claims(runs: Sequence[Path], metrics: Sequence[str] = CLAIM_METRICS) -> list[Claim]:
-    """For each kind (mean, draw) and metric, the network against the HOD of its kind whose
-    pooled score over every box of ``runs`` is best, paired box by box."""
+def claims(
+    runs: Sequence[Path], metrics: Mapping[str, Sequence[str]] = CLAIM_METRICS
+) -> list[Claim]:
+    """For each kind (mean, draw) and each of its ``metrics``, the network against the HOD of
+    its kind whose pooled score over every box of ``runs`` is best, paired box by box."""
     if not runs:
         raise ConfigError("runs: expected at least one run directory")
     scores = [read_realisations(run) for run in runs]
@@ -206,7 +213,7 @@ def claims(runs: Sequence[Path], metrics: Sequence[str] = CLAIM_METRICS) -> list
         network = next((n for n in names if n in fields), None)
         if network is None:
             continue
-        for metric in metrics:
+        for metric in metrics.get(kind_, ()):
             ours = _values(scores, network, metric)
             if ours is None:
                 continue
