@@ -121,3 +121,22 @@ def test_claims_pick_the_strongest_benchmark_of_each_kind_by_hand(tmp_path):
     assert total.sigma < -1e6 and total.verdict == "hod_b_mean better"  # no spread
     text = claims_markdown(list(rows.values()))
     assert "| mean | rk_mean_large | model_mean | hod_b_mean | 0.9775 | 0.965 | 0.99 |" in text
+
+
+def test_seeds_scored_on_the_same_boxes_count_each_box_once(tmp_path):
+    """Three seeds on the same two universes are two samples: the paired difference is averaged
+    over the seeds of each box, and its standard error taken over the boxes."""
+    runs = []
+    for seed, ours in enumerate(([0.97, 0.98], [0.96, 0.99], [0.98, 0.97])):
+        run = write_run(
+            tmp_path / f"seed{seed}",
+            {"model_mean": {R_LARGE: ours}, "hod_a_mean": {R_LARGE: [0.95, 0.96]}},
+        )
+        boxes = [str(tmp_path / "box1000"), str(tmp_path / "box1001")]
+        (run / "evaluation" / "realisations_boxes.json").write_text(json.dumps(boxes))
+        runs.append(run)
+    (claim,) = claims(runs, {"mean": [R_LARGE]})
+    # per box: 0.97 - 0.95 = 0.02 and 0.98 - 0.96 = 0.02 -> no spread over the 2 boxes
+    assert claim.n == 2 and math.isclose(claim.diff, 0.02) and claim.stderr < 1e-12
+    pooled, _ = pool(runs, [Goal("r", "model_mean", R_LARGE, 0.0, "hod_a_mean")])
+    assert pooled[0].n == 2 and math.isclose(pooled[0].excess, 0.02)

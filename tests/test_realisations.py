@@ -135,6 +135,8 @@ def test_one_box_repeated_gives_zero_std_and_the_full_structure(universes, tmp_p
         [store, store], dimmed_oracle, "stellar", tmp_path, OPTIONS, hods=hods, hod_draws=2
     )
     assert json.loads((tmp_path / "realisations.json").read_text()) == summary
+    boxes = json.loads((tmp_path / "realisations_boxes.json").read_text())
+    assert boxes == [str(store.root.resolve())] * 2
     assert set(summary) == {
         "model", "hod_binned_mean", "hod_binned_draw", "oracle_mean", "oracle_draw"
     }  # fmt: skip

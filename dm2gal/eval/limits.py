@@ -28,7 +28,7 @@ from dm2gal.errors import ConfigError, MissingFileError
 from dm2gal.eval.aggregate import comparable, higher_is_better
 from dm2gal.eval.headline import HEADLINE_FIELDS
 from dm2gal.eval.kinds import kind
-from dm2gal.eval.realisations import JSON_FILE
+from dm2gal.eval.realisations import BOXES_FILE, JSON_FILE
 from dm2gal.eval.report import ORACLE_REFERENCES
 
 
@@ -97,6 +97,28 @@ def read_realisations(run: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def box_ids(run: Path, scores: dict) -> list[str]:
+    """The boxes a run was scored on, in the order of its values: the stores it names in
+    ``realisations_boxes.json`` (runs scored on the same universes share them), else one new
+    box per value."""
+    count = len(next(iter(next(iter(scores.values())).values()))["values"])
+    path = Path(run) / "evaluation" / BOXES_FILE
+    if path.is_file():
+        boxes = json.loads(path.read_text())
+        if len(boxes) == count:
+            return [str(Path(box).resolve()) for box in boxes]
+    return [f"{Path(run).resolve()}#{i}" for i in range(count)]
+
+
+def per_box(values: np.ndarray, ids: Sequence[str]) -> np.ndarray:
+    """``values`` (one per run and box) averaged over the runs of each box: several seeds of a
+    network on one universe are one sample of that universe, not several."""
+    keys, index = np.unique(np.asarray(ids), return_inverse=True)
+    order = np.argsort([ids.index(k) for k in keys])  # boxes in order of first appearance
+    means = np.bincount(index, weights=values) / np.bincount(index)
+    return means[order]
+
+
 def _values(scores: Sequence[dict], field: str, metric: str) -> np.ndarray | None:
     try:
         return np.concatenate([np.asarray(s[field][metric]["values"], float) for s in scores])
@@ -110,6 +132,7 @@ def pool(runs: Sequence[Path], goals: Sequence[Goal] = GOALS) -> tuple[list[Pool
     if not runs:
         raise ConfigError("runs: expected at least one run directory")
     scores = [read_realisations(run) for run in runs]
+    ids = [box for run, s in zip(runs, scores, strict=True) for box in box_ids(run, s)]
     pooled, skipped = [], []
     for goal in goals:
         values = _values(scores, goal.field, goal.metric)
@@ -117,8 +140,8 @@ def pool(runs: Sequence[Path], goals: Sequence[Goal] = GOALS) -> tuple[list[Pool
         if values is None or reference is None:
             skipped.append(goal)
             continue
-        scored = np.abs(values) if goal.absolute else values
-        limit = reference + goal.margin
+        scored = per_box(np.abs(values) if goal.absolute else values, ids)
+        limit = per_box(np.broadcast_to(reference + goal.margin, values.shape), ids)
         excess = scored - limit
         n = len(excess)
         stderr = float(np.std(excess, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
@@ -207,6 +230,7 @@ def claims(
     if not runs:
         raise ConfigError("runs: expected at least one run directory")
     scores = [read_realisations(run) for run in runs]
+    ids = [box for run, s in zip(runs, scores, strict=True) for box in box_ids(run, s)]
     fields = set.intersection(*(set(s) for s in scores))
     out = []
     for kind_, names in CLAIM_NETWORKS.items():
@@ -228,8 +252,8 @@ def claims(
             sign = -1.0 if higher_is_better(metric) else 1.0
             best = min(pooled, key=lambda f: sign * pooled[f])
             theirs = _values(scores, best, metric)
-            a = np.array([comparable(metric, v) for v in ours])
-            b = np.array([comparable(metric, v) for v in theirs])
+            a = per_box(np.array([comparable(metric, v) for v in ours]), ids)
+            b = per_box(np.array([comparable(metric, v) for v in theirs]), ids)
             d = a - b
             n = len(d)
             stderr = float(np.std(d, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
@@ -239,7 +263,9 @@ def claims(
             out.append(
                 Claim(
                     kind_, network, metric, best, n, float(a.mean()), float(b.mean()),
-                    None if oracle is None else _comparable_mean(oracle, metric),
+                    None if oracle is None else float(np.mean(per_box(
+                        np.array([comparable(metric, v) for v in oracle]), ids
+                    ))),
                     float(d.mean()), stderr, sigma,
                 )
             )  # fmt: skip

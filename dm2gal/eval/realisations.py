@@ -5,12 +5,13 @@ mock settings, another seed, built through the mock's cache) or any given store 
 input and target fields and voxel size. On each, the network predicts the whole box (periodic
 tiling, no sub-cube wrap-around; a probabilistic network gives its mean ``model_mean`` and its
 draws ``model_draw`` from the same forward passes), every HOD fitted on the run's training
-region is painted on the box's halos several times (the HOD is random), and the oracle fields
-are added where the store has them. Every field is measured against the box's truth like the
+region gives its mean field and is drawn on the box's halos several times, and the oracle
+fields are added where the store has them. Every field is measured against the box's truth like the
 held-out report (:func:`dm2gal.eval.report.measure_draws`, k bands included; a random field's
 scores on a box are the means over its draws), then summarised over realisations
 (:mod:`dm2gal.eval.aggregate`). Written into ``out_dir``: ``realisations.json``,
-``realisations.md`` and ``realisations/{pk,rk,pdf}.png`` (mean +- std bands over realisations).
+``realisations_boxes.json`` (the stores, in order), ``realisations.md`` and
+``realisations/{pk,rk,pdf}.png`` (mean +- std bands over realisations).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ from dm2gal.stats.bands import band_edges, parse_bands
 log = logging.getLogger(__name__)
 
 JSON_FILE, MARKDOWN_FILE, PLOTS_DIR = "realisations.json", "realisations.md", "realisations"
+#: the stores scored, one per value of ``realisations.json``: runs scored on the same universes
+#: share them (:func:`dm2gal.eval.limits.per_box`)
+BOXES_FILE = "realisations_boxes.json"
 #: the network's fields: a deterministic network's ``model``, a probabilistic one's ``model_mean``
 #: and ``model_draw``, and the calibrated ``model`` or ``model_mean``
 NETWORKS = ("model", "model_mean", "model_draw", "model_calibrated")
@@ -217,6 +221,8 @@ def evaluate_realisations(
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / JSON_FILE) as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
+    with atomic_path(out / BOXES_FILE) as tmp:
+        tmp.write_text(json.dumps([str(Path(r.source).resolve()) for r in runs], indent=2))
     with atomic_path(out / MARKDOWN_FILE) as tmp:
         tmp.write_text(markdown(summary, comparisons, [r.source for r in runs]))
     bands = parse_bands(options.bands, first.box, first.grid)
