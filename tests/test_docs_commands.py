@@ -330,3 +330,10 @@ def test_architecture_page_lists_every_import() -> None:
             assert imports.get(package, set()) <= documented, (package, row[-1])
             checked.add(package)
     assert {"io", "data", "train", "sweep"} <= checked
+
+
+def test_readme_links_point_at_pages() -> None:
+    """Every relative link of the README (which MkDocs does not build) names an existing file."""
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text())
+    local = [link for link in links if "://" not in link]
+    assert local and all((ROOT / link).is_file() for link in local), local
