@@ -165,6 +165,8 @@ def test_train_then_evaluate_as_a_user(tmp_path: Path):
     metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
     hods = {f"hod_{h}_{k}" for h in ("binned", "binned_env", "decorated") for k in ("mean", "draw")}
     assert {"model", "model_calibrated", *hods} <= set(metrics["models"])
+    fitted = json.loads((run / "evaluation" / "hods.json").read_text())
+    assert fitted["binned_env"]["env_radius"] in (1.0, 2.0, 4.0, 8.0)
     # the mock's physical limit beside them, and scores per k band
     assert {"oracle_mean", "oracle_draw"} <= set(metrics["models"])
     assert list(metrics["bands"]) == ["large", "intermediate", "small", "rest"]

@@ -1,7 +1,8 @@
 """Held-out evaluation: predict the test region, paint the HOD benchmarks, write the report.
 
 Artefacts go to ``<out_dir>/evaluation/``: a field store with the truth, the prediction and each
-HOD field on the test region (with metadata), ``metrics.json``, CSV tables and PNG plots. A mock
+HOD field on the test region (with metadata), ``metrics.json``, CSV tables and PNG plots, and
+``hods.json`` (the fitted HODs' parameters). A mock
 source adds its oracle fields (``oracle_mean``, ``oracle_draw``) as rows beside them. With
 ``realisations`` > 0 (or ``stores``) the run is also scored on whole boxes it never saw
 (:mod:`dm2gal.eval.realisations`: ``realisations.json`` / ``.md``, mean +- std plots). The
@@ -19,6 +20,7 @@ returned metrics; the same on every realisation.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -44,11 +46,13 @@ from dm2gal.eval.wandb_tables import log_evaluation
 from dm2gal.hod import HOD
 from dm2gal.infer.calibration import QuantileMap, fit_calibration
 from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, default_device, predict_fields
-from dm2gal.io.store import FieldStore
+from dm2gal.io.store import FieldStore, atomic_write_text
 from dm2gal.train.loggers import find_wandb, wandb_logger
 from dm2gal.train.runs import find_runs, load_run
 
 log = logging.getLogger(__name__)
+#: the fitted parameters of the evaluation's HODs
+HOD_PARAMS_FILE = "hods.json"
 
 
 @dataclass(frozen=True)
@@ -305,6 +309,7 @@ def evaluate_run(
     if settings.report.backend == "torch":
         settings = _on_device(settings)
     fitted = fit_hods(hods, datamodule)
+    write_hod_params(fitted, run_dir / "evaluation")
     channels_last = module.hparams.get("channels_last", False)
     metrics = evaluate_test_region(
         module.net,
@@ -328,6 +333,14 @@ def evaluate_run(
     for lg in loggers:
         lg.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
     return metrics
+
+
+def write_hod_params(hods: Mapping[str, HOD], out_dir: Path) -> None:
+    """``<out_dir>/hods.json``: each fitted HOD's parameters (e.g. the environment radius
+    ``binned_env`` chose on the training region)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    params = {name: hod.fitted_params() for name, hod in hods.items()}
+    atomic_write_text(out_dir / HOD_PARAMS_FILE, json.dumps(params, indent=2))
 
 
 def score_realisations(
