@@ -23,6 +23,7 @@ from dm2gal.io.recipe import FieldRecipe, Recipe, SimInfo
 from dm2gal.io.store import FieldStore
 from dm2gal.paint.model import load_model
 from dm2gal.paint.pipeline import read_summary
+from dm2gal.paint.statistics import StatBins, stellar_mass_function
 from dm2gal.paint.trust import TrustError, TrustOptions, differences, paint_grid, redshift_warning
 from dm2gal.sim import MockUniverse
 
@@ -277,3 +278,27 @@ def test_a_foreign_pickle_is_refused_unless_trusted(trained, tmp_path):
     assert not out.exists()
     run_script("dm2gal.paint", *args, "trust_checkpoint=true", cwd=tmp_path)
     assert (out / "stellar_mean.npy").is_file()
+
+
+@pytest.mark.slow
+def test_compare_tables_truth_painted_and_hod(trained, tmp_path):
+    """``python -m dm2gal.paint.compare`` on two unseen small mocks: the truth's row is the
+    mean of the boxes' own stellar-mass functions; every kind has every statistic."""
+    out = tmp_path / "stats"
+    run_script("dm2gal.paint.compare", f"model={trained}", f"out={out}", "seeds=[7,8]",
+               f"cache_dir={mock_cache_dir() / 'mock'}", "bins.r_max=15", "bins.mass_cut=1e9",
+               "hods=[binned]", "progress=false", cwd=tmp_path)  # fmt: skip
+    table = json.loads((out / "catalog_stats.json").read_text())
+    bins = StatBins(r_max=15, mass_cut=1e9)
+    smfs = []
+    for seed in (7, 8):
+        mock = MockUniverse(box=50.0, particles=32, grid=64, steps=5, seed=seed,
+                            cache_dir=mock_cache_dir() / "mock")  # fmt: skip
+        _, truth = mock.catalogs()
+        smfs.append(stellar_mass_function(truth.mstar, 50.0, bins))
+    np.testing.assert_allclose(table["truth"]["smf"]["mean"], np.mean(smfs, axis=0))
+    np.testing.assert_allclose(table["truth"]["smf"]["std"], np.std(smfs, axis=0, ddof=1))
+    for kind in ("model_mean", "model_draw", "hod_binned"):
+        assert {"smf", "xi"} <= set(table[kind])
+    assert "hod_decorated" not in table
+    assert "| 9.00-9.25 |" in (out / "catalog_stats.md").read_text()

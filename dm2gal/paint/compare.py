@@ -5,9 +5,10 @@ mock universes.
 Each seed is a further mock universe of the model's training settings (built into
 ``cache_dir``), painted from its gravity-only files (:func:`dm2gal.paint.pipeline.paint_run`).
 On each box, the catalogue statistics (:mod:`dm2gal.paint.statistics`) of the true galaxies,
-the painted mean's and draws' catalogues and the run's HOD (fitted on the whole training box,
-sampled on the box's halos) are measured; ``out/catalog_stats.md`` and ``.json`` give their
-mean +- std over the boxes (a box's draws averaged first). Options: ``conf/paint/compare.yaml``.
+the painted mean's and draws' catalogues and the run's HODs (fitted on the whole training box,
+sampled on the box's halos and environment) are measured; ``out/catalog_stats.md`` and
+``.json`` give their mean +- std over the boxes (a box's draws averaged first).
+Options: ``conf/paint/compare.yaml``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from omegaconf import DictConfig
 
 from dm2gal.cli import reports_user_errors
 from dm2gal.errors import ConfigError
+from dm2gal.hod.environment import DM_FIELD, Environment
 from dm2gal.infer.catalog import read_galaxy_catalog
 from dm2gal.io.store import atomic_write_text
 from dm2gal.paint.model import load_model
@@ -31,7 +33,8 @@ from dm2gal.paint.sources import MockSource
 from dm2gal.paint.statistics import StatBins, correlation, multipoles, stellar_mass_function
 from dm2gal.sim import MockUniverse
 
-KINDS = ("truth", "model_mean", "model_draw", "hod")
+#: the catalogues compared on every box, before the run's HODs (``hod_<name>``)
+KINDS = ("truth", "model_mean", "model_draw")
 
 
 def measure(pos, mstar, vel, box: float, bins: StatBins) -> dict[str, Any]:
@@ -56,22 +59,30 @@ def compare(cfg: DictConfig) -> Path:
     """Paint ``cfg.seeds`` unseen mocks and write the statistics table; return its path."""
     model = load_model(cfg.model, cfg.ckpt_path, cfg.trust_checkpoint)
     source = dict(model.card.get("training_data", {}).get("source") or {})
-    if source.get("_target_") != "dm2gal.sim.MockUniverse" or not model.card.get("hod"):
-        raise ConfigError(f"model={cfg.model}: needs a run trained on the mock with an HOD config")
+    if source.get("_target_") != "dm2gal.sim.MockUniverse":
+        raise ConfigError(f"model={cfg.model}: needs a run trained on the mock universe")
     training: MockUniverse = instantiate(source)
     if training.seed in cfg.seeds:
         raise ConfigError(f"seeds: {list(cfg.seeds)} include the training seed {training.seed}")
     halos, galaxies = training.catalogs()
     box = training.box
-    hod = instantiate(model.card["hod"]).fit(
-        halos, galaxies, lambda pos: np.zeros(len(pos), dtype=bool), box
-    )
+    env = Environment([training.build().read(DM_FIELD)], box)
+    anywhere = lambda pos: np.zeros(len(pos), dtype=bool)  # noqa: E731
+    known = model.card.get("hods") or {}
+    names = list(known) if cfg.hods is None else list(cfg.hods)
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ConfigError(f"hods: {unknown} are not HODs of the run (it has {sorted(known)})")
+    hods = {
+        f"hod_{name}": instantiate(known[name]).fit(halos, galaxies, anywhere, box, env=env)
+        for name in names
+    }
     bins = StatBins(**cfg.bins)
     if not bins.r_max < box / 3:  # halotools' periodic pair counter searches below L/3
         raise ConfigError(f"bins.r_max: {bins.r_max} Mpc/h, must be below box/3 = {box / 3:.3g}")
     out = Path(cfg.out)
     fields = model.recipe.to_dict()["fields"]
-    per_box: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+    per_box: dict[str, list[dict[str, Any]]] = {kind: [] for kind in (*KINDS, *hods)}
     for seed in cfg.seeds:
         mock: MockUniverse = instantiate(source, seed=seed, cache_dir=cfg.cache_dir)
         store = mock.build()
@@ -94,11 +105,13 @@ def compare(cfg: DictConfig) -> Path:
             measured.append(measure(cat.pos, cat.mstar, cat.vel, box, bins))
         per_box["model_mean"].append(measured[0])
         per_box["model_draw"].append(mean_of(measured[1 : 1 + cfg.samples]))
-        draws = []
-        for draw in range(max(1, cfg.samples)):
-            pos, mstar = hod.sample(box_halos, seed=1000 * seed + draw, box=box)
-            draws.append(measure(pos, mstar, np.full((len(mstar), 3), np.nan), box, bins))
-        per_box["hod"].append(mean_of(draws))
+        box_env = Environment([store.read(DM_FIELD)], box)
+        for kind, hod in hods.items():
+            draws = []
+            for draw in range(max(1, cfg.samples)):
+                pos, mstar = hod.sample(box_halos, 1000 * seed + draw, box, env=box_env)
+                draws.append(measure(pos, mstar, np.full((len(mstar), 3), np.nan), box, bins))
+            per_box[kind].append(mean_of(draws))
     table = summarise(per_box, bins)
     atomic_write_text(out / "catalog_stats.json", json.dumps(table, indent=2))
     path = out / "catalog_stats.md"
@@ -135,7 +148,7 @@ def _cell(stat: dict[str, list[float]], i: int, fmt: str) -> str:
 
 def markdown(table: dict[str, Any], bins: StatBins, seeds: list[int]) -> str:
     """The SMF and xi(r) tables (mean ± std over the boxes) in Markdown."""
-    kinds = [k for k in KINDS if k in table]
+    kinds = [k for k in table if k not in ("smf_log10_mstar", "r_edges")]
     header = "| {} | " + " | ".join(kinds) + " |"
     rule = "|---:|" + "---:|" * len(kinds)
     edges = table["smf_log10_mstar"]

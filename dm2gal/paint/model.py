@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from dm2gal.errors import ConfigError, MissingFileError
 from dm2gal.infer.calibration import QuantileMap
@@ -35,6 +35,15 @@ def run_scores(run_dir: Path) -> dict[str, Any]:
         if path.is_file():
             scores[path.stem] = json.loads(path.read_text())
     return scores
+
+
+def run_hods(cfg: DictConfig) -> dict[str, Any]:
+    """The run's HOD benchmark configs by name (``hods``; a run of older configs: ``hod``)."""
+    if cfg.get("hods"):
+        return OmegaConf.to_container(cfg.hods, resolve=True)
+    if cfg.get("hod"):
+        return {cfg.hod.get("name", "hod"): OmegaConf.to_container(cfg.hod, resolve=True)}
+    return {}
 
 
 def load_run_model(
@@ -85,7 +94,7 @@ def load_run_model(
         provenance={"run_dir": str(run_dir.resolve()), "checkpoint": str(Path(ckpt).resolve())},
         card={
             "training_data": OmegaConf.to_container(cfg.data, resolve=True),
-            "hod": OmegaConf.to_container(cfg.hod, resolve=True) if cfg.get("hod") else None,
+            "hods": run_hods(cfg),
             "scores": run_scores(run_dir),
         },
     )
