@@ -119,11 +119,12 @@ def test_binned_env_chooses_the_planted_radius_and_predicts_centrals_better(univ
     dm, halos, galaxies, z = universe
     env = Environment([dm], BOX)
     plain = BinnedHOD(n_bins=6).fit(halos, galaxies, nothing_heldout, BOX)
-    aware = BinnedHOD(n_bins=6, env_bins=4, env_radii=[1.0, TRUE_RADIUS, 8.0])
+    aware = BinnedHOD(n_bins=6, env_bins=[1, 4], env_radii=[1.0, TRUE_RADIUS, 8.0])
     aware.fit(halos, galaxies, nothing_heldout, BOX, env)
-    assert aware.env_radius_ == TRUE_RADIUS
+    assert (aware.env_radius_, aware.env_bins) == (TRUE_RADIUS, 4)
     scores = aware.fitted_params()["env_loglike"]
-    assert scores[str(TRUE_RADIUS)] > max(scores["1.0"], scores["8.0"])
+    assert scores["R=4 bins=4"] > max(scores["R=1 bins=4"], scores["R=8 bins=4"])
+    assert scores["R=4 bins=4"] > scores["R=4 bins=1"]  # the environment is worth its cells
     # the central mass each host expects, against the planted one
     true_log = np.log10(galaxies.mstar[galaxies.central])
     rms = {}

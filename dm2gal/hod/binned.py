@@ -11,9 +11,10 @@ catalogues record it). Per bin, fitted on training data only:
   ``env_bins`` > 1 the mass bin times the quantile of the environment (``log10(1 + delta)`` of
   the gravity-only DM smoothed on R Mpc/h, :mod:`dm2gal.hod.environment`) among the bin's
   training hosts: a central in a denser neighbourhood than its bin's typical host draws from
-  the centrals of such neighbourhoods. R is chosen among ``env_radii`` by the held-out
-  likelihood of the training centrals in ``env_folds`` x-slabs of the training region (fitted
-  on the other slabs): occupation (Bernoulli per host) and log10 M* (normal per cell).
+  the centrals of such neighbourhoods. R among ``env_radii`` and the number of quantiles
+  among ``env_bins`` are chosen by the held-out likelihood of the training centrals in
+  ``env_folds`` x-slabs of the training region (fitted on the other slabs): occupation
+  (Bernoulli per host) and log10 M* (normal per cell).
 * satellites: the expected count of a host is its satellite subhalos ``n_sub - 1`` times the
   bin's ratio (training satellites) / (satellite subhalos of the training gravity-only hosts),
   the paper's subhalo-count scaling applied to the count instead of the mass; the count is the
@@ -59,9 +60,10 @@ class BinnedHOD(HOD):
         n_bins: number of bins spanning the training hosts' and galaxies' log10 mass range.
         log_mass_edges: explicit increasing bin edges in log10(M / (Msun/h)); overrides n_bins.
         name: benchmark name (the fields are ``hod_<name>_mean`` and ``hod_<name>_draw``).
-        env_bins: environment quantiles per mass bin for the centrals (1: halo mass only).
+        env_bins: environment quantiles per mass bin for the centrals (1: halo mass only), or
+            candidate numbers of quantiles to choose from.
         env_radii: candidate smoothing radii of the environment, Mpc/h (one: no choice).
-        env_folds: x-slabs of the training region for choosing the radius.
+        env_folds: x-slabs of the training region for choosing the radius and quantiles.
         mean_offsets: training satellites per bin that spread the mean field's satellites.
     """
 
@@ -70,7 +72,7 @@ class BinnedHOD(HOD):
         n_bins: int = 10,
         log_mass_edges: list[float] | None = None,
         name: str = "binned",
-        env_bins: int = 1,
+        env_bins: int | Sequence[int] = 1,
         env_radii: Sequence[float] = (1.0, 2.0, 4.0, 8.0),
         env_folds: int = 4,
         mean_offsets: int = 64,
@@ -81,13 +83,14 @@ class BinnedHOD(HOD):
                 raise ConfigError(
                     f"hod.log_mass_edges must be >= 2 increasing values, got {log_mass_edges}"
                 )
+        choices = [env_bins] if np.ndim(env_bins) == 0 else list(env_bins)
         for key, value, minimum in (
             ("n_bins", n_bins, 1),
-            ("env_bins", env_bins, 1),
+            *(("env_bins", b, 1) for b in choices or [None]),
             ("env_folds", env_folds, 2),
             ("mean_offsets", mean_offsets, 1),
         ):
-            if isinstance(value, bool) or int(value) != value or value < minimum:
+            if isinstance(value, bool) or value is None or int(value) != value or value < minimum:
                 raise ConfigError(f"hod.{key} must be an integer >= {minimum}, got {value!r}")
         radii = [float(r) for r in env_radii]
         if not radii or min(radii) <= 0:
@@ -95,7 +98,8 @@ class BinnedHOD(HOD):
         self.n_bins = int(n_bins) if log_mass_edges is None else len(log_mass_edges) - 1
         self.log_mass_edges = log_mass_edges
         self.name = name
-        self.env_bins, self.env_radii = int(env_bins), radii
+        self.env_bin_choices, self.env_radii = sorted({int(b) for b in choices}), radii
+        self.env_bins = self.env_bin_choices[-1]
         self.env_folds, self.mean_offsets = int(env_folds), int(mean_offsets)
         self.needs_environment = self.env_bins > 1
         self.fitted = False
@@ -154,7 +158,9 @@ class BinnedHOD(HOD):
             env = self._require_environment(env)
             h_pos, c_pos = halos.pos[h_tr], galaxies.pos[cen]
             mstar = np.asarray(galaxies.mstar, dtype=np.float64)[cen]
-            self.env_radius_ = self._choose_radius(env, h_bin, h_pos, c_bin, c_pos, mstar, box)
+            self.env_radius_, self.env_bins = self._choose_environment(
+                env, h_bin, h_pos, c_bin, c_pos, mstar, box
+            )
             h_env = env.at(h_pos, self.env_radius_)
             c_env = env.at(c_pos, self.env_radius_)
         self.env_edges_ = self._env_edges(h_bin, h_env)
@@ -171,12 +177,16 @@ class BinnedHOD(HOD):
         self.fitted = True
         return self
 
-    def _env_edges(self, h_bin: np.ndarray, h_env: np.ndarray | None) -> np.ndarray:
-        """Per mass bin, the inner quantile edges of the training hosts' environment."""
-        edges = np.zeros((self.n_bins, self.env_bins - 1))
+    def _env_edges(
+        self, h_bin: np.ndarray, h_env: np.ndarray | None, quantiles: int | None = None
+    ) -> np.ndarray:
+        """Per mass bin, the inner edges of ``quantiles`` (default :attr:`env_bins`) quantiles
+        of the training hosts' environment."""
+        quantiles = quantiles or self.env_bins
+        edges = np.zeros((self.n_bins, quantiles - 1))
         if h_env is None:
             return edges
-        q = np.arange(1, self.env_bins) / self.env_bins
+        q = np.arange(1, quantiles) / quantiles
         everywhere = np.quantile(h_env, q)
         for b in range(self.n_bins):
             in_bin = h_env[h_bin == b]
@@ -184,7 +194,8 @@ class BinnedHOD(HOD):
         return edges
 
     def _cell(self, bins: np.ndarray, env: np.ndarray | None, edges: Any = None) -> np.ndarray:
-        """Cell index ``bin * env_bins + environment quantile`` (the bin without environment)."""
+        """Cell index ``bin * quantiles + environment quantile`` (the bin without environment),
+        the quantiles those of ``edges`` (default: the fitted ones)."""
         if env is None:
             return bins
         edges = self.env_edges_ if edges is None else edges
@@ -192,9 +203,9 @@ class BinnedHOD(HOD):
         for b in np.unique(bins):
             sel = bins == b
             quantile[sel] = np.searchsorted(edges[b], env[sel], side="right")
-        return bins * self.env_bins + quantile
+        return bins * (edges.shape[1] + 1) + quantile
 
-    def _choose_radius(
+    def _choose_environment(
         self,
         env: Environment,
         h_bin: np.ndarray,
@@ -203,28 +214,31 @@ class BinnedHOD(HOD):
         c_pos: np.ndarray,
         mstar: np.ndarray,
         box: float,
-    ) -> float:
-        """The radius of :attr:`env_radii` whose cells best predict held-out x-slabs of the
-        training region (summed log-likelihood of occupation and central log10 M*)."""
+    ) -> tuple[float, int]:
+        """The radius of :attr:`env_radii` and the number of quantiles of
+        :attr:`env_bin_choices` whose cells best predict held-out x-slabs of the training
+        region (summed log-likelihood of occupation and central log10 M*)."""
+        candidates = [(r, q) for r in self.env_radii for q in self.env_bin_choices]
+        if len(candidates) == 1:
+            return candidates[0]
         h_fold = np.floor(self.env_folds * np.mod(h_pos[:, 0], box) / box).astype(int)
         c_fold = np.floor(self.env_folds * np.mod(c_pos[:, 0], box) / box).astype(int)
-        if len(self.env_radii) == 1:
-            return self.env_radii[0]
         log_mstar = np.log10(mstar)
         for radius in self.env_radii:
             h_env, c_env = env.at(h_pos, radius), env.at(c_pos, radius)
-            score = 0.0
-            for fold in range(self.env_folds):
-                fit_h, fit_c = h_fold != fold, c_fold != fold
-                edges = self._env_edges(h_bin[fit_h], h_env[fit_h])
-                h_cell = self._cell(h_bin, h_env, edges)
-                c_cell = self._cell(c_bin, c_env, edges)
-                score += _cell_loglike(
-                    h_cell[fit_h], c_cell[fit_c], log_mstar[fit_c],
-                    h_cell[~fit_h], c_cell[~fit_c], log_mstar[~fit_c],
-                    self.n_bins * self.env_bins,
-                )  # fmt: skip
-            self.env_scores_[radius] = score
+            for quantiles in self.env_bin_choices:
+                score = 0.0
+                for fold in range(self.env_folds):
+                    fit_h, fit_c = h_fold != fold, c_fold != fold
+                    edges = self._env_edges(h_bin[fit_h], h_env[fit_h], quantiles)
+                    h_cell = self._cell(h_bin, h_env, edges)
+                    c_cell = self._cell(c_bin, c_env, edges)
+                    score += _cell_loglike(
+                        h_cell[fit_h], c_cell[fit_c], log_mstar[fit_c],
+                        h_cell[~fit_h], c_cell[~fit_c], log_mstar[~fit_c],
+                        self.n_bins * quantiles,
+                    )  # fmt: skip
+                self.env_scores_[radius, quantiles] = score
         return max(self.env_scores_, key=self.env_scores_.get)
 
     # -- draws and means -------------------------------------------------------------------------
@@ -282,7 +296,8 @@ class BinnedHOD(HOD):
         if self.needs_environment:
             params |= {
                 "env_radius": self.env_radius_,
-                "env_loglike": {str(r): s for r, s in self.env_scores_.items()},
+                "env_bins": self.env_bins,
+                "env_loglike": {f"R={r:g} bins={q}": s for (r, q), s in self.env_scores_.items()},
                 "env_edges": self.env_edges_.tolist(),
             }
         return params
