@@ -159,3 +159,8 @@ def test_decorated_recovers_the_planted_shift_and_keeps_the_total(universe):
     _, mstar = hod.mean(halos, BOX, env)
     upper = z > np.median(z)
     assert mstar[: len(halos)][upper].sum() > 2 * mstar[: len(halos)][~upper].sum()
+    # the scatter is left about the decorated relation: the centrals' expected total is kept
+    # (a normal z split at its median leaves 1 - 2/pi of its variance)
+    assert hod.params["scatter"] == pytest.approx(ENV_DEX * np.sqrt(1 - 2 / np.pi), abs=0.03)
+    truth = galaxies.mstar[galaxies.central].sum()
+    assert mstar[: len(halos)].sum() == pytest.approx(truth, rel=0.1)

@@ -11,7 +11,7 @@ bins), and moves the upper and lower halves apart while keeping the mean over al
   training counts per (mass bin of ``fit_bin_width``, half);
 * central stellar mass: the same decoration of the SHMR, ``log10 M* +- shmr_shift`` dex for the
   upper / lower half, the shift the mean signed residual of the training centrals about the
-  baseline SHMR (least squares).
+  baseline SHMR (least squares), the lognormal scatter their rms about the decorated relation.
 
 Satellite masses and NFW positions are the baseline's.
 """
@@ -123,7 +123,11 @@ class DecoratedHOD(Zheng07HOD):
         cen = g_tr & central
         c_pct = self.percentile(host_mass[cen], galaxies.pos[cen], env)
         resid = np.log10(galaxies.mstar[cen]) - self.mean_log_mstar(host_mass[cen])
-        self.shmr_shift = float(np.mean(np.where(c_pct > 0.5, resid, -resid)))
+        sign = np.where(c_pct > 0.5, 1.0, -1.0)
+        self.shmr_shift = float(np.mean(sign * resid))
+        # the scatter is what the decoration leaves: about the decorated relation, not the
+        # baseline's (else the split adds its variance twice and the mean mass overshoots)
+        self._set(scatter=np.sqrt(np.mean((resid - sign * self.shmr_shift) ** 2)))
         return self
 
     def _fit_strength(
