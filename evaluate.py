@@ -15,6 +15,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from dm2gal.cli import reports_user_errors  # noqa: E402
+from dm2gal.errors import ConfigError  # noqa: E402
 from dm2gal.eval.evaluation import evaluate_paths  # noqa: E402
 from dm2gal.sweep import aggregate  # noqa: E402
 
@@ -24,7 +25,7 @@ from dm2gal.sweep import aggregate  # noqa: E402
 def main(cfg: DictConfig) -> None:
     """Recompute predictions, statistics, plots and tables next to each run."""
     if cfg.run_dir is None and cfg.ckpt_path is None:
-        raise ValueError("give run_dir=<run or multirun directory> or ckpt_path=<checkpoint>")
+        raise ConfigError("give run_dir=<run or multirun directory> or ckpt_path=<checkpoint>")
     if len(evaluate_paths(cfg)) > 1:
         aggregate(Path(cfg.run_dir), wandb=bool(cfg.wandb))
 

@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from dm2gal import __version__
 from dm2gal.data.crops import read_crop
 from dm2gal.data.regions import Region
-from dm2gal.errors import ConfigError
+from dm2gal.errors import ConfigError, integer_option
 from dm2gal.eval.realisations import (
     evaluate_realisations,
     mock_realisations,
@@ -89,9 +89,8 @@ class EvaluationSettings:
             ("hod_draws", 1),
             ("draws", 0),
         ):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                raise ConfigError(f"evaluation.{key} must be an integer >= {minimum}, got {v!r}")
+            value = integer_option(getattr(self, key), f"evaluation.{key}", minimum)
+            object.__setattr__(self, key, value)  # frozen: an integral 2.0 is stored as 2
         if isinstance(self.stores, str) or not all(isinstance(x, str) for x in self.stores):
             raise ConfigError(f"evaluation.stores must be a list of paths, got {self.stores!r}")
         if self.min_mass is not None and not self.min_mass > 0:
