@@ -286,11 +286,11 @@ def _compose(overrides):
 
 
 @pytest.mark.parametrize("name", ["mock", "tng100", "camels", "fields"])
-def test_data_configs_share_the_loader_keys(name):
-    loader = OmegaConf.load(CONF / "data" / "loader" / "default.yaml")
+def test_data_configs_share_the_datamodule_keys(name):
+    datamodule = OmegaConf.load(CONF / "data" / "datamodule" / "default.yaml")
     cfg = _compose([f"data={name}"]).data
-    for key in loader:
-        assert key in cfg, f"data={name} lacks the loader key '{key}'"
+    for key in datamodule:
+        assert key in cfg, f"data={name} lacks the data-module key '{key}'"
     assert cfg.inputs == ["dm", "subhalo"] and "_target_" in cfg.source
 
 
