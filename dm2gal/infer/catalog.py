@@ -165,8 +165,10 @@ def field_galaxies(
         mass = exact_masses(view, flat, weights)
     else:
         mass = shared_masses(view, flat, weights, tracers.mass[order])
-    kept = mass > 0
-    nodes = np.flatnonzero(view > 0)
+    kept = mass >= max(min_mass, np.finfo(float).tiny)
+    nodes = np.flatnonzero(view >= max(min_mass, np.finfo(float).tiny))
+    # the mass left out, without building the (many) galaxies below min_mass
+    dropped = float(view.sum() - view[nodes].sum() + mass.sum() - mass[kept].sum())
     node_pos = np.stack(np.unravel_index(nodes, (grid,) * 3), axis=1) * (box / grid)
     galaxies = Galaxies(
         pos=np.concatenate([tracers.pos[order][kept], node_pos]),
@@ -174,7 +176,4 @@ def field_galaxies(
         vel=np.concatenate([tracers.vel[order][kept], np.full((len(nodes), 3), np.nan)]),
         host=np.concatenate([tracers.id[order][kept], np.full(len(nodes), -1, np.int64)]),
     )
-    small = galaxies.mstar < min_mass
-    dropped = float(galaxies.mstar[small].sum())
-    keep = ~small
-    return Galaxies(*(getattr(galaxies, f.name)[keep] for f in fields(Galaxies))), dropped
+    return galaxies, dropped
