@@ -16,8 +16,9 @@ from omegaconf import DictConfig  # noqa: E402
 
 from dm2gal.cli import reports_user_errors  # noqa: E402
 from dm2gal.errors import ConfigError  # noqa: E402
-from dm2gal.eval.evaluation import evaluate_paths  # noqa: E402
+from dm2gal.eval.evaluation import EVALUATION_DIR, evaluate_paths  # noqa: E402
 from dm2gal.sweep import aggregate  # noqa: E402
+from dm2gal.train.pipeline import read_realisations, summary_table  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
@@ -26,7 +27,11 @@ def main(cfg: DictConfig) -> None:
     """Recompute predictions, statistics, plots and tables next to each run."""
     if cfg.run_dir is None and cfg.ckpt_path is None:
         raise ConfigError("give run_dir=<run or multirun directory> or ckpt_path=<checkpoint>")
-    if len(evaluate_paths(cfg)) > 1:
+    results = evaluate_paths(cfg)
+    for out, metrics in results.items():
+        print(summary_table(metrics, out, read_realisations(out)))
+        print(f"wrote {Path(out) / EVALUATION_DIR}")
+    if len(results) > 1:
         aggregate(Path(cfg.run_dir), wandb=bool(cfg.wandb))
 
 

@@ -178,14 +178,20 @@ def test_train_then_evaluate_as_a_user(tmp_path: Path):
     assert png.startswith(b"\x89PNG") and len(png) > 5000
 
     out = tmp_path / "again"
-    run_script(
+    (out / "evaluation").mkdir(parents=True)
+    (out / "evaluation" / "limits.md").write_text("an earlier evaluation's file")
+    printed = run_script(
         "evaluate.py",
         f"run_dir={run}",
         f"out_dir={out}",
         "evaluation.realisations=2",
         "evaluation.hod_draws=2",
         cwd=tmp_path,
-    )
+    ).stdout
+    # the run's table and the folder it wrote, which holds this evaluation's files only
+    assert "| field (mean ± std over the realisations) |" in printed
+    assert f"wrote {out / 'evaluation'}" in printed
+    assert not (out / "evaluation" / "limits.md").exists()
     again = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert {"model", "hod_zheng07_mean", "hod_zheng07_draw", *hods} <= set(again["models"])
     # two further whole-box universes of the run's mock (seeds 1000, 1001), cached beside it

@@ -46,13 +46,13 @@ from dm2gal.eval.wandb_tables import log_evaluation
 from dm2gal.hod import HOD
 from dm2gal.infer.calibration import QuantileMap, fit_calibration
 from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, default_device, predict_fields
-from dm2gal.io.store import FieldStore, atomic_write_text
+from dm2gal.io.store import FieldStore, atomic_write_text, staged_dir
 from dm2gal.train.loggers import find_wandb, wandb_logger
 from dm2gal.train.runs import find_runs, load_run
 
 log = logging.getLogger(__name__)
-#: the fitted parameters of the evaluation's HODs
-HOD_PARAMS_FILE = "hods.json"
+#: the folder of a run that its evaluation writes, and the fitted parameters of its HODs there
+EVALUATION_DIR, HOD_PARAMS_FILE = "evaluation", "hods.json"
 
 
 @dataclass(frozen=True)
@@ -308,27 +308,29 @@ def evaluate_run(
     if settings.report.backend == "torch":
         settings = _on_device(settings)
     fitted = fit_hods(hods, datamodule)
-    write_hod_params(fitted, run_dir / "evaluation")
     channels_last = module.hparams.get("channels_last", False)
-    metrics = evaluate_test_region(
-        module.net,
-        datamodule,
-        run_dir / "evaluation",
-        settings,
-        channels_last=channels_last,
-        hods=fitted,
-        seed=cfg.seed,
-        config={"config": OmegaConf.to_container(cfg, resolve=False), "checkpoint": checkpoint},
-        logger=log_artefact,
-    )
-    if settings.realisations or settings.stores:
-        summary = score_realisations(
-            module.net, datamodule, run_dir / "evaluation", settings, fitted, cfg.seed,
-            channels_last,
-        )  # fmt: skip
-        metrics.update(realisation_metrics(summary))
-    if run is not None:
-        log_evaluation(run, run_dir / "evaluation", metrics)
+    # written whole into a staging folder that then replaces run_dir/evaluation: an earlier
+    # evaluation's files never stay beside this one's, a failed one leaves the earlier intact
+    with staged_dir(Path(run_dir) / EVALUATION_DIR) as out:
+        write_hod_params(fitted, out)
+        metrics = evaluate_test_region(
+            module.net,
+            datamodule,
+            out,
+            settings,
+            channels_last=channels_last,
+            hods=fitted,
+            seed=cfg.seed,
+            config={"config": OmegaConf.to_container(cfg, resolve=False), "checkpoint": checkpoint},
+            logger=log_artefact,
+        )
+        if settings.realisations or settings.stores:
+            summary = score_realisations(
+                module.net, datamodule, out, settings, fitted, cfg.seed, channels_last
+            )
+            metrics.update(realisation_metrics(summary))
+        if run is not None:
+            log_evaluation(run, out, metrics)
     for lg in loggers:
         lg.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
     return metrics
@@ -413,7 +415,8 @@ def _on_device(settings: EvaluationSettings) -> EvaluationSettings:
 def evaluate_paths(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """``evaluate.py``: evaluate every run under ``cfg.run_dir`` (or the run of ``cfg.ckpt_path``)
     with the HOD benchmarks of ``cfg.hods`` and the run's ``evaluation`` settings updated by the
-    non-null ones of ``cfg.evaluation``; return metrics per run directory."""
+    non-null ones of ``cfg.evaluation``; return metrics per output directory (the run's, or
+    ``cfg.out_dir`` for a single run), each holding the ``evaluation`` folder written."""
     hods = list((cfg.get("hods") or {}).values())
     if cfg.run_dir is not None:
         runs = [r for r in find_runs(Path(cfg.run_dir)) if (r / "checkpoints").is_dir()]
@@ -441,7 +444,7 @@ def evaluate_paths(cfg: DictConfig) -> dict[str, dict[str, float]]:
             ]
         out = Path(cfg.out_dir) if cfg.out_dir and len(runs) == 1 else run
         try:
-            results[str(run)] = evaluate_run(
+            results[str(out)] = evaluate_run(
                 module, datamodule, run_cfg, out, loggers, str(ckpt), hods=hods
             )
         finally:
