@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from dm2gal.errors import ConfigError
+from dm2gal.errors import ConfigError, integer_option
 from dm2gal.hod.base import HOD, IsHeldout, training_galaxies
 from dm2gal.hod.environment import Environment
 from dm2gal.io.catalog import GalaxyCatalog, HaloCatalog
@@ -84,23 +84,19 @@ class BinnedHOD(HOD):
                     f"hod.log_mass_edges must be >= 2 increasing values, got {log_mass_edges}"
                 )
         choices = [env_bins] if np.ndim(env_bins) == 0 else list(env_bins)
-        for key, value, minimum in (
-            ("n_bins", n_bins, 1),
-            *(("env_bins", b, 1) for b in choices or [None]),
-            ("env_folds", env_folds, 2),
-            ("mean_offsets", mean_offsets, 1),
-        ):
-            if isinstance(value, bool) or value is None or int(value) != value or value < minimum:
-                raise ConfigError(f"hod.{key} must be an integer >= {minimum}, got {value!r}")
+        n_bins = integer_option(n_bins, "hod.n_bins", 1)
+        choices = [integer_option(b, "hod.env_bins", 1) for b in choices or [None]]
+        env_folds = integer_option(env_folds, "hod.env_folds", 2)
+        mean_offsets = integer_option(mean_offsets, "hod.mean_offsets", 1)
         radii = [float(r) for r in env_radii]
         if not radii or min(radii) <= 0:
             raise ConfigError(f"hod.env_radii must be radii > 0 Mpc/h, got {env_radii!r}")
-        self.n_bins = int(n_bins) if log_mass_edges is None else len(log_mass_edges) - 1
+        self.n_bins = n_bins if log_mass_edges is None else len(log_mass_edges) - 1
         self.log_mass_edges = log_mass_edges
         self.name = name
-        self.env_bin_choices, self.env_radii = sorted({int(b) for b in choices}), radii
+        self.env_bin_choices, self.env_radii = sorted(set(choices)), radii
         self.env_bins = self.env_bin_choices[-1]
-        self.env_folds, self.mean_offsets = int(env_folds), int(mean_offsets)
+        self.env_folds, self.mean_offsets = env_folds, mean_offsets
         self.needs_environment = self.env_bins > 1
         self.fitted = False
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from dm2gal.errors import ConfigError
+from dm2gal.errors import ConfigError, integer_option
 from dm2gal.hod.base import IsHeldout, training_galaxies
 from dm2gal.hod.environment import Environment
 from dm2gal.hod.zheng07 import Zheng07HOD
@@ -59,13 +59,8 @@ class DecoratedHOD(Zheng07HOD):
         super().__init__(name=name, **baseline)
         if not float(env_radius) > 0:
             raise ConfigError(f"hod.env_radius must be > 0 Mpc/h, got {env_radius!r}")
-        if (
-            isinstance(env_mass_bins, bool)
-            or int(env_mass_bins) != env_mass_bins
-            or (env_mass_bins < 1)
-        ):
-            raise ConfigError(f"hod.env_mass_bins must be an integer >= 1, got {env_mass_bins!r}")
-        self.env_radius, self.env_mass_bins = float(env_radius), int(env_mass_bins)
+        self.env_radius = float(env_radius)
+        self.env_mass_bins = integer_option(env_mass_bins, "hod.env_mass_bins", 1)
         self.decorated = {"cens": AssembiasZheng07Cens(), "sats": AssembiasZheng07Sats()}
         self.shmr_shift = 0.0
 

@@ -2,7 +2,7 @@
 the gravity-only DM mass grid, Gaussian-smoothed on a radius R (Mpc/h), at given positions.
 
 The smoothing is the mock galaxy model's own measurement
-(:func:`dm2gal.sim.galaxies.smoothed_log_density`, FFT + Pylians CIC interpolation), so a
+(:func:`dm2gal.sim.galaxies.smoothed_density`, FFT + Pylians CIC interpolation), so a
 benchmark and the model it is scored against mean the same thing by "environment"; the HOD
 chooses R itself on its training region. Several periodic boxes of side ``box`` may stand side
 by side along x, as :func:`dm2gal.io.catalog.stack_catalogs` places their catalogues: a position
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from dm2gal.errors import ConfigError
-from dm2gal.sim.galaxies import smoothed_log_density
+from dm2gal.sim.galaxies import log_density_at, smoothed_density
 
 #: the store field holding the gravity-only DM mass (every source writes it, dm2gal.io.sources)
 DM_FIELD = "dm"
@@ -55,6 +55,9 @@ class Environment:
         if not box > 0:
             raise ValueError(f"box size must be > 0 Mpc/h, got {box}")
         self.fields, self.box = list(fields), float(box)
+        # the smoothed grids of the radius last asked for: a fit and every draw and mean of an
+        # HOD ask for one radius many times; keeping one radius bounds the memory
+        self._smoothed_grids: dict[tuple[int, float], np.ndarray] = {}
 
     def at(self, pos: np.ndarray, radius: float) -> np.ndarray:
         """``log10(1 + delta)`` smoothed on ``radius`` Mpc/h at ``pos`` (``(n, 3)``, Mpc/h)."""
@@ -74,5 +77,9 @@ class Environment:
         return out
 
     def _smoothed(self, i: int, radius: float, pos: np.ndarray) -> np.ndarray:
-        field = coarsened(self.fields[i], self.box, radius)
-        return smoothed_log_density(np.asarray(field, dtype=np.float64), self.box, radius, pos)
+        if any(r != radius for _, r in self._smoothed_grids):
+            self._smoothed_grids.clear()
+        if (i, radius) not in self._smoothed_grids:
+            field = np.asarray(coarsened(self.fields[i], self.box, radius), dtype=np.float64)
+            self._smoothed_grids[i, radius] = smoothed_density(field, self.box, radius)
+        return log_density_at(self._smoothed_grids[i, radius], self.box, pos)

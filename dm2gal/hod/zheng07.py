@@ -35,7 +35,7 @@ import numpy as np
 from scipy.optimize import least_squares, minimize
 from scipy.special import lambertw
 
-from dm2gal.errors import ConfigError
+from dm2gal.errors import integer_option
 from dm2gal.hod.base import HOD, IsHeldout, fibonacci_directions, training_galaxies
 from dm2gal.hod.environment import Environment
 from dm2gal.io.catalog import GalaxyCatalog, HaloCatalog
@@ -83,8 +83,6 @@ class Zheng07HOD(HOD):
             raise ValueError(f"sigma_logM must be > 0 dex, got {sigma_logM}")
         if not fit_bin_width > 0:
             raise ValueError(f"fit_bin_width must be > 0 dex, got {fit_bin_width}")
-        if isinstance(mean_offsets, bool) or int(mean_offsets) != mean_offsets or mean_offsets < 1:
-            raise ConfigError(f"hod.mean_offsets must be an integer >= 1, got {mean_offsets!r}")
         if min(scatter, sat_scatter) < 0:
             raise ValueError(
                 f"scatter and sat_scatter must be >= 0 dex, got {scatter}, {sat_scatter}"
@@ -99,7 +97,7 @@ class Zheng07HOD(HOD):
             sat_a=sat_a, sat_b=sat_b, sat_scatter=sat_scatter,
         )  # fmt: skip
         self.fit_bin_width = float(fit_bin_width)
-        self.mean_offsets = int(mean_offsets)
+        self.mean_offsets = integer_option(mean_offsets, "hod.mean_offsets", 1)
         self.name = name
         self.fitted = False
 

@@ -147,23 +147,34 @@ def mean_satellite_shmr(
     return np.where(norm > 0, (shmr * density).sum(axis=1) / safe, 0.0)
 
 
-def smoothed_log_density(
-    field: np.ndarray, box: float, radius: float, pos: np.ndarray
-) -> np.ndarray:
-    """``log10(1 + delta)`` of a mass grid, Gaussian-smoothed on ``radius`` Mpc/h, at ``pos``."""
-    import MAS_library as masl  # lazy: GPU machines run without Pylians
-
+def smoothed_density(field: np.ndarray, box: float, radius: float) -> np.ndarray:
+    """``1 + delta`` of a mass grid, Gaussian-smoothed on ``radius`` Mpc/h (float32, floored at
+    1e-3 so its log is finite)."""
     n = field.shape[0]
     delta_k = fft.rfftn(field / field.mean(), workers=-1)
     kx, ky, kz = wavenumbers(n, box)
     delta_k *= np.exp(-0.5 * (kx**2 + ky**2 + kz**2) * radius**2)
     smooth = np.ascontiguousarray(fft.irfftn(delta_k, s=field.shape, workers=-1), dtype=np.float32)
     np.maximum(smooth, 1e-3, out=smooth)
+    return smooth
+
+
+def log_density_at(smooth: np.ndarray, box: float, pos: np.ndarray) -> np.ndarray:
+    """``log10`` of a :func:`smoothed_density` grid at ``pos`` (Mpc/h, Pylians CIC)."""
+    import MAS_library as masl  # lazy: GPU machines run without Pylians
+
     values = np.zeros(len(pos), dtype=np.float32)
     pos32 = np.mod(pos, box).astype(np.float32)
     pos32[pos32 >= box] = 0.0
     masl.CIC_interp(smooth, float(box), pos32, values)
     return np.log10(values.astype(float))
+
+
+def smoothed_log_density(
+    field: np.ndarray, box: float, radius: float, pos: np.ndarray
+) -> np.ndarray:
+    """``log10(1 + delta)`` of a mass grid, Gaussian-smoothed on ``radius`` Mpc/h, at ``pos``."""
+    return log_density_at(smoothed_density(field, box, radius), box, pos)
 
 
 def environment_residual(
