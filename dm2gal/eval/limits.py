@@ -26,8 +26,7 @@ import numpy as np
 
 from dm2gal.errors import ConfigError, MissingFileError
 from dm2gal.eval.aggregate import comparable, higher_is_better
-from dm2gal.eval.headline import HEADLINE_FIELDS
-from dm2gal.eval.kinds import kind
+from dm2gal.eval.headline import HEADLINE_FIELDS, strongest_benchmark
 from dm2gal.eval.realisations import BOXES_FILE, JSON_FILE
 from dm2gal.eval.report import ORACLE_REFERENCES
 
@@ -233,24 +232,22 @@ def claims(
     ids = [box for run, s in zip(runs, scores, strict=True) for box in box_ids(run, s)]
     fields = set.intersection(*(set(s) for s in scores))
     out = []
-    for kind_, names in CLAIM_NETWORKS.items():
+    for field_kind, names in CLAIM_NETWORKS.items():
         network = next((n for n in names if n in fields), None)
         if network is None:
             continue
-        for metric in metrics.get(kind_, ()):
+        for metric in metrics.get(field_kind, ()):
             ours = _values(scores, network, metric)
             if ours is None:
                 continue
             pooled = {
-                f: _comparable_mean(values, metric)
+                f: {metric: _comparable_mean(values, metric)}
                 for f in sorted(fields)
-                if f.startswith("hod_") and kind(f) == kind_
-                and (values := _values(scores, f, metric)) is not None
-            }  # fmt: skip
-            if not pooled:
+                if (values := _values(scores, f, metric)) is not None
+            }
+            best = strongest_benchmark(pooled, network, metric)
+            if best is None:
                 continue
-            sign = -1.0 if higher_is_better(metric) else 1.0
-            best = min(pooled, key=lambda f: sign * pooled[f])
             theirs = _values(scores, best, metric)
             a = per_box(np.array([comparable(metric, v) for v in ours]), ids)
             b = per_box(np.array([comparable(metric, v) for v in theirs]), ids)
@@ -259,10 +256,10 @@ def claims(
             stderr = float(np.std(d, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
             better = float(d.mean()) * (1.0 if higher_is_better(metric) else -1.0)
             sigma = better / stderr if stderr > 0 else math.copysign(math.inf, better)
-            oracle = _values(scores, ORACLE_REFERENCES[kind_], metric)
+            oracle = _values(scores, ORACLE_REFERENCES[field_kind], metric)
             out.append(
                 Claim(
-                    kind_, network, metric, best, n, float(a.mean()), float(b.mean()),
+                    field_kind, network, metric, best, n, float(a.mean()), float(b.mean()),
                     None if oracle is None else float(np.mean(per_box(
                         np.array([comparable(metric, v) for v in oracle]), ids
                     ))),
