@@ -67,7 +67,9 @@ class DecoratedHOD(Zheng07HOD):
     # -- environment percentiles ------------------------------------------------------------------
     def percentile(self, mass: np.ndarray, pos: np.ndarray, env: Environment) -> np.ndarray:
         """Each host's environment percentile among the training hosts of its mass bin."""
-        log_env = env.at(pos, self.env_radius)
+        return self._percentile_of(mass, env.at(pos, self.env_radius))
+
+    def _percentile_of(self, mass: np.ndarray, log_env: np.ndarray) -> np.ndarray:
         b = self._env_bin(np.log10(mass))
         out = np.empty(len(b))
         for i in np.unique(b):
@@ -105,18 +107,17 @@ class DecoratedHOD(Zheng07HOD):
         b = self._env_bin(np.log10(mass))
         self.env_reference_ = [np.sort(log_env[b == i]) for i in range(self.env_mass_bins)]
         self.env_all_ = np.sort(log_env)
-        h_pct = self.percentile(mass, halos.pos[h_tr], env)
+        h_pct = self._percentile_of(mass, log_env)
 
         central = np.asarray(galaxies.central, dtype=bool)
         host_mass = np.asarray(galaxies.host_mass, dtype=np.float64)
-        for kind, chosen in (("cens", g_tr & central), ("sats", g_tr & ~central)):
-            if kind == "sats" and not np.isfinite(self.params["logM1"]):
-                continue  # the baseline found too few satellites to fit
-            g_pct = self.percentile(host_mass[chosen], galaxies.pos[chosen], env)
-            self._fit_strength(kind, mass, h_pct, host_mass[chosen], g_pct)
-
-        cen = g_tr & central
+        cen, sat = g_tr & central, g_tr & ~central
         c_pct = self.percentile(host_mass[cen], galaxies.pos[cen], env)
+        self._fit_strength("cens", mass, h_pct, host_mass[cen], c_pct)
+        if np.isfinite(self.params["logM1"]):  # else the baseline found too few satellites
+            s_pct = self.percentile(host_mass[sat], galaxies.pos[sat], env)
+            self._fit_strength("sats", mass, h_pct, host_mass[sat], s_pct)
+
         resid = np.log10(galaxies.mstar[cen]) - self.mean_log_mstar(host_mass[cen])
         sign = np.where(c_pct > 0.5, 1.0, -1.0)
         self.shmr_shift = float(np.mean(sign * resid))
