@@ -112,10 +112,9 @@ def box_ids(run: Path, scores: dict) -> list[str]:
 def per_box(values: np.ndarray, ids: Sequence[str]) -> np.ndarray:
     """``values`` (one per run and box) averaged over the runs of each box: several seeds of a
     network on one universe are one sample of that universe, not several."""
-    keys, index = np.unique(np.asarray(ids), return_inverse=True)
-    order = np.argsort([ids.index(k) for k in keys])  # boxes in order of first appearance
+    _, first, index = np.unique(np.asarray(ids), return_index=True, return_inverse=True)
     means = np.bincount(index, weights=values) / np.bincount(index)
-    return means[order]
+    return means[np.argsort(first)]  # boxes in order of first appearance
 
 
 def _values(scores: Sequence[dict], field: str, metric: str) -> np.ndarray | None:
