@@ -34,7 +34,13 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from dm2gal.data.regions import Region
-from dm2gal.infer.predict import plan_chunks, predict_region, read_block, tile_size
+from dm2gal.infer.predict import (
+    PredictOptions,
+    plan_chunks,
+    predict_region,
+    read_block,
+    tile_size,
+)
 from dm2gal.io.store import atomic_write_text
 from dm2gal.models.base import FieldNet, center_crop, count_parameters
 
@@ -77,14 +83,14 @@ def time_prediction(
 ) -> float:
     """Seconds to predict ``region`` once, after a warm-up on one tile batch."""
     warm = Region(region.start, (min(tile_size(net, tile), region.size[0]),) * 3, region.grid)
-    options = {"progress": False, "channels_last": device == "cuda"}
+    options = PredictOptions(tile, batch, device == "cuda", device, progress=False)
     if device == "cuda":
         net.to(memory_format=torch.channels_last_3d)
-    predict_region(net, fields, warm, normalise, denormalise, tile, batch, device, **options)
+    predict_region(net, fields, warm, normalise, denormalise, options)
     if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    predict_region(net, fields, region, normalise, denormalise, tile, batch, device, **options)
+    predict_region(net, fields, region, normalise, denormalise, options)
     if device == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
@@ -95,7 +101,8 @@ def time_reads(
 ) -> float:
     """Seconds to read every chunk of ``region``'s tiles (side ``tile``, every ``step``) as
     prediction does, with ``threads`` reader threads."""
-    chunks = plan_chunks(region, step, tile + 2 * context, context, 1 << 24)
+    chunk_voxels = PredictOptions.chunk_voxels
+    chunks = plan_chunks(region, step, tile + 2 * context, context, chunk_voxels)
     with ThreadPoolExecutor(threads) as pool:
         start = time.perf_counter()
         for _, _, corner, shape in chunks:

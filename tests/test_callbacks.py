@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from dm2gal.data.crops import read_crop
-from dm2gal.infer.predict import predict_region
+from dm2gal.infer.predict import PredictOptions, predict_region
 from dm2gal.stats import pylians as stats
 from dm2gal.train.build import build
 from dm2gal.train.callbacks import (
@@ -98,8 +98,7 @@ def test_two_epoch_fit_logs_the_statistics_and_slices(compose, tmp_path: Path):
         region,
         datamodule.transform.forward_input,
         datamodule.transform.inverse_target,
-        tile=cfg.evaluation.tile,
-        progress=False,
+        PredictOptions(tile=cfg.evaluation.tile, progress=False),
     )
     truth = read_crop(datamodule.store.read(datamodule.target), region.start, region.size[0])
     ref = stats.summary(truth, pred, region.size[0] * datamodule.box / datamodule.grid)

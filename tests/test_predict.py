@@ -46,8 +46,9 @@ def _normalise(raw: torch.Tensor) -> torch.Tensor:
     return torch.log1p(raw) - 20.0
 
 
-def _predict(net: FieldNet, fields, region: Region, tile: int, denorm=torch.exp, **kw):
-    return predict_region(net, fields, region, _normalise, denorm, tile=tile, progress=False, **kw)
+def _predict(net: FieldNet, fields, region: Region, tile: int, denorm=torch.exp, out=None, **kw):
+    options = PredictOptions(tile=tile, progress=False, **kw)
+    return predict_region(net, fields, region, _normalise, denorm, options, out)
 
 
 def _padded(fields, region: Region, pad: int) -> torch.Tensor:
@@ -189,8 +190,7 @@ def test_whole_box_prediction_into_a_store(fields, tmp_path):
         box,
         transform.forward_input,
         transform.inverse_prediction,
-        tile=8,
-        progress=False,
+        PredictOptions(tile=8, progress=False),
     )
     out = predict_store(
         net,
@@ -241,7 +241,7 @@ def test_cuda_bf16_prediction_matches_cpu(fields):
 
 @pytest.mark.parametrize("tile", [0, -8, 2.5, "8", True, None])
 def test_a_tile_must_be_a_positive_integer(tile):
-    with pytest.raises(ConfigError, match=r"tile: expected an integer >= 1 \(output voxels per"):
+    with pytest.raises(ConfigError, match=r"tile: expected an integer >= 1, got"):
         check_tile(UNet3d(2, 1, 2, levels=2, convs=1), tile)
 
 

@@ -10,6 +10,7 @@ from conftest import mock_cache_dir, run_script
 
 from dm2gal.data.regions import Region
 from dm2gal.data.transforms import FieldTransform
+from dm2gal.errors import ConfigError
 from dm2gal.infer.predict import PredictOptions, predict_region, predict_store
 from dm2gal.io.store import FieldStore
 from dm2gal.models import ProbabilisticNet, UNet3d
@@ -42,10 +43,8 @@ def _predict(net, fields, region, tile, seeds=(), **kw):
         region,
         TRANSFORM.forward_input,
         TRANSFORM.inverse_prediction,
-        tile=tile,
-        progress=False,
+        PredictOptions(tile=tile, progress=False, **kw),
         seeds=seeds,
-        **kw,
     )
 
 
@@ -79,7 +78,7 @@ def test_mean_of_many_draws_approaches_the_mean(fields, net) -> None:
 
 def test_deterministic_network_refuses_seeds(fields) -> None:
     net = UNet3d(in_channels=2, channels=2, levels=1, convs=1).eval()
-    with pytest.raises(ValueError, match="seeds: UNet3d is deterministic"):
+    with pytest.raises(ConfigError, match="seeds: UNet3d is deterministic"):
         _predict(net, fields, Region((0, 0, 0), (4, 4, 4), GRID), 4, seeds=(1,))
 
 

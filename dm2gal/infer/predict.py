@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -34,7 +34,8 @@ from tqdm.auto import tqdm
 from dm2gal.data.crops import read_crop
 from dm2gal.data.regions import Region
 from dm2gal.data.transforms import FieldTransform
-from dm2gal.errors import ConfigError
+from dm2gal.errors import ConfigError, integer_option
+from dm2gal.infer.naming import PredictionNames
 from dm2gal.infer.noise import voxel_noise
 from dm2gal.io.store import FieldStore, StoreError, field_bytes, require_free_space
 from dm2gal.models.base import FieldNet
@@ -51,20 +52,31 @@ def default_device() -> torch.device:
 @dataclass(frozen=True)
 class PredictOptions:
     """How a region is predicted: output ``tile`` side (voxels, see :func:`tile_size`),
-    ``batch_size`` tiles per pass, channels-last inputs, ``device`` (None: :func:`default_device`)
-    and a progress bar."""
+    ``batch_size`` tiles per pass, channels-last inputs, ``device`` (None:
+    :func:`default_device`), a progress bar, ``chunk_voxels`` input voxels per channel read,
+    moved and normalised at once, and ``read_threads`` reading a chunk (in x-slabs) while the
+    previous one is predicted."""
 
     tile: int = DEFAULT_TILE
     batch_size: int = 4
     channels_last: bool = False
     device: str | None = None
     progress: bool = True
+    chunk_voxels: int = 1 << 24
+    read_threads: int = 4
 
     def __post_init__(self) -> None:
-        for key in ("tile", "batch_size"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{key}: expected an integer >= 1, got {value!r}")
+        for key in ("tile", "batch_size", "chunk_voxels", "read_threads"):
+            object.__setattr__(self, key, integer_option(getattr(self, key), key, minimum=1))
+
+    def torch_device(self) -> torch.device:
+        """The device to run on."""
+        return torch.device(self.device) if self.device else default_device()
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The layout of the network's input tensors."""
+        return torch.channels_last_3d if self.channels_last else torch.contiguous_format
 
 
 def predict_fields(
@@ -80,27 +92,14 @@ def predict_fields(
     fields, normalised and denormalised by the run's ``transform``: the one call behind the
     validation callback, the evaluation and ``python -m dm2gal.predict``. With ``seeds`` (a
     probabilistic network), the mean and one draw per seed (see :func:`predict_region`)."""
-    return predict_region(
-        net,
-        inputs,
-        region,
-        transform.forward_input,
-        transform.inverse_prediction,
-        tile=options.tile,
-        batch_size=options.batch_size,
-        device=options.device or default_device(),
-        progress=options.progress,
-        channels_last=options.channels_last,
-        out=out,
-        seeds=seeds,
-    )
+    normalise, denormalise = transform.forward_input, transform.inverse_prediction
+    return predict_region(net, inputs, region, normalise, denormalise, options, out, seeds)
 
 
 def check_tile(net: FieldNet, tile: Any) -> int:
     """``tile`` (the option of that name: output voxels per side) if ``net`` takes outputs of
     that side, else :class:`ConfigError` saying which sides it takes: never rounded."""
-    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
-        raise ConfigError(f"tile: expected an integer >= 1 (output voxels per side), got {tile!r}")
+    tile = integer_option(tile, "tile", minimum=1)
     if net.valid_output(tile):
         return tile
     below = next((n for n in range(tile - 1, 0, -1) if net.valid_output(n)), None)
@@ -146,15 +145,25 @@ def chunk_grid(counts: Sequence[int], per_chunk: int) -> list[tuple[tuple[int, .
     return [tuple(zip(*parts, strict=True)) for parts in itertools.product(*axes)]
 
 
+class Chunk(NamedTuple):
+    """A block of whole tiles predicted together: per axis its first tile and number of tiles,
+    and the start (voxels, periodic) and shape of the input it reads."""
+
+    first: tuple[int, ...]
+    tiles: tuple[int, ...]
+    start: list[int]
+    shape: list[int]
+
+
 def plan_chunks(
     region: Region, step: int, width: int, context: int, chunk_voxels: int
-) -> list[tuple[tuple[int, ...], tuple[int, ...], list[int], list[int]]]:
-    """``(first tile, tiles, input start, input shape)`` per axis of each chunk covering
-    ``region`` with tiles every ``step`` voxels whose inputs are ``width`` voxels wide (the
-    output tile plus ``context`` on each side); a chunk reads about ``chunk_voxels`` voxels."""
+) -> list[Chunk]:
+    """The chunks covering ``region`` with tiles every ``step`` voxels whose inputs are
+    ``width`` voxels wide (the output tile plus ``context`` on each side); a chunk reads about
+    ``chunk_voxels`` voxels."""
     counts = [math.ceil(s / step) for s in region.size]
     return [
-        (
+        Chunk(
             first,
             tiles,
             [region.start[ax] + first[ax] * step - context for ax in range(3)],
@@ -162,6 +171,37 @@ def plan_chunks(
         )
         for first, tiles in chunk_grid(counts, tiles_per_chunk(step, width, chunk_voxels))
     ]
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How ``region`` is tiled: output tiles of ``tile`` voxels placed every ``step`` voxels
+    (a multiple of the network's period), read and predicted in ``chunks``."""
+
+    region: Region
+    tile: int
+    step: int
+    chunks: list[Chunk]
+
+    @classmethod
+    def of(cls, net: FieldNet, region: Region, options: PredictOptions) -> TilePlan:
+        """The plan for ``net`` (see :func:`tile_size` and the module's docstring)."""
+        tile = tile_size(net, options.tile)
+        step = tile - tile % net.period
+        width = tile + 2 * net.context
+        return cls(
+            region, tile, step, plan_chunks(region, step, width, net.context, options.chunk_voxels)
+        )
+
+    @property
+    def tile_count(self) -> int:
+        """Tiles in all chunks."""
+        return sum(math.prod(chunk.tiles) for chunk in self.chunks)
+
+    def output_box(self, chunk: Chunk) -> tuple[list[int], list[int]]:
+        """The start (in the box) and shape of ``chunk``'s predicted voxels, uncut."""
+        start = [self.region.start[ax] + chunk.first[ax] * self.step for ax in range(3)]
+        return start, [(n - 1) * self.step + self.tile for n in chunk.tiles]
 
 
 def read_block(
@@ -196,15 +236,15 @@ def predict_chunk(
     tiles: Sequence[int],
     step: int,
     denormalise_target: Callable[[torch.Tensor], torch.Tensor],
-    batch_size: int,
-    memory_format: torch.memory_format = torch.contiguous_format,
+    options: PredictOptions,
     noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mass per voxel (Msun/h, clipped at 0), ``(F, a * step, b * step, d * step)``, on the
     voxels of one chunk of ``tiles`` = (a, b, d) tiles, from its normalised input ``x`` of shape
     ``(C, ...)``: the network's prediction (``F = 1``), or with ``noise`` ``(K, 3, ...)`` (the
     per-voxel noise of K draws on the chunk's output block, :func:`draw_noise`) the mean and K
-    draws of a probabilistic network (``F = 1 + K``, one forward pass)."""
+    draws of a probabilistic network (``F = 1 + K``, one forward pass); ``options``' batch
+    size and memory format."""
     width = x.shape[1] - (tiles[0] - 1) * step
     # (C, a, b, d, width, width, width): every tile's input as a view of the chunk
     windows = x.unfold(1, width, step).unfold(2, width, step).unfold(3, width, step)
@@ -215,10 +255,10 @@ def predict_chunk(
     fields = 1 if noise is None else 1 + noise.shape[0]
     pred = torch.empty((fields, a, b, d, step, step, step), device=x.device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.device.type == "cuda")
-    for batch in torch.arange(a * b * d, device=x.device).split(batch_size):
+    for batch in torch.arange(a * b * d, device=x.device).split(options.batch_size):
         index = (batch // (b * d), batch // d % b, batch % d)
         xb = windows[:, index[0], index[1], index[2]].transpose(0, 1)
-        xb = xb.contiguous(memory_format=memory_format)
+        xb = xb.contiguous(memory_format=options.memory_format)
         with autocast:
             if noise is None:
                 y = net.infer(xb)
@@ -238,6 +278,78 @@ def draw_noise(
     return torch.stack([voxel_noise(seed, start, shape, grid) for seed in seeds])
 
 
+def check_draws(net: FieldNet, seeds: Sequence[int]) -> None:
+    """Draws (``seeds``) need a network that gives them."""
+    if seeds and not hasattr(net, "infer_draws"):
+        raise ConfigError(
+            f"seeds: {type(net).__name__} is deterministic and gives no draws; draws need a "
+            "probabilistic network (model=probabilistic)"
+        )
+
+
+def output_arrays(
+    region: Region, fields: int, out: np.ndarray | Sequence[np.ndarray] | None
+) -> list[np.ndarray]:
+    """The ``fields`` arrays of ``region``'s shape a prediction writes: ``out`` (one array, or
+    a sequence of ``fields`` > 1), checked, or new float32 arrays."""
+    if out is None:
+        return [np.empty(region.size, dtype=np.float32) for _ in range(fields)]
+    results = list(out) if fields > 1 else [out]
+    if len(results) != fields or any(tuple(r.shape) != tuple(region.size) for r in results):
+        raise ValueError(
+            f"out: shapes {[tuple(r.shape) for r in results]}, expected {fields} array(s) of "
+            f"the region's {region.size}"
+        )
+    return results
+
+
+@dataclass
+class ChunkReader:
+    """Reads a chunk's raw input block (in ``slabs`` x-slabs on ``pool``'s threads, in pinned
+    memory if ``pin``) and, with ``seeds``, its draws' noise."""
+
+    inputs: Sequence[np.ndarray]
+    plan: TilePlan
+    seeds: Sequence[int]
+    pool: ThreadPoolExecutor
+    slabs: int
+    pin: bool
+
+    def __call__(self, chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raw = read_block(self.inputs, chunk.start, chunk.shape, self.pin, self.pool, self.slabs)
+        if not self.seeds:
+            return raw, None
+        start, shape = self.plan.output_box(chunk)
+        return raw, draw_noise(self.seeds, start, shape, self.plan.region.grid)
+
+
+def prefetched(
+    read: Callable[[Chunk], tuple[torch.Tensor, torch.Tensor | None]], chunks: Sequence[Chunk]
+) -> Iterator[tuple[Chunk, tuple[torch.Tensor, torch.Tensor | None]]]:
+    """``(chunk, read(chunk))`` in order, the next chunk read on a background thread while the
+    caller predicts the current one."""
+    with ThreadPoolExecutor(max_workers=1) as prefetch:
+        pending = prefetch.submit(read, chunks[0])
+        for index, chunk in enumerate(chunks):
+            result = pending.result()
+            if index + 1 < len(chunks):
+                pending = prefetch.submit(read, chunks[index + 1])
+            yield chunk, result
+
+
+def write_chunk(
+    results: Sequence[np.ndarray], pred: torch.Tensor, chunk: Chunk, plan: TilePlan
+) -> None:
+    """Write a chunk's prediction ``(F, ...)`` into the ``F`` region arrays ``results``, cutting
+    the tiles past the region's end."""
+    i, j, k = (f * plan.step for f in chunk.first)
+    sx, sy, sz = plan.region.size
+    piece = pred[:, : sx - i, : sy - j, : sz - k].cpu().numpy()
+    a, b, d = piece.shape[1:]
+    for result, field in zip(results, piece, strict=True):
+        result[i : i + a, j : j + b, k : k + d] = field
+
+
 @torch.no_grad()
 def predict_region(
     net: FieldNet,
@@ -245,13 +357,7 @@ def predict_region(
     region: Region,
     normalise_input: Callable[[torch.Tensor], torch.Tensor],
     denormalise_target: Callable[[torch.Tensor], torch.Tensor],
-    tile: int = DEFAULT_TILE,
-    batch_size: int = 4,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-    channels_last: bool = False,
-    chunk_voxels: int = 1 << 24,
-    read_threads: int = 4,
+    options: PredictOptions = PredictOptions(),
     out: np.ndarray | Sequence[np.ndarray] | None = None,
     seeds: Sequence[int] = (),
 ) -> np.ndarray | list[np.ndarray]:
@@ -265,72 +371,29 @@ def predict_region(
         net: a trained network (set to eval mode here).
         inputs: the input fields, each ``grid^3`` (memory-mapped arrays are fine).
         region: the voxels to predict.
-        normalise_input: maps a raw ``(C, x, y, z)`` input tensor (on ``device``) to the
+        normalise_input: maps a raw ``(C, x, y, z)`` input tensor (on the device) to the
             network's input.
         denormalise_target: maps the network's ``(B, 1, n, n, n)`` output back to mass per voxel.
-        tile: requested output tile side (voxels); see :func:`tile_size`.
-        batch_size: tiles per forward pass.
-        device: where to run; bf16 autocast is used on CUDA.
-        progress: show a progress bar (tiles).
-        channels_last: feed the network channels-last 3D tensors (for a network stored so).
-        chunk_voxels: input voxels per channel read, moved and normalised at once.
-        read_threads: threads reading a chunk (in x-slabs) while the previous one is predicted.
+        options: tile, batch, device (bf16 autocast on CUDA), layout, chunks, reader threads.
         out: where to write the prediction (shape ``region.size``, e.g. a memory map; with
             ``seeds``, a sequence of 1 + K such arrays); None: new arrays.
         seeds: one draw per seed (needs a network with ``infer_draws``, e.g.
             :class:`dm2gal.models.ProbabilisticNet`).
     """
-    fields = 1 + len(seeds)
-    if seeds and not hasattr(net, "infer_draws"):
-        raise ValueError(
-            f"seeds: {type(net).__name__} is deterministic and gives no draws; draws need a "
-            "probabilistic network (model=probabilistic)"
-        )
-    if out is None:
-        results = [np.empty(region.size, dtype=np.float32) for _ in range(fields)]
-    else:
-        results = list(out) if seeds else [out]
-    if len(results) != fields or any(tuple(r.shape) != tuple(region.size) for r in results):
-        raise ValueError(
-            f"out: shapes {[tuple(r.shape) for r in results]}, expected {fields} array(s) of "
-            f"the region's {region.size}"
-        )
-    device = torch.device(device)
+    check_draws(net, seeds)
+    results = output_arrays(region, 1 + len(seeds), out)
+    device = options.torch_device()
     net = net.to(device).eval()
-    t = tile_size(net, tile)
-    step = t - t % net.period
-    chunks = plan_chunks(region, step, t + 2 * net.context, net.context, chunk_voxels)
-    memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
-
-    def read(chunk: tuple) -> tuple[torch.Tensor, torch.Tensor | None]:
-        first, tiles, start, shape = chunk
-        raw = read_block(inputs, start, shape, device.type == "cuda", readers, read_threads)
-        if not seeds:
-            return raw, None
-        corner = [region.start[ax] + first[ax] * step for ax in range(3)]
-        return raw, draw_noise(seeds, corner, [(n - 1) * step + t for n in tiles], region.grid)
-
-    total = sum(math.prod(tiles) for _, tiles, _, _ in chunks)
-    bar = tqdm(total=total, desc="predict", unit="tile", disable=not progress)
-    prefetch, readers = ThreadPoolExecutor(max_workers=1), ThreadPoolExecutor(read_threads)
-    with prefetch, readers, bar:
-        pending = prefetch.submit(read, chunks[0])
-        for index, (first, tiles, _, _) in enumerate(chunks):
-            raw, noise = pending.result()
-            if index + 1 < len(chunks):
-                pending = prefetch.submit(read, chunks[index + 1])
+    plan = TilePlan.of(net, region, options)
+    bar = tqdm(total=plan.tile_count, desc="predict", unit="tile", disable=not options.progress)
+    with ThreadPoolExecutor(options.read_threads) as pool, bar:
+        read = ChunkReader(inputs, plan, seeds, pool, options.read_threads, device.type == "cuda")
+        for chunk, (raw, noise) in prefetched(read, plan.chunks):
             x = normalise_input(raw.to(device, non_blocking=True))
             noise = None if noise is None else noise.to(device, non_blocking=True)
-            pred = predict_chunk(
-                net, x, tiles, step, denormalise_target, batch_size, memory_format, noise
-            )
-            i, j, k = (f * step for f in first)
-            sx, sy, sz = region.size  # tiles past the region's end are cut
-            piece = pred[:, : sx - i, : sy - j, : sz - k].cpu().numpy()
-            a, b, d = piece.shape[1:]
-            for result, field in zip(results, piece, strict=True):
-                result[i : i + a, j : j + b, k : k + d] = field
-            bar.update(math.prod(tiles))
+            pred = predict_chunk(net, x, chunk.tiles, plan.step, denormalise_target, options, noise)
+            write_chunk(results, pred, chunk, plan)
+            bar.update(math.prod(chunk.tiles))
     return results if seeds else results[0]
 
 
@@ -402,10 +465,11 @@ def prediction_outputs(
         "tile": tile,
         **(attrs or {}),
     }
+    names = PredictionNames(name, len(seeds))
     if not seeds:
-        return {name: provenance}
-    outputs = {f"{name}_mean": {**provenance, "draw_seeds": list(seeds)}}
+        return {names.mean: provenance}
+    outputs = {names.mean: {**provenance, "draw_seeds": list(seeds)}}
     outputs.update(
-        {f"{name}_draw_{i}": {**provenance, "seed": seed} for i, seed in enumerate(seeds)}
+        {draw: {**provenance, "seed": seed} for draw, seed in zip(names.draws, seeds, strict=True)}
     )
     return outputs
