@@ -15,7 +15,12 @@ import pytest
 import torch
 from conftest import ROOT, mock_cache_dir, run_script
 
-from dm2gal.infer.catalog import field_galaxies, read_galaxy_catalog, write_galaxy_catalog
+from dm2gal.infer.catalog import (
+    field_galaxies,
+    nearest_velocities,
+    read_galaxy_catalog,
+    write_galaxy_catalog,
+)
 from dm2gal.infer.predict import PredictOptions, predict_store
 from dm2gal.io.gravity_fields import Tracers
 from dm2gal.io.paint import paint
@@ -48,7 +53,8 @@ def test_catalogue_painted_back_gives_the_field(tmp_path):
     np.testing.assert_allclose(back, field, rtol=1e-5, atol=1e-5 * field.max())
     on_halo = galaxies.host >= 0
     np.testing.assert_array_equal(galaxies.vel[on_halo], tracers.vel[galaxies.host[on_halo] - 100])
-    assert np.isnan(galaxies.vel[~on_halo]).all()
+    nearest = nearest_velocities(galaxies.pos[~on_halo], tracers.pos, tracers.vel, box)
+    np.testing.assert_array_equal(galaxies.vel[~on_halo], nearest)
     big, left_out = field_galaxies(field, box, tracers, min_mass=1e9, assignment="exact")
     assert big.mstar.min() >= 1e9
     assert big.mstar.sum() + left_out == pytest.approx(field.sum(dtype=np.float64), rel=1e-6)

@@ -13,8 +13,9 @@ are, at their positions with their velocities and ids:
   because each one's share depends on what the ones before it took (no library does this).
 
 What is left in a voxel becomes one galaxy at the voxel's CIC node (``i * L / N``, where CIC puts
-all of a point's mass in voxel ``i``) with no host and no velocity. ``min_mass`` drops smaller
-galaxies; the catalogue's attributes say how much mass that left out.
+all of a point's mass in voxel ``i``) with no host, moving with the nearest (sub)halo
+(:func:`nearest_velocities`: the local bulk flow as the gravity-only catalogue knows it).
+``min_mass`` drops smaller galaxies; the catalogue's attributes say how much mass that left out.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from scipy.spatial import cKDTree
 
 from dm2gal.errors import ConfigError
 from dm2gal.io.gravity_fields import Tracers
@@ -108,6 +110,25 @@ def cic_cells(pos: np.ndarray, grid: int, box: float) -> tuple[np.ndarray, np.nd
     return cells, weights
 
 
+def periodic(pos: np.ndarray, box: float) -> np.ndarray:
+    """Positions (Mpc/h) wrapped into ``[0, box)`` as float64 (``np.mod`` of a tiny negative
+    number rounds to ``box``: that is 0)."""
+    wrapped = np.mod(np.asarray(pos, dtype=np.float64), box)
+    wrapped[wrapped >= box] = 0.0
+    return wrapped
+
+
+def nearest_velocities(
+    pos: np.ndarray, sites: np.ndarray, site_vel: np.ndarray, box: float
+) -> np.ndarray:
+    """``(n, 3)`` velocity (km/s) of the site (e.g. (sub)halo) nearest to each position in the
+    periodic box of side ``box`` Mpc/h; NaN where there is no site."""
+    if len(sites) == 0:
+        return np.full((len(pos), 3), np.nan)
+    _, nearest = cKDTree(periodic(sites, box), boxsize=box).query(periodic(pos, box))
+    return np.asarray(site_vel, dtype=np.float64)[nearest].reshape(len(pos), 3)
+
+
 #: how voxel mass becomes galaxies: ``share`` (each voxel's mass split among the (sub)halos whose
 #: CIC footprint covers it) or ``exact`` (painted back with CIC, the catalogue is the field)
 ASSIGNMENTS = ("share", "exact")
@@ -173,7 +194,9 @@ def field_galaxies(
     galaxies = Galaxies(
         pos=np.concatenate([tracers.pos[order][kept], node_pos]),
         mstar=np.concatenate([mass[kept], view[nodes]]),
-        vel=np.concatenate([tracers.vel[order][kept], np.full((len(nodes), 3), np.nan)]),
+        vel=np.concatenate(
+            [tracers.vel[order][kept], nearest_velocities(node_pos, tracers.pos, tracers.vel, box)]
+        ),
         host=np.concatenate([tracers.id[order][kept], np.full(len(nodes), -1, np.int64)]),
     )
     return galaxies, dropped

@@ -9,7 +9,7 @@ an HOD bins hosts and galaxies by one definition.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,11 @@ CATALOGS_FILE = "catalogs.h5"
 MASS_DEFINITION = "mass_definition"
 
 
+def _velocities(vel: np.ndarray | None, n: int) -> np.ndarray:
+    """``vel`` as ``(n, 3)`` floats, NaN (unknown) when None."""
+    return np.full((n, 3), np.nan) if vel is None else np.asarray(vel, dtype=float)
+
+
 @dataclass
 class HaloCatalog:
     """Gravity-only host halos (e.g. FoF groups).
@@ -32,11 +37,16 @@ class HaloCatalog:
         pos: ``(n, 3)`` centres, Mpc/h.
         mass: ``(n,)`` masses, Msun/h.
         n_sub: ``(n,)`` number of subhalos (or satellite sites) per host, including the central.
+        vel: ``(n, 3)`` peculiar velocities, km/s (NaN where the run gives none; the default).
     """
 
     pos: np.ndarray
     mass: np.ndarray
     n_sub: np.ndarray
+    vel: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.vel = _velocities(self.vel, len(self.mass))
 
     def __len__(self) -> int:
         return len(self.mass)
@@ -54,6 +64,7 @@ class GalaxyCatalog:
         central: ``(n,)`` True for the central galaxy of its host.
         host_mass: ``(n,)`` mass of the host halo in the galaxies' own run, Msun/h, of the same
             definition as the gravity-only ``HaloCatalog.mass``.
+        vel: ``(n, 3)`` peculiar velocities, km/s (NaN where the run gives none; the default).
     """
 
     pos: np.ndarray
@@ -61,6 +72,10 @@ class GalaxyCatalog:
     host: np.ndarray
     central: np.ndarray
     host_mass: np.ndarray
+    vel: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.vel = _velocities(self.vel, len(self.mstar))
 
     def __len__(self) -> int:
         return len(self.mstar)
@@ -80,16 +95,19 @@ def save_catalogs(
 
 
 def load_catalogs(path: str | Path) -> tuple[HaloCatalog, GalaxyCatalog]:
-    """Read the catalogues written by :func:`save_catalogs`."""
+    """Read the catalogues written by :func:`save_catalogs` (velocities NaN in a file that
+    has none)."""
     out = []
     with h5py.File(path, "r") as f:
         for group, cls in (("halos", HaloCatalog), ("galaxies", GalaxyCatalog)):
             if group not in f:
                 raise KeyError(f"{path}: missing group '{group}'")
-            missing = [fld.name for fld in fields(cls) if fld.name not in f[group]]
+            required = [fld.name for fld in fields(cls) if fld.default is MISSING]
+            missing = [name for name in required if name not in f[group]]
             if missing:
                 raise KeyError(f"{path}: group '{group}' lacks datasets {missing}")
-            out.append(cls(**{fld.name: f[group][fld.name][()] for fld in fields(cls)}))
+            present = [fld.name for fld in fields(cls) if fld.name in f[group]]
+            out.append(cls(**{name: f[group][name][()] for name in present}))
     return out[0], out[1]
 
 
@@ -109,7 +127,7 @@ def stack_catalogs(
     halos, galaxies, host_offset = [], [], 0
     for i, (h, g) in enumerate(catalogs):
         shift = np.array([i * box, 0.0, 0.0])
-        halos.append(HaloCatalog(np.asarray(h.pos) + shift, h.mass, h.n_sub))
+        halos.append(HaloCatalog(np.asarray(h.pos) + shift, h.mass, h.n_sub, h.vel))
         host = np.asarray(g.host)
         galaxies.append(
             GalaxyCatalog(
@@ -118,6 +136,7 @@ def stack_catalogs(
                 np.where(host >= 0, host + host_offset, -1),
                 g.central,
                 g.host_mass,
+                g.vel,
             )
         )
         host_offset += int(max(host.max(initial=-1) + 1, len(h)))

@@ -315,8 +315,9 @@ class GadgetSource(GravitySource):
 
 class MockSource(GravitySource):
     """A mock universe's gravity-only output: its ``dm`` field (copied) and its halos (FoF
-    groups at their densest member with M200c, ``catalogs.h5``), nothing of its galaxies.
-    The grid is the mock's own; the mock keeps no velocities (NaN in the tracers).
+    groups at their densest member with M200c and their members' mean velocity,
+    ``catalogs.h5``), nothing of its galaxies. The grid is the mock's own (a mock written
+    before it kept velocities gives NaN).
 
     Args:
         root: the mock's store directory (``<cache_dir>/<config hash>``).
@@ -366,8 +367,7 @@ class MockSource(GravitySource):
 
     def tracers(self) -> Tracers:
         halos, _ = load_catalogs(self.root / CATALOGS_FILE)
-        n = len(halos)
-        return Tracers(halos.pos, halos.mass, np.full((n, 3), np.nan), np.arange(n))
+        return Tracers(halos.pos, halos.mass, halos.vel, np.arange(len(halos)))
 
 
 class AbacusSource(GravitySource):

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 from halotools.mock_observables import s_mu_tpcf, tpcf, tpcf_multipole
 
-#: 100 km/s per Mpc/h: a velocity of v km/s moves a galaxy v / 100 Mpc/h along the line of sight
-#: at z = 0 (a H = 100 h km/s/Mpc)
-KMS_PER_MPCH = 100.0
+from dm2gal.infer.catalog import periodic
+from dm2gal.sim.cosmology import Cosmology
+from dm2gal.sim.pm import KMS_PER_H0_MPCH
 
 
 @dataclass(frozen=True)
@@ -47,23 +47,43 @@ def stellar_mass_function(mstar: np.ndarray, box: float, bins: StatBins) -> np.n
 def correlation(pos: np.ndarray, mstar: np.ndarray, box: float, bins: StatBins) -> np.ndarray:
     """xi(r) of the galaxies above ``bins.mass_cut`` (natural estimator, periodic; NaN with
     fewer than two such galaxies)."""
-    sample = np.mod(pos[mstar > bins.mass_cut], box)
+    sample = periodic(pos[mstar > bins.mass_cut], box)
     if len(sample) < 2:
         return np.full(bins.r_bins, np.nan)
     return tpcf(sample, bins.r_edges(), period=box)
 
 
+def rsd_scale(redshift: float, omega_m: float) -> float:
+    """``(1 + z) / H(z)`` in Mpc/h per km/s (flat LCDM, ``H = 100 E(z)`` h km/s/Mpc): how far
+    a peculiar velocity of 1 km/s along the line of sight moves a galaxy in redshift space
+    (0.01 at z = 0)."""
+    a = 1.0 / (1.0 + redshift)
+    return (1.0 + redshift) / (KMS_PER_H0_MPCH * float(Cosmology(Om0=omega_m, Ob0=0.0).E(a)))
+
+
+def redshift_space(pos: np.ndarray, vel: np.ndarray, box: float, scale: float) -> np.ndarray:
+    """Positions moved along z by ``vel_z * scale`` (:func:`rsd_scale`), wrapped into the box
+    (plane-parallel, distant observer)."""
+    moved = np.array(pos, dtype=np.float64)
+    moved[:, 2] += vel[:, 2] * scale
+    return periodic(moved, box)
+
+
 def multipoles(
-    pos: np.ndarray, vel: np.ndarray, mstar: np.ndarray, box: float, bins: StatBins
+    pos: np.ndarray,
+    vel: np.ndarray,
+    mstar: np.ndarray,
+    box: float,
+    bins: StatBins,
+    scale: float,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Redshift-space monopole and quadrupole (z line of sight) of the galaxies above
-    ``bins.mass_cut``; None when any of them has no velocity (or fewer than two)."""
+    """Redshift-space monopole and quadrupole (z line of sight, velocities times ``scale``
+    Mpc/h per km/s: :func:`rsd_scale`) of the galaxies above ``bins.mass_cut``; None when any
+    of them has no velocity (or fewer than two)."""
     keep = mstar > bins.mass_cut
     if not np.isfinite(vel[keep]).all() or keep.sum() < 2:
         return None
-    redshifted = pos[keep].copy()
-    redshifted[:, 2] += vel[keep, 2] / KMS_PER_MPCH
-    redshifted = np.mod(redshifted, box)
+    redshifted = redshift_space(pos[keep], vel[keep], box, scale)
     mu = np.linspace(0, 1, bins.mu_bins + 1)
     xi_s_mu = s_mu_tpcf(redshifted, bins.r_edges(), mu, period=box)
     return tpcf_multipole(xi_s_mu, mu, order=0), tpcf_multipole(xi_s_mu, mu, order=2)

@@ -14,7 +14,8 @@ massive: a halo-mass-only HOD is not the truth. Satellites follow a power-law su
 ``dN/dln(mu) = sub_norm mu^-sub_slope`` (``mu = m_sub / M``, ``m_min / M <= mu <= sub_max``),
 take ``SHMR(m_sub)`` with the same environment term and scatter, and sit on random member
 particles of their host. Halo masses are M200c (:mod:`dm2gal.sim.so`). Masses in Msun/h,
-lengths Mpc/h.
+lengths Mpc/h, velocities km/s (peculiar): a central moves with its halo (the mean of its member
+particles' velocities), a satellite with the member particle it sits on.
 
 The gravity-only run's halos, their member particles and environment come in as one
 :class:`Hosts`. The oracle (:func:`oracle_mean`) is the model's expectation given the
@@ -76,6 +77,8 @@ class Hosts:
         particle_pos: ``(n_p, 3)`` particle positions, Mpc/h.
         env: ``(n_h,)`` environment of each halo relative to its typical value at the halo's
             mass, in units of its scatter (:func:`environment_residual`).
+        particle_vel: ``(n_p, 3)`` particle peculiar velocities, km/s (None: the run has none,
+            the galaxies' velocities are NaN).
     """
 
     pos: np.ndarray
@@ -83,6 +86,7 @@ class Hosts:
     members: list[np.ndarray]
     particle_pos: np.ndarray
     env: np.ndarray
+    particle_vel: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         sizes = {key: len(getattr(self, key)) for key in ("pos", "mass", "members", "env")}
@@ -91,6 +95,23 @@ class Hosts:
 
     def __len__(self) -> int:
         return len(self.mass)
+
+    def velocities(self) -> np.ndarray:
+        """``(n_h, 3)`` halo velocities, km/s: the mean of each halo's member particles'
+        (NaN without particle velocities)."""
+        if self.particle_vel is None:
+            return np.full((len(self), 3), np.nan)
+        count = np.array([len(m) for m in self.members], dtype=np.int64)
+        index = np.concatenate(self.members) if self.members else np.zeros(0, dtype=np.int64)
+        owner = np.repeat(np.arange(len(self)), count)
+        total = [np.bincount(owner, self.particle_vel[index, ax], len(self)) for ax in range(3)]
+        return np.stack(total, axis=1) / np.maximum(count, 1)[:, None]
+
+    def particle_velocities(self, index: np.ndarray) -> np.ndarray:
+        """``(len(index), 3)`` velocities of the particles ``index``, km/s (NaN without)."""
+        if self.particle_vel is None:
+            return np.full((len(index), 3), np.nan)
+        return self.particle_vel[index]
 
 
 def moster13(mass: np.ndarray, h: float, model: GalaxyModel) -> np.ndarray:
@@ -214,12 +235,13 @@ def populate(
     u = rng.random(len(host_sat))
     lo, hi = mu_min[host_sat] ** -a, model.sub_max**-a
     mu = (lo - u * (lo - hi)) ** (-1.0 / a)
-    sat_pos = np.empty((len(host_sat), 3))
+    sat_particle = np.empty(len(host_sat), dtype=np.int64)
     start = 0
     for i in np.flatnonzero(n_sat):
         chosen = rng.choice(hosts.members[i], size=n_sat[i], replace=False)
-        sat_pos[start : start + n_sat[i]] = hosts.particle_pos[chosen]
+        sat_particle[start : start + n_sat[i]] = chosen
         start += n_sat[i]
+    sat_pos = hosts.particle_pos[sat_particle]
 
     host = np.concatenate([np.arange(n_h), host_sat])
     base_mass = np.concatenate([hosts.mass, mu * hosts.mass[host_sat]])
@@ -228,8 +250,12 @@ def populate(
         + model.env_dex * hosts.env[host]
         + rng.normal(0.0, model.scatter_dex, len(host))
     )
+    halo_vel = hosts.velocities()
     halos = HaloCatalog(
-        pos=np.asarray(hosts.pos, dtype=float), mass=np.asarray(hosts.mass), n_sub=1 + n_sat
+        pos=np.asarray(hosts.pos, dtype=float),
+        mass=np.asarray(hosts.mass),
+        n_sub=1 + n_sat,
+        vel=halo_vel,
     )
     galaxies = GalaxyCatalog(
         pos=np.concatenate([hosts.pos, sat_pos]),
@@ -237,6 +263,7 @@ def populate(
         host=host,
         central=np.arange(len(host)) < n_h,
         host_mass=hosts.mass[host],
+        vel=np.concatenate([halo_vel, hosts.particle_velocities(sat_particle)]),
     )
     return halos, galaxies
 

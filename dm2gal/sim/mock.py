@@ -6,7 +6,11 @@ than the particle lattice, finished by PGD (:mod:`dm2gal.sim.pm`) -> periodic Fo
 (``linking_b`` times the mean spacing) with densest-particle centres and M200c masses
 (:mod:`dm2gal.sim.so`) -> galaxies (Moster+13 SHMR with an environment term, satellites on member
 particles) -> CIC fields with Pylians: ``dm``, ``subhalo`` (each halo's mass at its centre) and
-``stellar``, plus ``catalogs.h5``. Beside them, the oracle of the galaxy model on the same halos:
+``stellar``, plus ``catalogs.h5`` (halos and galaxies with peculiar velocities in km/s: the PM
+run's particle velocities at z=0, a halo's the mean of its members', a central its halo's, a
+satellite its particle's; PGD moves positions only, it sharpens halos that a few-step run
+leaves puffy and is no part of the dynamics, so velocities are the PM run's). Beside them, the
+oracle of the galaxy model on the same halos:
 ``oracle_mean`` (the expected stellar field given the gravity-only run,
 :func:`dm2gal.sim.galaxies.oracle_mean`; no deterministic map from the DM run has a higher
 expected r(k) with ``stellar``) and ``oracle_draw`` (an independent draw of the scatter and the
@@ -50,12 +54,12 @@ from dm2gal.sim.galaxies import (
 )
 from dm2gal.sim.ics import linear_delta_k
 from dm2gal.sim.lpt import lattice, lpt_displacements
-from dm2gal.sim.pm import ParticleMesh, evolve, pgd_parameters, pgd_shift
+from dm2gal.sim.pm import ParticleMesh, evolve, peculiar_velocity, pgd_parameters, pgd_shift
 from dm2gal.sim.so import m200c, spherical_overdensity
 
 log = logging.getLogger(__name__)
 
-MOCK_VERSION = 3  # bump when the generated data change for the same configuration
+MOCK_VERSION = 4  # bump when the generated data change for the same configuration (4: velocities)
 ORACLE_FIELDS = ("oracle_mean", "oracle_draw")
 
 
@@ -220,6 +224,11 @@ class MockUniverse(CachedSource):
 
     def simulate(self) -> np.ndarray:
         """Run the gravity-only simulation; return z=0 particle positions ``(n, 3)``, Mpc/h."""
+        return self.phase_space()[0]
+
+    def phase_space(self) -> tuple[np.ndarray, np.ndarray]:
+        """Run the gravity-only simulation; return z=0 particle positions ``(n, 3)`` (Mpc/h,
+        PGD-corrected) and peculiar velocities ``(n, 3)`` (km/s, the PM run's)."""
         cosmo, n = self.cosmo, self.particles
         a0 = 1.0 / (1.0 + self.z_init)
         delta_k = self._delta_k()
@@ -233,15 +242,15 @@ class MockUniverse(CachedSource):
         del psi1, psi2
         log.info("2LPT initial conditions at z=%.1f for %d^3 particles", self.z_init, n)
         solver = ParticleMesh(self.pm_factor * n, self.box, cosmo.Om0)
-        pos = evolve(pos, mom, np.linspace(a0, 1.0, self.steps + 1), cosmo, solver)
+        pos, mom = evolve(pos, mom, np.linspace(a0, 1.0, self.steps + 1), cosmo, solver)
         if self.pgd:
             pos = pgd_shift(pos, solver, *pgd_parameters(self.steps, n, self.box, self.pm_factor))
-        return pos
+        return pos, peculiar_velocity(mom, 1.0)
 
     def _generate(self, root: Path) -> None:
         """Simulate, find halos, paint galaxies and write the store into ``root``."""
         t0 = time.perf_counter()
-        pos = self.simulate()
+        pos, vel = self.phase_space()
         log.info("gravity-only run done in %.1f s", time.perf_counter() - t0)
         dm = paint(pos, self.particle_mass, self.grid, self.box)
 
@@ -260,7 +269,7 @@ class MockUniverse(CachedSource):
         model = self.galaxy_model
         log_env = smoothed_log_density(dm, self.box, model.env_radius, so.centre)
         env = environment_residual(np.log10(halo_mass), log_env, model)
-        hosts = Hosts(so.centre, halo_mass, groups.members(), pos, env)
+        hosts = Hosts(so.centre, halo_mass, groups.members(), pos, env, particle_vel=vel)
         physics = {
             "min_sub_mass": self.min_halo_particles * self.particle_mass,
             "h": self.cosmo.h,

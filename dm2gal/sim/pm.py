@@ -128,10 +128,10 @@ def evolve(
     steps: np.ndarray,
     cosmo: Cosmology,
     solver: ParticleMesh,
-) -> np.ndarray:
-    """Advance particles through the scale factors ``steps`` (FastPM KDK); return final positions.
-
-    Momenta are left half a step behind the positions at the end (they are not needed).
+) -> tuple[np.ndarray, np.ndarray]:
+    """Advance particles through the scale factors ``steps`` (FastPM KDK); return the final
+    positions and momenta, both at ``steps[-1]`` (the last half kick is taken, one force
+    evaluation more than the positions need; :func:`peculiar_velocity` turns momenta into km/s).
 
     Args:
         pos: ``(n, 3)`` positions at ``steps[0]``, Mpc/h (updated in place).
@@ -151,11 +151,19 @@ def evolve(
         pos += mom * ((cosmo.growth(a1) - cosmo.growth(a0)) / gp_half)
         np.mod(pos, solver.box, out=pos)
         log.info("PM step %d/%d: a = %.3f", i + 1, len(steps) - 1, a1)
-        if i == len(steps) - 2:
-            break  # final momenta are not needed: skip the last force evaluation
         acc = solver.accelerations(pos)
         mom += acc * ((cosmo.momentum_factor(a1) - gp_half) / cosmo.force_factor(a1))
-    return pos
+    return pos, mom
+
+
+#: km/s per H0 Mpc/h: a comoving speed of 1 Mpc/h per 1/H0 (H0 = 100 h km/s/Mpc)
+KMS_PER_H0_MPCH = 100.0
+
+
+def peculiar_velocity(mom: np.ndarray, a: float) -> np.ndarray:
+    """Peculiar velocities ``a dx/dt = p / a`` in km/s of momenta ``p = a^2 dx/dt`` (H0 Mpc/h)
+    at scale factor ``a``."""
+    return mom * (KMS_PER_H0_MPCH / a)
 
 
 @dataclass(frozen=True)
