@@ -2,8 +2,9 @@
 
 An exported model is ``model.safetensors`` (the network's weights: tensors only, nothing that
 runs code when read) plus ``model_card.json`` (architecture config, input-field recipe,
-normalisation, voxel size, cosmology and redshift of the training run, training data, scores
-against the HODs and the oracle) and, where the run has one, ``calibration.csv``. Loading it
+normalisation, voxel size, cosmology and redshift of the training run, a conditioned network's
+universe parameters and their training ranges, training data, scores against the HODs and the
+oracle) and, where the run has one, ``calibration.csv``. Loading it
 never unpickles anything; the architecture's ``_target_`` must be a class of
 :mod:`dm2gal.models`.
 """
@@ -92,6 +93,8 @@ def export_model(model: TrainedModel, out_dir: str | Path) -> Path:
         "provenance": model.provenance,
         **model.card,
     }
+    if model.net.film is not None:  # the weights carry them too (FiLM buffers)
+        card["parameter_ranges"] = model.net.film.ranges
     with staged_dir(out_dir) as staging:
         save_file(net_weights(model.net), str(staging / WEIGHTS_FILE))
         if model.calibration is not None:
@@ -131,7 +134,8 @@ def load_exported(path: str | Path) -> TrainedModel:
         raise ConfigError(f"{weights}: weights do not fit {target} ({err})") from err
     table = path / CALIBRATION_FILE
     known = {"format", "code_version", "architecture", "recipe", "normalisation", "voxel_size",
-             "cosmology", "redshift", "prediction", "calibration", "provenance"}  # fmt: skip
+             "cosmology", "redshift", "prediction", "calibration", "provenance",
+             "parameter_ranges"}  # fmt: skip
     return TrainedModel(
         net=net.eval(),
         architecture=architecture,

@@ -21,6 +21,17 @@ class FieldNet(nn.Module):
     in_channels: int | None = None
     period: int = 1
 
+    @property
+    def film(self) -> nn.Module | None:
+        """The parameter conditioning (:class:`dm2gal.models.conditioning.FiLM`), if any: the
+        submodule ``film`` a conditioned network registers."""
+        return self._modules.get("film")
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """Names of the universe parameters the network is conditioned on (none: empty)."""
+        return () if self.film is None else self.film.names
+
     def valid_output(self, size: int) -> bool:
         """Whether an output crop of side ``size`` voxels is possible."""
         return size >= 1 and (self.fixed_output is None or size == self.fixed_output)
@@ -47,10 +58,11 @@ class FieldNet(nn.Module):
             )
         return n
 
-    def infer(self, x: torch.Tensor) -> torch.Tensor:
+    def infer(self, x: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
         """Return the prediction of the (normalised) target; ``forward`` gives the raw output
-        that the loss sees (they differ for multi-head networks such as the two-phase one)."""
-        return self(x)
+        that the loss sees (they differ for multi-head networks such as the two-phase one).
+        ``params`` ``(B, P)``: the universe parameters of a conditioned network."""
+        return self(x) if params is None else self(x, params)
 
     def extra_repr(self) -> str:
         return f"context={self.context}, fixed_output={self.fixed_output}"

@@ -4,6 +4,8 @@ probabilistic networks."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from dm2gal.errors import ConfigError
@@ -26,12 +28,16 @@ class OccupancyNet(UNet3d):
         channels: int,
         levels: int,
         convs: int,
+        conditioning: str = "none",
+        parameters: Sequence[str] | None = None,
     ) -> None:
         if out_channels != 1:
             raise ConfigError(
                 f"model.out_channels ({type(self).__name__}): must be 1, got {out_channels}"
             )
-        super().__init__(in_channels, 1 + value_channels, channels, levels, convs)
+        super().__init__(
+            in_channels, 1 + value_channels, channels, levels, convs, conditioning, parameters
+        )
 
     @staticmethod
     def split(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -37,7 +38,8 @@ class ProbabilisticNet(OccupancyNet):
         family: their law of log mass, ``normal`` or ``gumbel`` (:mod:`dm2gal.models.mixture`).
         min_occupancy: occupancies below it count as 0 in the mean and the draws
             (:meth:`OccupancyMixture.resolved_occupancy`); the likelihood uses them as they are.
-        others: as :class:`dm2gal.models.UNet3d`; ``out_channels`` must be 1.
+        others: as :class:`dm2gal.models.UNet3d` (``conditioning``, ``parameters``: FiLM of
+            the UNet trunk); ``out_channels`` must be 1.
     """
 
     def __init__(
@@ -50,9 +52,20 @@ class ProbabilisticNet(OccupancyNet):
         components: int = 2,
         min_occupancy: float = 0.0,
         family: str = "normal",
+        conditioning: str = "none",
+        parameters: Sequence[str] | None = None,
     ) -> None:
         components = integer_option(components, "model.components", 1)
-        super().__init__(in_channels, out_channels, 3 * int(components), channels, levels, convs)
+        super().__init__(
+            in_channels,
+            out_channels,
+            3 * int(components),
+            channels,
+            levels,
+            convs,
+            conditioning,
+            parameters,
+        )
         self.components = int(components)
         # checked here too, so that a bad config fails when the network is built
         self.min_occupancy = check_min_occupancy(min_occupancy, "model.min_occupancy")
@@ -102,11 +115,11 @@ class ProbabilisticNet(OccupancyNet):
         self.offset.copy_(torch.tensor([logit, loc, raw_scale]))
         self.initialised.fill_(True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
         k = self.components
         logit, loc, scale = self.offset.to(x.dtype).split(1)
         shift = torch.cat([logit, loc.new_zeros(k), loc.expand(k), scale.expand(k)])
-        return super().forward(x) + shift.view(1, -1, 1, 1, 1)
+        return super().forward(x, params) + shift.view(1, -1, 1, 1, 1)
 
     def distribution(self, output: torch.Tensor) -> OccupancyMixture:
         """The per-voxel distribution described by a raw output of :meth:`forward`."""
@@ -117,17 +130,19 @@ class ProbabilisticNet(OccupancyNet):
         mean, std, _ = self.target_scale.tolist()
         return ((torch.log1p(mass) / LN10 - mean) / std).float()
 
-    def infer(self, x: torch.Tensor) -> torch.Tensor:
+    def infer(self, x: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
         """The normalised ``log10(1 + E[M])``: the mean field, exact after the inverse
         transform."""
-        return self._normalised(self.distribution(self(x)).mean())
+        return self._normalised(self.distribution(self(x, params)).mean())
 
-    def infer_draws(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def infer_draws(
+        self, x: torch.Tensor, noise: torch.Tensor, params: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The normalised mean and K draws ``(B, 1 + K, n, n, n)`` from one forward pass; draw
         ``i`` is the one that uniform ``noise[:, i]`` (``noise``: ``(B, K, 3, n, n, n)``) selects
         (:meth:`OccupancyMixture.from_noise`). Noise fixed per voxel
         (:func:`dm2gal.infer.noise.voxel_noise`) makes a draw independent of tiling."""
-        dist = self.distribution(self(x))
+        dist = self.distribution(self(x, params))
         draws = [dist.from_noise(noise[:, i]) for i in range(noise.shape[1])]
         return self._normalised(torch.cat([dist.mean(), *draws], dim=1))
 

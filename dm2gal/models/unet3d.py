@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from dm2gal.errors import integer_option
 from dm2gal.models.base import FieldNet, center_crop
+from dm2gal.models.conditioning import block_styles, build_film, modulate
 
 
 def conv_stack(c_in: int, c_out: int, convs: int) -> nn.Sequential:
@@ -39,7 +42,11 @@ class UNet3d(FieldNet):
     Only output sides ``n`` whose every down-sampled size is even are possible
     (``valid_output``); they repeat with ``period = 2**levels``, which is also the shift the
     output is equivariant to. ``levels=2, convs=2`` has context 20 and takes output sides that
-    are multiples of 4."""
+    are multiples of 4.
+
+    ``conditioning="film"``: the universe ``parameters`` (names) modulate the output of every
+    encoder, the bottom and every decoder (:mod:`dm2gal.models.conditioning`); ``forward``
+    then takes them as ``(B, P)``."""
 
     def __init__(
         self,
@@ -48,6 +55,8 @@ class UNet3d(FieldNet):
         channels: int = 16,
         levels: int = 2,
         convs: int = 2,
+        conditioning: str = "none",
+        parameters: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         channels, levels, convs = (
@@ -70,6 +79,9 @@ class UNet3d(FieldNet):
         first = next(n for n in range(1, self.period + 1) if self.input_side(n) is not None)
         self.context = (self.input_side(first) - first) // 2
         self._first = first
+        film = build_film(conditioning, parameters, [channels] * (2 * levels + 1))
+        if film is not None:
+            self.film = film
 
     def input_side(self, n: int) -> int | None:
         """Input side needed for output side ``n``, or None when ``n`` is impossible."""
@@ -92,15 +104,17 @@ class UNet3d(FieldNet):
     def output_rule(self) -> str:
         return f"n >= 1 with n % {self.period} == {self._first % self.period}"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input(x)
+        styles = block_styles(self.film, params, type(self).__name__)
         skips = []
         for encode, down in zip(self.encoders, self.downs, strict=True):
-            x = encode(x)
+            x = modulate(encode(x), next(styles))
             skips.append(x)
             x = down(x)
-        x = self.bottom(x)
+        x = modulate(self.bottom(x), next(styles))
         for up, decode, skip in zip(self.ups[::-1], self.decoders[::-1], skips[::-1], strict=True):
             x = up(x)
             x = decode(torch.cat([center_crop(skip, x.shape[-1]), x], dim=1))
+            x = modulate(x, next(styles))
         return self.head(x)

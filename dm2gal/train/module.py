@@ -1,7 +1,9 @@
 """LightningModule: one network, one loss, optimiser and scheduler from config.
 
 Batches are dicts from :class:`dm2gal.data.FieldDataModule`: ``input`` (B, C, n+2c, ...),
-``target`` (B, 1, n, ...) normalised, ``occupied`` (B, 1, n, ...) bool. Metrics are logged under
+``target`` (B, 1, n, ...) normalised, ``occupied`` (B, 1, n, ...) bool and, from data across
+universes, ``params`` (B, P) the universe parameters (raw units), which a conditioned network
+(``model.conditioning=film``) takes. Metrics are logged under
 ``train/`` and ``val/`` (``val/loss`` is what checkpoints and sweeps optimise).
 """
 
@@ -16,6 +18,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from dm2gal.errors import ConfigError
 from dm2gal.models.base import FieldNet, count_parameters
 
 log = logging.getLogger(__name__)
@@ -125,6 +128,8 @@ class Dm2galModule(L.LightningModule):
             self.net.empty_value = float(transform.empty_value)
         if transform is not None and hasattr(self.net, "set_target_transform"):
             self.net.set_target_transform(transform)
+        if datamodule is not None:
+            self._check_parameters(datamodule, record_ranges=stage == "fit")
         if self.hparams.channels_last:
             self.net.to(memory_format=torch.channels_last_3d)
         if self.hparams.compile and stage == "fit":
@@ -138,6 +143,19 @@ class Dm2galModule(L.LightningModule):
             self.loss.name,
         )
 
+    def _check_parameters(self, datamodule: Any, record_ranges: bool) -> None:
+        """The data's universe parameters must be the network's conditioning; when fitting,
+        the network records the data's training ranges (they travel in its buffers)."""
+        names = tuple(getattr(datamodule, "parameter_names", ()) or ())
+        if names != self.net.parameter_names:
+            raise ConfigError(
+                f"model.parameters: the network is conditioned on {list(self.net.parameter_names)}"
+                f" (model.conditioning), the data gives parameters {list(names)}; a conditioned "
+                "network needs data across universes, an unconditioned one data without them"
+            )
+        if names and record_ranges:
+            self.net.film.set_ranges(datamodule.parameter_ranges)
+
     def on_fit_start(self) -> None:
         plateau = any(c.reduce_on_plateau for c in self.trainer.lr_scheduler_configs)
         if plateau and not any(isinstance(c, PlateauStep) for c in self.trainer.callbacks):
@@ -145,10 +163,11 @@ class Dm2galModule(L.LightningModule):
                 "a ReduceLROnPlateau scheduler (optim.scheduler) needs the trainer callback "
                 "dm2gal.train.module.PlateauStep, before the checkpointing callbacks"
             )
+        summary = {"model.params": self.n_parameters, "model.context": self.net.context}
+        if self.net.film is not None:  # the training ranges the parameters are normalised by
+            summary["model.parameter_ranges"] = self.net.film.ranges
         for logger in self.loggers:
-            logger.log_hyperparams(
-                {"model.params": self.n_parameters, "model.context": self.net.context}
-            )
+            logger.log_hyperparams(summary)
 
     # -- steps ----------------------------------------------------------------------------------
     def _input(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -157,13 +176,26 @@ class Dm2galModule(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last_3d)
         return x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Prediction of the normalised target for input crops ``x``."""
-        return self.net.infer(x)
+    def _params(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """``(batch["params"],)`` for a conditioned network, ``()`` otherwise; a
+        :class:`ConfigError` when the batch and the network disagree."""
+        conditioned, given = bool(self.net.parameter_names), "params" in batch
+        if conditioned != given:
+            raise ConfigError(
+                f"model.conditioning: the network is conditioned on "
+                f"{list(self.net.parameter_names)} but the batch "
+                f"{'has' if given else 'has no'} universe parameters ('params')"
+            )
+        return (batch["params"],) if given else ()
+
+    def forward(self, x: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
+        """Prediction of the normalised target for input crops ``x`` (``params`` ``(B, P)``:
+        the universe parameters of a conditioned network)."""
+        return self.net.infer(x, params)
 
     def _step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
         net = self.__dict__.get("_compiled_net", self.net)
-        output = net(self._input(batch))
+        output = net(self._input(batch), *self._params(batch))
         loss = self.loss(output, batch)
         batch_size = batch["input"].shape[0]
         on_step = split == "train"
