@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dm2gal.cli import reports_user_errors
 from dm2gal.infer.exported import TrainedModel
+from dm2gal.infer.parameters import bind_parameters
 from dm2gal.paint.model import load_model
 from dm2gal.paint.pipeline import PaintOptions, PaintSummary, paint_run
 from dm2gal.paint.slabs import paint_slab, work_dir
@@ -50,6 +51,8 @@ def paint(cfg: DictConfig) -> PaintSummary | None:
     the summary (None for a slab that leaves the assembly to another)."""
     options = paint_options(cfg)
     model = load_model(cfg.model, cfg.ckpt_path, cfg.trust_checkpoint)
+    # a conditioned network paints the universe of the command line's params
+    model.net = bind_parameters(model.net, None, cfg.params, cfg.allow_extrapolation)
     source = build_source(cfg, model)
     if cfg.slab is not None:
         summary = paint_slab(model, source, cfg.out, cfg.slabs, cfg.slab, options)
