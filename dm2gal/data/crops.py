@@ -68,6 +68,8 @@ class FieldCrops(Dataset):
             moved input still lies in ``splits``' training region.
         splits: the held-out regions a shifted input must avoid; None: the whole box trains.
         seed: seeds the augmentation generator (loader workers use their own worker seed).
+        params: the box's parameter vector (float32 ``(P,)``, raw units), carried by every
+            item as ``params``; None: items carry none (a single-universe box).
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class FieldCrops(Dataset):
         shift: int = 0,
         splits: Splits | None = None,
         seed: int = 0,
+        params: np.ndarray | None = None,
     ):
         self.paths = [str(p) for p in paths]
         self.crop, self.context = int(crop), int(context)
@@ -96,6 +99,7 @@ class FieldCrops(Dataset):
         self.region, self.min_target_mass = region, min_target_mass
         self.shift, self.splits = int(shift), splits
         self.seed = int(seed)
+        self.params = None if params is None else np.asarray(params, dtype=np.float32)
         self._fields: list[np.ndarray] | None = None
         self._gen: torch.Generator | None = None
 
@@ -174,6 +178,8 @@ class FieldCrops(Dataset):
             "occupied": torch.from_numpy((y > 0).copy()),
             "valid": torch.from_numpy(valid.copy()),
         }
+        if self.params is not None:
+            item["params"] = torch.from_numpy(self.params.copy())
         if weight is not None:
             item["weight"] = torch.tensor(weight, dtype=torch.float32)
         return item

@@ -19,6 +19,7 @@ from dm2gal.data.splits import Splits, make_splits
 from dm2gal.data.symmetry import symmetry_group
 from dm2gal.data.transforms import FieldTransform, fit_transform
 from dm2gal.errors import ConfigError, integer_option
+from dm2gal.io.parameters import read_parameters
 from dm2gal.io.store import FieldStore
 
 TRANSFORM_KEYS = {"log", "standardize"}
@@ -35,6 +36,11 @@ def check_input_room(crop: int, context: int, grid: int, grid_name: str) -> None
             f"per side) needs inputs of {crop + 2 * context} voxels, more than {grid_name}: lower "
             "data.crop, raise the grid or choose a model with less context"
         )
+
+
+def _joined(parts: Sequence[FieldCrops]) -> FieldCrops | ConcatCrops:
+    """One dataset of ``parts``: the one part itself, else their concatenation."""
+    return parts[0] if len(parts) == 1 else ConcatCrops(parts)
 
 
 def _flat_true(mask: np.ndarray) -> np.ndarray:
@@ -54,11 +60,20 @@ class FieldDataModule(L.LightningDataModule):
 
     Batches are dicts: ``input`` float32 ``(B, C, n + 2c, ...)`` and ``target`` float32
     ``(B, 1, n, n, n)`` normalised, ``occupied`` bool (raw target > 0) and ``valid`` bool (target
-    voxels to score: inside the val / test region, and above ``min_target_mass`` if set).
+    voxels to score: inside the val / test region, and above ``min_target_mass`` if set); when
+    the stores record parameters (:mod:`dm2gal.io.parameters`), ``params`` float32 ``(B, P)``:
+    each crop's universe's values in raw units, ordered as :attr:`parameter_names`.
+
+    A source with several universes (``stores()``, e.g. :class:`dm2gal.sim.hypercube.Hypercube`)
+    trains on the training regions of all of them in one run, with the same held-out regions
+    in each: normalisation statistics pooled over their training regions, one anchor list (so a
+    mass-bin sampler bins and weighs crops of every universe alike), validation and test tiles of
+    every universe's held-out regions. :attr:`store` is the first universe's.
 
     Args:
         source: an object whose ``build()`` returns a :class:`FieldStore` (idempotent, cheap
-            once built), a FieldStore, or a store directory.
+            once built) or whose ``stores()`` returns several (one per universe), a
+            FieldStore, or a store directory.
         inputs, target: field names in the store.
         crop: target crop side ``n`` (voxels).
         context: input padding per side (voxels), normally the network's ``context``.
@@ -155,6 +170,10 @@ class FieldDataModule(L.LightningDataModule):
         self.pin_memory, self.persistent_workers = bool(pin_memory), bool(persistent_workers)
         self.seed = int(seed)
         self.store: FieldStore | None = None
+        self.universes: list[FieldStore] = []  # the source's boxes with held-out regions
+        self.parameter_names: list[str] = []
+        # min / max over the universes and further boxes trained on
+        self.parameter_ranges: dict[str, tuple[float, float]] = {}
         self.splits: Splits | None = None
         self.transform: FieldTransform | None = None
         self.stat: np.ndarray | None = None
@@ -163,12 +182,16 @@ class FieldDataModule(L.LightningDataModule):
         self._datasets: dict[str, FieldCrops | ConcatCrops] = {}
 
     # -- building -----------------------------------------------------------------------------
-    def _build(self) -> FieldStore:
+    def _build(self) -> list[FieldStore]:
+        """The source's universes (built or read from their caches): several for a source with
+        ``stores()``, else its one store."""
         if isinstance(self.source, FieldStore):
-            return self.source
+            return [self.source]
         if isinstance(self.source, str | Path):
-            return FieldStore(self.source)
-        return self.source.build()
+            return [FieldStore(self.source)]
+        if hasattr(self.source, "stores"):
+            return list(self.source.stores())
+        return [self.source.build()]
 
     def _extra_boxes(self) -> list[FieldStore]:
         """The further training boxes: ``training_universes`` realisations of the source (built
@@ -192,6 +215,46 @@ class FieldDataModule(L.LightningDataModule):
             self.crop, self.context, store.grid, f"the training box {store.root} ({store.grid}^3)"
         )
 
+    def _check_universe(self, store: FieldStore, first: FieldStore) -> None:
+        """A further universe of the source must hold the fields on the first one's grid (they
+        share the held-out regions)."""
+        for name in [*self.inputs, self.target]:
+            store.field_meta(name)
+        if (store.grid, store.box) != (first.grid, first.box):
+            raise ConfigError(
+                f"data.source: universe {store.root} is a {store.grid}^3 grid of {store.box} "
+                f"Mpc/h, the first ({first.root}) {first.grid}^3 of {first.box} Mpc/h: every "
+                "universe of a source needs the same box and grid"
+            )
+
+    def _set_parameters(self) -> None:
+        """:attr:`parameter_names` and :attr:`parameter_ranges` from the stores trained on,
+        which must all record the same parameters (or none)."""
+        boxes = [*self.universes, *self.training_boxes]
+        values = [read_parameters(box) for box in boxes]
+        names = list(values[0])
+        for box, params in zip(boxes, values, strict=True):
+            if list(params) != names:
+                raise ConfigError(
+                    f"data: {box.meta_path} records the parameters {list(params)}, "
+                    f"{boxes[0].meta_path} {names}: every box trained on needs the same ones"
+                )
+        self.parameter_names = names
+        self.parameter_ranges = {
+            name: (min(p[name] for p in values), max(p[name] for p in values)) for name in names
+        }
+
+    def parameter_vector(self, store: FieldStore) -> np.ndarray | None:
+        """``store``'s parameters as float32 ``(P,)`` in :attr:`parameter_names`' order (None
+        without parameters); raises naming the file when it records other parameters."""
+        params = read_parameters(store)
+        if list(params) != self.parameter_names:
+            raise ConfigError(
+                f"{store.meta_path}: records the parameters {list(params)}, the data module "
+                f"trains on {self.parameter_names}"
+            )
+        return np.array(list(params.values()), dtype=np.float32) if params else None
+
     @property
     def box(self) -> float:
         return self.store.box
@@ -204,24 +267,29 @@ class FieldDataModule(L.LightningDataModule):
         """Open the store memory-mapped, build the splits, anchors and normalisation."""
         if self.store is not None:
             return
-        store = self._build()
+        universes = self._build()
+        store = universes[0]
         grid = store.grid
-        for name in [*self.inputs, self.target]:
-            store.field_meta(name)
+        for universe in universes:
+            self._check_universe(universe, store)
         self.check_room(grid, f"the store {store.root} ({grid}^3)")
         self.splits = make_splits(grid, **{"context": self.context, **self.splits_config})
-        fields = [store.read(name) for name in [*self.inputs, self.target]]
+        names = [*self.inputs, self.target]
+        fields = [[universe.read(name) for name in names] for universe in universes]
         if self.transform is None:  # else restored from a checkpoint (load_state_dict)
+            channels = [[box[c] for box in fields] for c in range(len(names))]
             self.transform = fit_transform(
-                fields[:-1], fields[-1], self.splits, **self.transform_config
+                channels[:-1], channels[-1], self.splits, **self.transform_config
             )
-        self.store = store
+        self.store, self.universes = store, universes
         self.training_boxes = self._extra_boxes()
         for box in self.training_boxes:
             self._check_box(box, store.box / grid)
+        self._set_parameters()
         self._datasets = {"train": self._train_dataset(fields)}
         for split in ("val", "test"):
-            self._datasets[split] = self._tiles(getattr(self.splits, split))
+            region = getattr(self.splits, split)
+            self._datasets[split] = _joined([self._tiles(u, region) for u in universes])
 
     def check_room(self, grid: int, grid_name: str) -> None:
         """Raise naming the keys unless inputs fit in a ``grid^3`` box (``grid_name`` describes
@@ -251,16 +319,19 @@ class FieldDataModule(L.LightningDataModule):
         c = self.context
         return axes, splits.lattice_allowed([a - c for a in axes], self.crop + 2 * c)
 
-    def _train_dataset(self, fields: Sequence[np.ndarray]) -> FieldCrops | ConcatCrops:
-        """Training crops of the source's training region, and of every further training box
-        whole; sets :attr:`stat` (the mass-bin sampler's crop statistic, per anchor)."""
-        parts = [self._box_crops(self.store, fields, self.splits)]
+    def _train_dataset(self, fields: Sequence[Sequence[np.ndarray]]) -> FieldCrops | ConcatCrops:
+        """Training crops of the training region of each of the source's universes (``fields``:
+        each one's inputs and target), and of every further training box whole; sets
+        :attr:`stat` (the mass-bin sampler's crop statistic, per anchor, over all of them)."""
+        parts = [
+            self._box_crops(universe, box, self.splits)
+            for universe, box in zip(self.universes, fields, strict=True)
+        ]
         for box in self.training_boxes:
             parts.append(self._box_crops(box, [box.read(n) for n in [*self.inputs, self.target]]))
         stats = [stat for _, stat in parts]
         self.stat = None if stats[0] is None else np.concatenate(stats)
-        crops = [c for c, _ in parts]
-        return crops[0] if len(crops) == 1 else ConcatCrops(crops)
+        return _joined([c for c, _ in parts])
 
     def _box_crops(
         self, store: FieldStore, fields: Sequence[np.ndarray], splits: Splits | None = None
@@ -302,16 +373,18 @@ class FieldDataModule(L.LightningDataModule):
             shift=stride if self.random_shift else 0,
             splits=splits,
             seed=self.seed,
+            params=self.parameter_vector(store),
         )
         return crops, None if stat is None else stat.reshape(-1)[anchors]
 
-    def _tiles(self, region: Region) -> FieldCrops:
+    def _tiles(self, store: FieldStore, region: Region) -> FieldCrops:
+        """Tiles of ``region`` of ``store`` (validation / test), in order."""
         n = self.crop
         axes = [
             (region.start[ax] + np.arange(0, region.size[ax], n)) % region.grid for ax in range(3)
         ]
         return FieldCrops(
-            self._paths(),
+            [store.path(name) for name in [*self.inputs, self.target]],
             n,
             self.context,
             axes,
@@ -320,10 +393,8 @@ class FieldDataModule(L.LightningDataModule):
             None,
             region=region,
             min_target_mass=self.min_target_mass,
+            params=self.parameter_vector(store),
         )
-
-    def _paths(self) -> list[Path]:
-        return [self.store.path(name) for name in [*self.inputs, self.target]]
 
     @property
     def _crop_transform(self) -> FieldTransform | None:

@@ -129,16 +129,28 @@ def _training_values(
         yield np.asarray(field[slab], dtype=np.float64)[keep]
 
 
+def _per_box(field: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    """One box's field as a list of one, or the same field of several boxes as they are."""
+    return [field] if isinstance(field, np.ndarray) else list(field)
+
+
 def region_moments(
-    field: np.ndarray, splits: Splits, log: bool = True, chunk_voxels: int = 1 << 24
+    field: np.ndarray | Sequence[np.ndarray],
+    splits: Splits,
+    log: bool = True,
+    chunk_voxels: int = 1 << 24,
 ) -> tuple[float, float]:
     """Mean and standard deviation of ``log10(1 + field)`` (or ``field``) over the training
-    region of ``splits``, read in slabs of about ``chunk_voxels`` voxels (float64 sums)."""
+    region of ``splits``, read in slabs of about ``chunk_voxels`` voxels (float64 sums); a
+    sequence of fields (the same field of several boxes on one grid) gives the pooled moments of
+    all their training regions."""
     total = total2 = count = 0.0
-    for values in _training_values(field, splits, chunk_voxels):
-        if log:
-            values = np.log1p(values) / LN10
-        total, total2, count = total + values.sum(), total2 + (values**2).sum(), count + len(values)
+    for box in _per_box(field):
+        for values in _training_values(box, splits, chunk_voxels):
+            if log:
+                values = np.log1p(values) / LN10
+            total, total2 = total + values.sum(), total2 + (values**2).sum()
+            count += len(values)
     if count == 0:
         raise ConfigError(
             "data.splits: the training region is empty (the held-out regions and their guard "
@@ -148,19 +160,27 @@ def region_moments(
     return mean, math.sqrt(max(total2 / count - mean**2, 0.0))
 
 
-def region_max(field: np.ndarray, splits: Splits, chunk_voxels: int = 1 << 24) -> float:
-    """The largest value of ``field`` over the training region of ``splits``."""
-    return max(float(v.max(initial=0.0)) for v in _training_values(field, splits, chunk_voxels))
+def region_max(
+    field: np.ndarray | Sequence[np.ndarray], splits: Splits, chunk_voxels: int = 1 << 24
+) -> float:
+    """The largest value of ``field`` (or of several boxes' fields) over the training region of
+    ``splits``."""
+    return max(
+        float(v.max(initial=0.0))
+        for box in _per_box(field)
+        for v in _training_values(box, splits, chunk_voxels)
+    )
 
 
 def fit_transform(
-    inputs: Sequence[np.ndarray],
-    target: np.ndarray,
+    inputs: Sequence[np.ndarray | Sequence[np.ndarray]],
+    target: np.ndarray | Sequence[np.ndarray],
     splits: Splits,
     log: bool = True,
     standardize: bool = True,
 ) -> FieldTransform:
-    """Fit per-channel statistics on the training region (``standardize=False``: mean 0, std 1).
+    """Fit per-channel statistics on the training region (``standardize=False``: mean 0, std 1);
+    each channel (and the target) one box's field or a list of several boxes' (pooled).
 
     A constant channel gets std 1 so the transform stays invertible.
     """

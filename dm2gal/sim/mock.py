@@ -24,7 +24,8 @@ import copy
 import logging
 import time
 import warnings
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from dm2gal.io.catalog import (
     save_catalogs,
 )
 from dm2gal.io.paint import paint
+from dm2gal.io.parameters import parameter_attrs
 from dm2gal.io.sources import FIELDS, CachedSource
 from dm2gal.io.store import FieldStore, StoreError, config_hash, file_hash
 from dm2gal.sim.cosmology import RHO_CRIT, Cosmology
@@ -99,6 +101,9 @@ class MockUniverse(CachedSource):
         min_halo_particles: smallest FoF group kept as a halo.
         cosmology: cosmological parameters (keys of :class:`Cosmology`).
         galaxies: galaxy-model parameters (keys of :class:`GalaxyModel`).
+        parameter_names: the keys of ``cosmology`` / ``galaxies`` that place this universe in a
+            parameter space (a Latin hypercube's dimensions): its store records their values
+            (:mod:`dm2gal.io.parameters`); empty: a single universe, no parameters recorded.
     """
 
     fields = FIELDS + ORACLE_FIELDS
@@ -121,6 +126,7 @@ class MockUniverse(CachedSource):
         min_halo_particles: int = 20,
         cosmology: dict[str, float] | None = None,
         galaxies: dict[str, float] | None = None,
+        parameter_names: Sequence[str] = (),
     ):
         self.box = _positive_float("box", box)
         self.particles = integer_option(particles, "data.source.particles", 2)
@@ -149,6 +155,14 @@ class MockUniverse(CachedSource):
         )
         self.cosmo = self._build("cosmology", Cosmology, cosmology)
         self.galaxy_model = self._build("galaxies", GalaxyModel, galaxies)
+        known = [f.name for f in fields(Cosmology) + fields(GalaxyModel)]
+        unknown = [name for name in parameter_names if name not in known]
+        if unknown or len(set(parameter_names)) != len(parameter_names):
+            raise ConfigError(
+                f"MockUniverse: parameter_names {list(parameter_names)} must be distinct keys of "
+                f"the cosmology or the galaxy model ({known}); unknown: {unknown}"
+            )
+        self.parameter_names = tuple(parameter_names)
 
     @staticmethod
     def _build(key: str, cls: type, params: dict[str, float] | None) -> Any:
@@ -161,9 +175,20 @@ class MockUniverse(CachedSource):
 
     # -- identity -----------------------------------------------------------------------------
     @property
-    def config(self) -> dict[str, Any]:
-        """The full configuration that determines the generated data."""
+    def parameters(self) -> dict[str, float]:
+        """The values of :attr:`parameter_names`, in order (cosmology, else galaxy model)."""
+        owner = {f.name: self.cosmo for f in fields(Cosmology)}
         return {
+            name: float(getattr(owner.get(name, self.galaxy_model), name))
+            for name in self.parameter_names
+        }
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The full configuration that determines the generated data (and the parameters its
+        store records, when there are any)."""
+        named = {"parameter_names": list(self.parameter_names)} if self.parameter_names else {}
+        return named | {
             "version": MOCK_VERSION,
             "box": self.box,
             "particles": self.particles,
@@ -291,6 +316,7 @@ class MockUniverse(CachedSource):
             seed=self.seed,
             catalogs_hash=file_hash(root / CATALOGS_FILE),
             particle_mass=self.particle_mass,
+            **parameter_attrs(self.parameters),
         )
         store.write("dm", dm, units="Msun/h per voxel", mas="CIC")
         subhalo = paint(halos.pos, halos.mass, self.grid, self.box)
