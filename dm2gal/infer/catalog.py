@@ -136,7 +136,7 @@ ASSIGNMENTS = ("share", "exact")
 
 def exact_masses(view: np.ndarray, flat: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Per tracer (most massive first), the largest mass whose CIC share fits in what its
-    voxels have left; ``view`` (the flat field) is left holding the remainder."""
+    voxels have left; ``view`` (the voxels ``flat`` indexes) is left holding the remainder."""
     mass = np.zeros(len(flat))
     for i in range(len(flat)):
         used = weights[i] > 0
@@ -155,14 +155,19 @@ def shared_masses(
     view: np.ndarray, flat: np.ndarray, weights: np.ndarray, prior: np.ndarray
 ) -> np.ndarray:
     """Per tracer, its share of every voxel in its CIC footprint, in proportion to its CIC
-    weight there times ``prior`` (its (sub)halo mass); ``view`` keeps only the voxels no
-    footprint covers."""
+    weight there times ``prior`` (its (sub)halo mass); ``view`` (the voxels ``flat`` indexes)
+    keeps only those where every covering weight is 0."""
     score = weights * prior[:, None]
     total = np.bincount(flat.ravel(), score.ravel(), minlength=len(view))
     covered = total > 0
     part = np.where(score > 0, view[flat] * score / np.where(covered, total, 1.0)[flat], 0.0)
     view[covered] = 0.0
     return part.sum(axis=1)
+
+
+#: voxels of the field turned into float64 at a time when its node galaxies are collected
+#: (one x-slab: 128 MiB), so that no float64 copy of the whole field is made
+SLAB_VOXELS = 1 << 24
 
 
 def field_galaxies(
@@ -174,29 +179,64 @@ def field_galaxies(
 ) -> tuple[Galaxies, float]:
     """The galaxies of a stellar-mass field (Msun/h per voxel) on the gravity-only
     ``tracers`` by ``assignment`` (see the module docstring); returns them and the field mass
-    they leave out (galaxies below ``min_mass``), Msun/h."""
+    they leave out (galaxies below ``min_mass``), Msun/h.
+
+    Memory: float64 copies of the voxels the tracers' footprints cover, and of one x-slab of
+    :data:`SLAB_VOXELS` at a time for the rest (``field`` may be a memory map); the galaxies
+    are the same as from a float64 copy of the whole field."""
     if assignment not in ASSIGNMENTS:
         raise ConfigError(f"catalog_assignment: expected one of {ASSIGNMENTS}, got {assignment!r}")
     grid = field.shape[0]
-    view = np.array(field, dtype=np.float64).reshape(-1)
+    floor = max(min_mass, np.finfo(float).tiny)
     order = np.argsort(-tracers.mass, kind="stable")
     cells, weights = cic_cells(tracers.pos[order], grid, box)
     flat = np.ravel_multi_index(tuple(np.moveaxis(cells, -1, 0)), (grid,) * 3)
+    covered, local = np.unique(flat, return_inverse=True)
+    view = field.reshape(-1)[covered].astype(np.float64)  # the covered voxels, in float64
+    local = local.reshape(flat.shape)
     if assignment == "exact":
-        mass = exact_masses(view, flat, weights)
+        mass = exact_masses(view, local, weights)
     else:
-        mass = shared_masses(view, flat, weights, tracers.mass[order])
-    kept = mass >= max(min_mass, np.finfo(float).tiny)
-    nodes = np.flatnonzero(view >= max(min_mass, np.finfo(float).tiny))
+        mass = shared_masses(view, local, weights, tracers.mass[order])
+    kept = mass >= floor
+    nodes, node_mass, dropped = remainder_nodes(field, covered, view, floor)
     # the mass left out, without building the (many) galaxies below min_mass
-    dropped = float(view.sum() - view[nodes].sum() + mass.sum() - mass[kept].sum())
+    dropped += float(mass[~kept].sum())
     node_pos = np.stack(np.unravel_index(nodes, (grid,) * 3), axis=1) * (box / grid)
     galaxies = Galaxies(
         pos=np.concatenate([tracers.pos[order][kept], node_pos]),
-        mstar=np.concatenate([mass[kept], view[nodes]]),
+        mstar=np.concatenate([mass[kept], node_mass]),
         vel=np.concatenate(
             [tracers.vel[order][kept], nearest_velocities(node_pos, tracers.pos, tracers.vel, box)]
         ),
         host=np.concatenate([tracers.id[order][kept], np.full(len(nodes), -1, np.int64)]),
     )
     return galaxies, dropped
+
+
+def remainder_nodes(
+    field: np.ndarray, covered: np.ndarray, left: np.ndarray, floor: float
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The voxels (flat indices, ascending) holding at least ``floor`` Msun/h once the
+    tracers took their mass, with that mass, and the mass of the voxels below ``floor``:
+    ``left`` is what the (sorted) ``covered`` voxels kept, the other voxels keep all of theirs;
+    read one x-slab of :data:`SLAB_VOXELS` at a time."""
+    plane = field.shape[1] * field.shape[2]
+    rest = left >= floor
+    index, mass = [covered[rest]], [left[rest]]
+    dropped = float(left[~rest].sum())
+    step = max(1, SLAB_VOXELS // plane)
+    for x0 in range(0, field.shape[0], step):
+        start, stop = x0 * plane, min(field.shape[0], x0 + step) * plane
+        values = field[x0 : x0 + step].reshape(-1).astype(np.float64)
+        values[
+            covered[np.searchsorted(covered, start) : np.searchsorted(covered, stop)] - start
+        ] = 0
+        small = values < floor
+        dropped += float(values[small].sum())
+        big = np.flatnonzero(~small)
+        index.append(big + start)
+        mass.append(values[big])
+    index_all, mass_all = np.concatenate(index), np.concatenate(mass)
+    ascending = np.argsort(index_all, kind="stable")
+    return index_all[ascending], mass_all[ascending], dropped
