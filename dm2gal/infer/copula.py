@@ -72,16 +72,17 @@ class CopulaKernel:
     ) -> torch.Tensor:
         """``z`` (float64, ``shape``) on the box ``[start, start + shape)`` of a periodic
         ``grid^3`` box, for draw ``seed``."""
+        return self.smooth(white_normal(seed, start, shape, grid, self.radius))
+
+    def smooth(self, white: torch.Tensor) -> torch.Tensor:
+        """``z`` from the white fields ``(2, n + 2 radius, ...)`` of :func:`white_normal`, on
+        their central ``n^3`` voxels."""
         r = self.radius
-        wide = voxel_noise(
-            seed, [s - r for s in start], [n + 2 * r for n in shape], grid, COPULA_CHANNELS
-        )
-        white = torch.special.ndtri(wide.clamp(min=UNIFORM_MIN))
         smooth = white[1]
         taps = torch.from_numpy(self.taps())
         for axis in range(3):
             smooth = shifted_sum(smooth, taps, axis)
-        centre = white[0][r : r + shape[0], r : r + shape[1], r : r + shape[2]]
+        centre = white[0][tuple(slice(r, n - r) for n in white.shape[1:])]
         return math.sqrt(1.0 - self.coherent) * centre + math.sqrt(self.coherent) * smooth
 
     def uniform_noise(
@@ -113,6 +114,17 @@ class CopulaKernel:
         except (OSError, json.JSONDecodeError) as err:
             raise MissingFileError(f"{path}: not a readable copula kernel ({err})") from err
         return cls.from_dict(values, str(path))
+
+
+def white_normal(
+    seed: int, start: Sequence[int], shape: Sequence[int], grid: int, radius: int
+) -> torch.Tensor:
+    """White normal fields ``w_0, w_1`` (float64, ``(2, *(shape + 2 radius))``) of draw ``seed``
+    on the box ``[start, start + shape)`` widened by ``radius`` voxels on every side."""
+    wide = voxel_noise(
+        seed, [s - radius for s in start], [n + 2 * radius for n in shape], grid, COPULA_CHANNELS
+    )
+    return torch.special.ndtri(wide.clamp(min=UNIFORM_MIN))
 
 
 def axis_autocorrelation(taps: np.ndarray, lags: Sequence[int] | np.ndarray) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""The whole law of one voxel's stellar mass under an :class:`OccupancyMixture`: its CDF at the
-truth (for fitting a copula) and its quantile (for drawing through one).
+"""The whole law of one voxel's stellar mass under an :class:`OccupancyMixture`, and its
+quantile: what a copula draw (:mod:`dm2gal.infer.copula`) takes its masses from.
 
 A voxel's drawn mass ``M = clip(10^y - 1, 0, M_max)`` (Msun/h; :mod:`dm2gal.models.mixture`)
 has an atom at 0 of probability ``F_0 = 1 - p + p C(0)``, a continuous part
@@ -19,8 +19,8 @@ from torch import Tensor
 
 from dm2gal.models.mixture import OccupancyMixture
 
-#: bisection steps of the quantile: the bracket (at most ~20 dex) shrinks below 1e-17 dex
-QUANTILE_STEPS = 64
+#: bisection steps of the quantile: the bracket (at most ~20 dex) shrinks below 1e-13 dex
+QUANTILE_STEPS = 48
 #: component scales above the location where the quantile's bracket ends (both laws put
 #: less than 1e-15 of their probability above it)
 UPPER_SCALES = 10.0
@@ -51,32 +51,12 @@ def _upper_log_mass(dist: OccupancyMixture) -> float:
     return math.log10(1.0 + top) if math.isfinite(top) else math.inf
 
 
-def mass_cdf_interval(dist: OccupancyMixture, mass: Tensor) -> tuple[Tensor, Tensor]:
-    """``(F(M-), F(M))`` per voxel at masses ``(B, 1, ...)`` (Msun/h), float64: equal where
-    ``M`` is in the continuous part, ``(0, F_0)`` where ``M <= 0``, ``(F(M_max-), 1)`` where
-    ``M >= M_max``. A value's randomised PIT is uniform between them."""
-    p = dist.resolved_occupancy()
-    mass = mass.double()
-    b = _upper_log_mass(dist)
-    y = (torch.log1p(mass.clamp(min=0.0)) / math.log(10.0)).clamp(max=b)
-    m, s = dist._log10_params()
-    w = dist.log_weights.double().exp()
-    zero = torch.zeros_like(y)
-    cdf_y = (w * _component_cdf(dist.family, (y - m) / s)).sum(dim=1, keepdim=True)
-    cdf_0 = (w * _component_cdf(dist.family, (zero - m) / s)).sum(dim=1, keepdim=True)
-    below = 1.0 - p + p * cdf_y
-    empty, top = mass <= 0, y >= b
-    lo = torch.where(empty, zero, below)
-    hi = torch.where(empty, 1.0 - p + p * cdf_0, torch.where(top, torch.ones_like(y), below))
-    return lo, hi
-
-
-def mass_quantile(dist: OccupancyMixture, u: Tensor) -> Tensor:
+def mass_quantile(dist: OccupancyMixture, u: Tensor, steps: int = QUANTILE_STEPS) -> Tensor:
     """``F^{-1}(u)`` per voxel (Msun/h, float64) for uniforms ``u`` ``(B, 1, ...)`` in
     ``(0, 1)``: 0 where ``u <= F_0``, ``M_max`` in the upper atom, else the log mass where
-    ``C(y) = (u - 1 + p) / p``, found by bisection (a fixed number of steps of elementwise
-    arithmetic: a voxel's quantile does not depend on which other voxels are computed with
-    it; the mixture's CDF has no closed-form inverse)."""
+    ``C(y) = (u - 1 + p) / p``, found by ``steps`` bisections (elementwise arithmetic: a
+    voxel's quantile does not depend on which other voxels are computed with it; the
+    mixture's CDF has no closed-form inverse)."""
     if u.shape[1] != 1 or u.shape[2:] != dist.logit.shape[2:]:
         raise ValueError(
             f"mass_quantile: u must have shape (B, 1, {', '.join(map(str, dist.logit.shape[2:]))})"
@@ -96,7 +76,7 @@ def mass_quantile(dist: OccupancyMixture, u: Tensor) -> Tensor:
     lo = zero
     hi = (m + UPPER_SCALES * s).amax(dim=-1).clamp(min=0.0, max=b)
     inside = level > _mixture_cdf(family, zero, m, s, w)
-    for _ in range(QUANTILE_STEPS):
+    for _ in range(steps):
         mid = 0.5 * (lo + hi)
         low = _mixture_cdf(family, mid, m, s, w) < level
         lo, hi = torch.where(low, mid, lo), torch.where(low, hi, mid)
