@@ -11,7 +11,7 @@ failure leaves nothing behind (and an older store untouched).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,12 @@ import numpy as np
 
 from dm2gal import __version__
 from dm2gal.errors import UserError
+from dm2gal.io.camels_table import camels_rows
 from dm2gal.io.catalog import CATALOGS_FILE, GalaxyCatalog, HaloCatalog, save_catalogs
 from dm2gal.io.gadget import CHUNK_ROWS, GroupCatalog, Snapshot
 from dm2gal.io.gravity_fields import paint_subhalo, subfind_tracers
 from dm2gal.io.paint import PAINT_SCHEMES, paint_field
+from dm2gal.io.parameters import parameter_attrs
 from dm2gal.io.recipe import FieldRecipe, Recipe, SimInfo
 from dm2gal.io.store import (
     FieldStore,
@@ -119,6 +121,8 @@ class SimulationSource(CachedSource):
         halo_mass: gravity-only halo mass column: ``Group_M_Crit200`` or ``GroupMass``.
         chunk_rows: particles read per chunk.
         progress: progress bars over chunks.
+        parameters: the run's place in a parameter space (name -> value, e.g. a CAMELS
+            table's row), recorded in the store (:mod:`dm2gal.io.parameters`); None: none.
     """
 
     def __init__(
@@ -137,8 +141,10 @@ class SimulationSource(CachedSource):
         halo_mass: str = "Group_M_Crit200",
         chunk_rows: int = CHUNK_ROWS,
         progress: bool = True,
+        parameters: Mapping[str, float] | None = None,
     ):
         self.hydro_dir, self.dark_dir = Path(hydro_dir), Path(dark_dir)
+        self.parameters = {name: float(value) for name, value in (parameters or {}).items()}
         self.snapshot = int(snapshot)
         self.grid = check_grid(grid)
         self.store_dir = Path(store_dir)
@@ -192,6 +198,7 @@ class SimulationSource(CachedSource):
             "halo_mass": self.halo_mass,
             "catalogs": True,
             "code_version": __version__,
+            **({"parameters": self.parameters} if self.parameters else {}),
         }
 
     def write(self, store: FieldStore, fingerprint: dict[str, Any]) -> None:
@@ -207,6 +214,7 @@ class SimulationSource(CachedSource):
             mas=self.mas,
             units=UNITS,
             fingerprint=config_hash(fingerprint),
+            **parameter_attrs(self.parameters),
         )
         chunks = ((c.pos, c.mass) for c in dark_snap.particles(1))
         paint_field(
@@ -327,6 +335,79 @@ class CamelsSource(SimulationSource):
         dark_root = dark_root or root.parent.parent / f"{root.parent.name}_DM" / root.name
         store_dir = store_dir or root / "dm2gal_fields" / f"snap{int(snapshot):03d}_grid{grid}"
         super().__init__(root, dark_root, snapshot, grid, store_dir, **options)
+
+
+class CamelsSet:
+    """Several simulations of one CAMELS suite (e.g. ``LH_i`` folders) as one multi-universe
+    source: each a :class:`CamelsSource` whose store records its row of CAMELS' parameter table
+    (:mod:`dm2gal.io.camels_table`); the data module trains on all of them (``stores()``).
+
+    Args:
+        suite: the suite folder holding the simulations, e.g. ``.../CAMELS/IllustrisTNG``; each
+            gravity-only twin is ``<suite>_DM/<name>``.
+        names: the simulations trained on (folder names, rows of ``table``).
+        table: CAMELS' parameter table, e.g. ``CosmoAstroSeed_IllustrisTNG_L25n256_LH.txt``.
+        store_dir: where the stores go, ``store_dir/<name>`` each.
+        test_names: simulations kept for evaluation, never trained on.
+        parameters: the table's columns recorded, in order (None: all of them but the seed).
+        Other arguments: :class:`CamelsSource`'s, shared by every simulation.
+    """
+
+    def __init__(
+        self,
+        suite: str | Path,
+        names: Sequence[str],
+        table: str | Path,
+        store_dir: str | Path,
+        test_names: Sequence[str] = (),
+        parameters: Sequence[str] | None = None,
+        **options: Any,
+    ):
+        self.suite, self.table, self.store_dir = Path(suite), Path(table), Path(store_dir)
+        self.names, self.test_names = list(names), list(test_names)
+        if not self.names:
+            raise SourceError("option 'names': expected at least one simulation, e.g. [LH_0]")
+        overlap = sorted(set(self.names) & set(self.test_names))
+        if overlap:
+            raise SourceError(f"options 'names' and 'test_names' share {overlap}")
+        self.parameter_names = None if parameters is None else list(parameters)
+        self.options = options
+
+    def _sources(self, names: Sequence[str]) -> list[CamelsSource]:
+        sources = []
+        for row in camels_rows(self.table, list(names)):
+            keep = self.parameter_names or list(row.parameters)
+            unknown = [name for name in keep if name not in row.parameters]
+            if unknown:
+                raise SourceError(
+                    f"option 'parameters': {unknown} are not columns of {self.table} "
+                    f"({list(row.parameters)})"
+                )
+            sources.append(
+                CamelsSource(
+                    self.suite / row.name,
+                    store_dir=self.store_dir / row.name,
+                    parameters={name: row.parameters[name] for name in keep},
+                    **self.options,
+                )
+            )
+        return sources
+
+    def training_universes(self) -> list[CamelsSource]:
+        """The simulations trained on, in ``names``' order."""
+        return self._sources(self.names)
+
+    def test_universes(self) -> list[CamelsSource]:
+        """The simulations kept for evaluation."""
+        return self._sources(self.test_names)
+
+    def stores(self) -> list[FieldStore]:
+        """The training simulations' stores (each built once)."""
+        return [source.build() for source in self.training_universes()]
+
+    def build(self) -> FieldStore:
+        """Build every training simulation's store; the first one."""
+        return self.stores()[0]
 
 
 class ArraySource(CachedSource):
