@@ -207,10 +207,10 @@ def test_module_records_the_training_ranges_of_the_data() -> None:
     net = ResNet3d(channels=4, blocks=1, conditioning="film", parameters=NAMES)
     module = _module(net)
     data = SimpleNamespace(parameter_names=list(NAMES), parameter_ranges=RANGES)
-    module._check_parameters(data, record_ranges=True)
+    module.check_parameters(data, record_ranges=True)
     assert net.film.ranges == RANGES
     other = SimpleNamespace(parameter_names=["Om0"], parameter_ranges={"Om0": (0.2, 0.4)})
     with pytest.raises(ConfigError, match=r"conditioned on \['Om0', 'sigma8'\].*gives parameters"):
-        module._check_parameters(other, record_ranges=True)
+        module.check_parameters(other, record_ranges=True)
     with pytest.raises(ConfigError, match=r"conditioned on \[\].*gives parameters \['Om0'\]"):
-        _module(ResNet3d(channels=4, blocks=1))._check_parameters(other, record_ranges=False)
+        _module(ResNet3d(channels=4, blocks=1)).check_parameters(other, record_ranges=False)

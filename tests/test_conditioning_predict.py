@@ -11,8 +11,9 @@ import torch
 from dm2gal.data.regions import Region
 from dm2gal.data.transforms import FieldTransform
 from dm2gal.errors import ConfigError
-from dm2gal.infer.parameters import BoundDrawsNet, bind_parameters, stored_parameters
+from dm2gal.infer.parameters import BoundDrawsNet, bind_parameters
 from dm2gal.infer.predict import PredictOptions, predict_fields
+from dm2gal.io.parameters import parameter_attrs, read_parameters
 from dm2gal.io.store import FieldStore
 from dm2gal.models import ProbabilisticNet, ResNet3d
 
@@ -32,14 +33,14 @@ def _film_net() -> ResNet3d:
 
 def _store(tmp_path, parameters: dict | None) -> FieldStore:
     store = FieldStore(tmp_path / "universe")
-    store.init(30.0, GRID, **({"parameters": parameters} if parameters else {}))
+    store.init(30.0, GRID, **parameter_attrs(parameters or {}))
     return store
 
 
 def test_values_from_the_store_and_the_command_line(tmp_path) -> None:
     net = _film_net()
     store = _store(tmp_path, {"Om0": 0.3, "sigma8": 0.8, "env_dex": 0.1})
-    assert stored_parameters(store) == {"Om0": 0.3, "sigma8": 0.8, "env_dex": 0.1}
+    assert read_parameters(store) == {"Om0": 0.3, "sigma8": 0.8, "env_dex": 0.1}
     assert bind_parameters(net, store, {}).values == {"Om0": 0.3, "sigma8": 0.8}
     given = {"Om0": 0.25, "sigma8": None, "A_SN1": None}  # null: not given (the config's)
     assert bind_parameters(net, store, given).values == {"Om0": 0.25, "sigma8": 0.8}

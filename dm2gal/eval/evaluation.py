@@ -45,6 +45,7 @@ from dm2gal.eval.report import ReportOptions, write_report
 from dm2gal.eval.wandb_tables import log_evaluation
 from dm2gal.hod import HOD
 from dm2gal.infer.calibration import QuantileMap, fit_calibration
+from dm2gal.infer.parameters import bind_parameters
 from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, default_device, predict_fields
 from dm2gal.io.store import FieldStore, atomic_write_text, staged_dir
 from dm2gal.train.loggers import find_wandb, wandb_logger
@@ -309,12 +310,14 @@ def evaluate_run(
         settings = _on_device(settings)
     fitted = fit_hods(hods, datamodule)
     channels_last = module.hparams.get("channels_last", False)
+    # a conditioned network predicts the universe of the data module's (first) store
+    net = bind_parameters(module.net, datamodule.store, None)
     # written whole into a staging folder that then replaces run_dir/evaluation: an earlier
     # evaluation's files never stay beside this one's, a failed one leaves the earlier intact
     with staged_dir(Path(run_dir) / EVALUATION_DIR) as out:
         write_hod_params(fitted, out)
         metrics = evaluate_test_region(
-            module.net,
+            net,
             datamodule,
             out,
             settings,
@@ -326,7 +329,7 @@ def evaluate_run(
         )
         if settings.realisations or settings.stores:
             summary = score_realisations(
-                module.net, datamodule, out, settings, fitted, cfg.seed, channels_last
+                net, datamodule, out, settings, fitted, cfg.seed, channels_last
             )
             metrics.update(realisation_metrics(summary))
         if run is not None:

@@ -12,19 +12,9 @@ from typing import Any
 import torch
 
 from dm2gal.errors import ConfigError
+from dm2gal.io.parameters import PARAMETERS_KEY, read_parameters
 from dm2gal.io.store import FieldStore
 from dm2gal.models.base import FieldNet
-
-#: the key of a field store's metadata (its ``attrs``) holding the universe's parameters
-PARAMETERS_KEY = "parameters"
-
-
-def stored_parameters(store: FieldStore | None) -> dict[str, float]:
-    """The universe parameters a field store records (``attrs.parameters``; none: empty)."""
-    if store is None or not store.exists():
-        return {}
-    stored = store.meta().get("attrs", {}).get(PARAMETERS_KEY) or {}
-    return {str(k): float(v) for k, v in stored.items()}
 
 
 def universe_parameters(
@@ -124,6 +114,7 @@ def bind_parameters(
             )
         return net
     where = str(store.meta_path) if store is not None else "the source"
-    values = universe_parameters(net, stored_parameters(store), given, allow_extrapolation, where)
+    stored = read_parameters(store) if store is not None else {}
+    values = universe_parameters(net, stored, given, allow_extrapolation, where)
     bound = BoundDrawsNet if hasattr(net, "infer_draws") else BoundNet
     return bound(net, values)

@@ -82,6 +82,11 @@ class FiLM(nn.Module):
         self.high.copy_(high)
 
     @property
+    def has_ranges(self) -> bool:
+        """Whether the training ranges are set."""
+        return not bool(torch.isnan(self.low).any())
+
+    @property
     def ranges(self) -> dict[str, tuple[float, float]]:
         """The training ranges ``{name: (min, max)}``, raw units (NaN before they are set)."""
         return {
@@ -97,7 +102,7 @@ class FiLM(nn.Module):
                 f"FiLM: expected parameters (B, {len(self.names)}) for {list(self.names)}, "
                 f"got {tuple(params.shape)}"
             )
-        if torch.isnan(self.low).any():
+        if not self.has_ranges:
             raise ValueError("FiLM: training ranges not set (set_ranges, or load a checkpoint)")
         low, high = self.low.to(params.device), self.high.to(params.device)
         return (2 * (params.double() - low) / (high - low) - 1).float()

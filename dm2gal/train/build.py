@@ -16,13 +16,14 @@ from omegaconf import DictConfig, OmegaConf
 from dm2gal.errors import ConfigError, integer_option
 from dm2gal.train.callbacks import PreemptionCheckpoint
 from dm2gal.train.checkpoints import ProjectCheckpointIO
-from dm2gal.train.module import PlateauStep
+from dm2gal.train.module import PlateauStep, UniverseParameters
 
 RUN_ID_ENV = "DM2GAL_RUN_ID"
 
 #: Keys a data config may define at its top level only to feed ``data.source`` by interpolation,
-#: so that users can type ``data.root=...`` (see conf/data/tng100.yaml).
-DATA_SHORTCUTS = ("root", "grid", "dark_root", "dm", "subhalo", "stellar", "box")
+#: so that users can type ``data.root=...`` (see conf/data/tng100.yaml), and the names of the
+#: parameters of a multi-universe source, which feed ``model.parameters`` (conf/data/mock_lh.yaml).
+DATA_SHORTCUTS = ("root", "grid", "dark_root", "dm", "subhalo", "stellar", "box", "parameter_names")
 
 
 def run_id() -> str:
@@ -148,6 +149,7 @@ def build(cfg: DictConfig) -> tuple[Any, L.LightningModule, L.Trainer]:
     checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
     # the plateau scheduler steps before last.ckpt is written (the checkpoint callbacks go last)
     callbacks = [
+        UniverseParameters(),  # first: sets a conditioned network's ranges before any copy
         PlateauStep(),
         instantiate(cfg.nonfinite),
         *instantiate_group(cfg.get("callbacks")),

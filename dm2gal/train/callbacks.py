@@ -33,6 +33,7 @@ from dm2gal.data.crops import read_crop
 from dm2gal.errors import ConfigError, UserError, integer_option
 from dm2gal.eval.plots import plot_slices, save_png
 from dm2gal.eval.wandb_tables import curve_payload
+from dm2gal.infer.parameters import bind_parameters
 from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, predict_fields
 from dm2gal.stats.base import nyquist
 from dm2gal.stats.fast import cross_power_torch
@@ -152,7 +153,9 @@ class FieldStatsCallback(L.Callback):
             progress=False,
         )
         inputs = [dm.store.read(name) for name in dm.inputs]
-        pred = predict_fields(pl_module.net, dm.transform, inputs, region, options)
+        # a conditioned network predicts the universe of the store it scores
+        net = bind_parameters(pl_module.net, dm.store, None)
+        pred = predict_fields(net, dm.transform, inputs, region, options)
         truth = read_crop(dm.store.read(dm.target), region.start, region.size)
         side = region.size[0] * dm.box / dm.grid
         truth_t = torch.from_numpy(truth).to(pl_module.device)

@@ -79,6 +79,18 @@ class PlateauStep(L.Callback):
                 config.scheduler.step(float(value))
 
 
+class UniverseParameters(L.Callback):
+    """Check that the data's universe parameters are the network's conditioning and, when
+    fitting, record the data's training ranges in the network (:meth:`Dm2galModule.
+    check_parameters`), at set-up and before any other callback copies the network (the average
+    of :class:`dm2gal.train.callbacks.EMAWeights` would keep unset ranges): it must come first in
+    the trainer's list."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.datamodule is not None:
+            pl_module.check_parameters(trainer.datamodule, record_ranges=stage == "fit")
+
+
 class Dm2galModule(L.LightningModule):
     """Train a :class:`FieldNet` on field crops.
 
@@ -128,8 +140,6 @@ class Dm2galModule(L.LightningModule):
             self.net.empty_value = float(transform.empty_value)
         if transform is not None and hasattr(self.net, "set_target_transform"):
             self.net.set_target_transform(transform)
-        if datamodule is not None:
-            self._check_parameters(datamodule, record_ranges=stage == "fit")
         if self.hparams.channels_last:
             self.net.to(memory_format=torch.channels_last_3d)
         if self.hparams.compile and stage == "fit":
@@ -143,7 +153,7 @@ class Dm2galModule(L.LightningModule):
             self.loss.name,
         )
 
-    def _check_parameters(self, datamodule: Any, record_ranges: bool) -> None:
+    def check_parameters(self, datamodule: Any, record_ranges: bool) -> None:
         """The data's universe parameters must be the network's conditioning; when fitting,
         the network records the data's training ranges (they travel in its buffers)."""
         names = tuple(getattr(datamodule, "parameter_names", ()) or ())
@@ -162,6 +172,11 @@ class Dm2galModule(L.LightningModule):
             raise ValueError(
                 "a ReduceLROnPlateau scheduler (optim.scheduler) needs the trainer callback "
                 "dm2gal.train.module.PlateauStep, before the checkpointing callbacks"
+            )
+        if self.net.film is not None and not self.net.film.has_ranges:
+            raise ValueError(
+                "a conditioned network (model.conditioning) needs its training ranges: the "
+                "trainer callback dm2gal.train.module.UniverseParameters, first in the list"
             )
         summary = {"model.params": self.n_parameters, "model.context": self.net.context}
         if self.net.film is not None:  # the training ranges the parameters are normalised by
