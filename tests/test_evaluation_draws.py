@@ -13,10 +13,12 @@ import torch
 from conftest import mock_cache_dir
 
 from dm2gal.data.regions import Region
+from dm2gal.data.splits import Splits
 from dm2gal.data.transforms import FieldTransform
 from dm2gal.eval.evaluation import EvaluationSettings, evaluate_test_region, predict_network
 from dm2gal.eval.realisations import evaluate_realisations, whole_box
 from dm2gal.eval.report import ReportOptions, measure_draws
+from dm2gal.infer.calibration import QuantileMap
 from dm2gal.infer.predict import predict_fields
 from dm2gal.io.store import FieldStore
 from dm2gal.models import ProbabilisticNet, UNet3d
@@ -148,3 +150,21 @@ def test_draw_settings_are_checked():
     assert EvaluationSettings().draws == 4
     with pytest.raises(ValueError, match="evaluation.draws"):
         EvaluationSettings.from_config({"draws": -1})
+
+
+def test_the_calibrated_mean_is_the_saved_table_applied_to_the_mean(store, net, tmp_path):
+    """With calibration_voxels: the calibration fitted on the training voxels is saved, and the
+    stored model_calibrated is that table applied to the stored mean, scored beside it."""
+    test = Region((0, 0, 0), (16,) * 3, store.grid)
+    splits = Splits(test=test, val=Region((20, 0, 0), (4, 32, 32), store.grid), guard=1)
+    dm = SimpleNamespace(**{**vars(datamodule(store)), "splits": splits})
+    options = EvaluationSettings(
+        tile=8, min_mass=None, calibration_voxels=8 * 32**2, report=OPTIONS, draws=0
+    )
+    metrics = evaluate_test_region(net, dm, tmp_path, options, seed=SEED)
+    fields = FieldStore(tmp_path / "fields")
+    calibrate = QuantileMap.load(tmp_path / "calibration.csv")
+    np.testing.assert_allclose(
+        fields.read("model_calibrated"), calibrate(fields.read("model_mean")), rtol=1e-6
+    )
+    assert {"model_mean/rk_mean", "model_calibrated/rk_mean"} <= set(metrics)

@@ -22,8 +22,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,9 @@ from dm2gal.eval.references import fit_hods, oracle_fields, paint_hods
 from dm2gal.eval.report import ReportOptions, write_report
 from dm2gal.eval.wandb_tables import log_evaluation
 from dm2gal.hod import HOD
-from dm2gal.infer.calibration import QuantileMap, fit_calibration
+from dm2gal.infer.box import EVALUATION_DIR
+from dm2gal.infer.calibration import CALIBRATION_FILE, QuantileMap, fit_calibration
+from dm2gal.infer.naming import draw_seeds
 from dm2gal.infer.parameters import bind_parameters
 from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, default_device, predict_fields
 from dm2gal.io.store import FieldStore, atomic_write_text, staged_dir
@@ -52,8 +55,8 @@ from dm2gal.train.loggers import find_wandb, wandb_logger
 from dm2gal.train.runs import find_runs, load_run
 
 log = logging.getLogger(__name__)
-#: the folder of a run that its evaluation writes, and the fitted parameters of its HODs there
-EVALUATION_DIR, HOD_PARAMS_FILE = "evaluation", "hods.json"
+#: the fitted parameters of the HODs in a run's evaluation folder (EVALUATION_DIR)
+HOD_PARAMS_FILE = "hods.json"
 
 
 @dataclass(frozen=True)
@@ -121,12 +124,6 @@ class EvaluationSettings:
         return PredictOptions(self.tile, self.batch_size, channels_last, progress=progress)
 
 
-def draw_seeds(seed: int, count: int) -> list[int]:
-    """The seeds of an evaluation's ``count`` draws: ``seed + i`` (as ``python -m
-    dm2gal.predict samples=count seed=seed``)."""
-    return [seed + i for i in range(count)]
-
-
 def predict_network(
     net: Any,
     transform: Any,
@@ -182,6 +179,99 @@ def score_above(
     return report_metrics(above, f"/above_{min_mass:g}")
 
 
+@dataclass
+class RegionFields:
+    """The fields compared on the test region (Msun/h per voxel): the ``truth``, each scored
+    field by its row name (network, calibration, HODs, oracles) and the random fields' draws."""
+
+    truth: np.ndarray
+    fields: dict[str, np.ndarray]
+    draws: dict[str, list[np.ndarray]]
+
+
+def cubic_test_region(datamodule: Any) -> Region:
+    """The data module's test region, which must be a cube (for P(k) and B(k))."""
+    region = datamodule.splits.test
+    if len(set(region.size)) != 1:
+        raise ConfigError(
+            f"data.splits: the test region must be a cube for P(k) and B(k), got size {region.size}"
+        )
+    return region
+
+
+def split_draws(
+    named: Mapping[str, list[np.ndarray]],
+) -> tuple[dict[str, np.ndarray], dict[str, list[np.ndarray]]]:
+    """The network's named fields (:func:`~dm2gal.eval.realisations.network_fields`) as
+    ``(scored fields, draws of the random field model_draw)``."""
+    draws = {name: xs for name, xs in named.items() if name == "model_draw"}
+    return {name: xs[0] for name, xs in named.items() if name not in draws}, draws
+
+
+def fit_test_calibration(
+    predict: Callable[[Region], np.ndarray], datamodule: Any, settings: EvaluationSettings
+) -> QuantileMap:
+    """The quantile calibration of ``predict`` fitted on about ``settings.calibration_voxels``
+    training-region voxels of the data module's box (slabs ``settings.tile`` thick)."""
+    target = datamodule.store.read(datamodule.target)
+    return fit_calibration(
+        predict, target, datamodule.splits, settings.tile, settings.calibration_voxels
+    )
+
+
+def reference_fields(
+    store: FieldStore, region: Region, hods: Mapping[str, HOD], seed: int
+) -> dict[str, np.ndarray]:
+    """The benchmarks on ``region``: one draw (seed ``seed``) of each fitted HOD and, on a mock
+    source, the oracle fields."""
+    painted = paint_hods(hods, store, [seed], region)
+    return {name: draw for name, (draw,) in painted.items()} | oracle_fields(store, region)
+
+
+def write_test_fields(
+    out_dir: Path,
+    store: FieldStore,
+    region: Region,
+    test: RegionFields,
+    config: dict | None,
+    seed: int,
+) -> None:
+    """A field store at ``out_dir`` of the test region's fields (``<draws>_<i>`` with their
+    seeds), recording the source, region, ``config``, code version and seed."""
+    results = FieldStore(out_dir)
+    results.init(
+        region.size[0] * store.box / store.grid,
+        region.size[0],
+        source=str(store.root),
+        region_start=list(region.start),
+        config=config,
+        code_version=__version__,
+        seed=seed,
+    )
+    results.write("truth", test.truth)
+    for name, field in test.fields.items():
+        results.write(name, field)
+    for name, xs in test.draws.items():
+        for i, (x, s) in enumerate(zip(xs, draw_seeds(seed, len(xs)), strict=True)):
+            results.write(f"{name}_{i}", x, seed=s)
+
+
+def score_test_fields(
+    out_dir: Path, side: float, test: RegionFields, settings: EvaluationSettings, logger: Any = None
+) -> dict[str, float]:
+    """The report on the test fields (a cube of ``side`` Mpc/h) in ``out_dir``, and with
+    ``settings.min_mass`` the paper's scoring beside it; its metrics flat."""
+    report = write_report(
+        out_dir, side, test.truth, test.fields, settings.report, logger, test.draws
+    )
+    metrics = report_metrics(report)
+    if settings.min_mass is not None:
+        metrics |= score_above(
+            out_dir, side, test.truth, test.fields, settings.min_mass, settings.report, test.draws
+        )
+    return metrics
+
+
 def evaluate_test_region(
     net: Any,
     datamodule: Any,
@@ -202,67 +292,29 @@ def evaluate_test_region(
     (:mod:`dm2gal.infer.calibration`, saved as ``calibration.csv``), and the calibrated
     prediction is reported as ``model_calibrated`` beside the raw one. A probabilistic ``net``
     is reported as ``model_mean`` (calibrated as ``model_calibrated``) and ``settings.draws``
-    draws, ``model_draw`` (seeds :func:`draw_seeds` of ``seed``, also written to the fields
-    store as ``model_draw_<i>``); see the module's docstring."""
+    draws, ``model_draw`` (seeds ``seed + i``, also written to the fields store as
+    ``model_draw_<i>``); see the module's docstring."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    store, region, transform = datamodule.store, datamodule.splits.test, datamodule.transform
-    if len(set(region.size)) != 1:
-        raise ValueError(
-            f"the test region must be a cube for P(k) and B(k), got size {region.size}"
-        )
+    store, region = datamodule.store, cubic_test_region(datamodule)
     inputs = [store.read(name) for name in datamodule.inputs]
     options = settings.predict_options(channels_last)
-
-    def predict(where: Region) -> np.ndarray:
-        return predict_fields(net, transform, inputs, where, options)
-
-    named = network_fields(
-        predict_network(net, transform, inputs, region, options, settings.draws, seed)
+    predicted = predict_network(
+        net, datamodule.transform, inputs, region, options, settings.draws, seed
     )
-    draws = {name: xs for name, xs in named.items() if name == "model_draw"}
-    fields = {name: xs[0] for name, xs in named.items() if name not in draws}
+    fields, draws = split_draws(network_fields(predicted))
     (prediction,) = fields.values()  # the network's field that a calibration maps
-    truth = region_field(store.read(datamodule.target), region)
     if settings.calibration_voxels:
-        calibrate = fit_calibration(
-            predict,
-            store.read(datamodule.target),
-            datamodule.splits,
-            settings.tile,
-            settings.calibration_voxels,
-        )
-        calibrate.save(out_dir / "calibration.csv")
+        predict = partial(predict_fields, net, datamodule.transform, inputs, options=options)
+        calibrate = fit_test_calibration(predict, datamodule, settings)
+        calibrate.save(out_dir / CALIBRATION_FILE)
         fields["model_calibrated"] = calibrate(prediction)
-    painted = paint_hods(hods or {}, store, [seed], region)
-    fields.update({name: draw for name, (draw,) in painted.items()})
-    fields.update(oracle_fields(store, region))
-
-    side = region.size[0] * store.box / store.grid
-    results = FieldStore(out_dir / "fields")
-    results.init(
-        side,
-        region.size[0],
-        source=str(store.root),
-        region_start=list(region.start),
-        config=config,
-        code_version=__version__,
-        seed=seed,
+    fields |= reference_fields(store, region, hods or {}, seed)
+    test = RegionFields(region_field(store.read(datamodule.target), region), fields, draws)
+    write_test_fields(out_dir / "fields", store, region, test, config, seed)
+    return score_test_fields(
+        out_dir, region.size[0] * store.box / store.grid, test, settings, logger
     )
-    results.write("truth", truth)
-    for name, field in fields.items():
-        results.write(name, field)
-    for name, xs in draws.items():
-        for i, (x, s) in enumerate(zip(xs, draw_seeds(seed, len(xs)), strict=True)):
-            results.write(f"{name}_{i}", x, seed=s)
-
-    report = write_report(out_dir, side, truth, fields, settings.report, logger, draws)
-    metrics = report_metrics(report)
-    if settings.min_mass is not None:
-        metrics.update(
-            score_above(out_dir, side, truth, fields, settings.min_mass, settings.report, draws)
-        )
-    return metrics
 
 
 def report_metrics(report: Mapping[str, Any], suffix: str = "") -> dict[str, float]:
@@ -384,7 +436,7 @@ def score_realisations(
             net, datamodule.transform, inputs, region, options, settings.draws, seed
         )
 
-    calibration = out_dir / "calibration.csv"
+    calibration = out_dir / CALIBRATION_FILE
     calibrate = QuantileMap.load(calibration) if settings.calibration_voxels else None
     return evaluate_realisations(
         stores,

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from dm2gal.data.transforms import FieldTransform
-from dm2gal.infer.calibration import QuantileMap, calibrate_store_field
+from dm2gal.infer.calibration import CALIBRATION_FILE, QuantileMap, calibrate_store_field
 from dm2gal.infer.naming import PredictionNames, draw_seeds
 from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, check_tile, predict_store, tile_size
 from dm2gal.io.store import FieldStore
 from dm2gal.models.base import FieldNet
 
-#: where a run keeps its prediction and its evaluation (calibration table)
-PREDICTION_DIR, CALIBRATION_TABLE = "prediction", Path("evaluation") / "calibration.csv"
+#: the folders of a train run that its prediction and its evaluation write
+PREDICTION_DIR, EVALUATION_DIR = "prediction", "evaluation"
 
 
 def run_options(
@@ -84,7 +84,7 @@ class BoxRequest:
         one."""
         if self.calibration is not None:
             return Path(self.calibration)
-        table = run_dir / CALIBRATION_TABLE
+        table = run_dir / EVALUATION_DIR / CALIBRATION_FILE
         return table if table.is_file() else None
 
 

@@ -21,6 +21,9 @@ from dm2gal.data.regions import Region
 from dm2gal.data.splits import Splits
 from dm2gal.io.store import FieldStore, atomic_path, slabs
 
+#: the file a fitted calibration is saved to (in a run's evaluation folder, an exported model)
+CALIBRATION_FILE = "calibration.csv"
+
 
 @dataclass(frozen=True)
 class QuantileMap:
