@@ -4,6 +4,8 @@ prediction equals the network applied to the periodically padded box."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -11,9 +13,11 @@ import torch
 from dm2gal.data.regions import Region
 from dm2gal.data.transforms import FieldTransform
 from dm2gal.errors import ConfigError
+from dm2gal.infer.exported import TrainedModel, export_model, load_exported
 from dm2gal.infer.parameters import BoundDrawsNet, bind_parameters
 from dm2gal.infer.predict import PredictOptions, predict_fields
 from dm2gal.io.parameters import parameter_attrs, read_parameters
+from dm2gal.io.recipe import FieldRecipe, Recipe, SimInfo
 from dm2gal.io.store import FieldStore
 from dm2gal.models import ProbabilisticNet, ResNet3d
 
@@ -101,3 +105,26 @@ def test_a_bound_probabilistic_network_draws() -> None:
     with torch.no_grad():
         want = net.infer_draws(x, noise, torch.tensor([[0.3, 0.8]] * 2))
         assert torch.allclose(bound.infer_draws(x, noise), want)
+
+
+def test_an_exported_conditioned_network_keeps_its_ranges(tmp_path) -> None:
+    """The model card lists the training ranges; the weights carry them; the loaded network
+    predicts as the original for the same parameters."""
+    net = _film_net()
+    architecture = {"_target_": "dm2gal.models.ResNet3d", "channels": 3, "blocks": 1}
+    architecture |= {"conditioning": "film", "parameters": list(NAMES)}
+    model = TrainedModel(
+        net=net,
+        architecture=architecture,
+        transform=FieldTransform([2.0, 2.0], [1.0, 1.0], 3.0, 0.3),
+        recipe=Recipe(FieldRecipe(), SimInfo(30.0, 0.0, 0.3, 0.7, 1.0e9, "own_fof"), 30.0 / GRID),
+        options=PredictOptions(tile=4),
+    )
+    out = export_model(model, tmp_path / "exported")
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["parameter_ranges"] == {name: list(r) for name, r in RANGES.items()}
+    loaded = load_exported(out)
+    assert loaded.net.film.ranges == RANGES and "parameter_ranges" not in loaded.card
+    x, params = torch.randn(2, 2, 8, 8, 8), torch.tensor([[0.3, 0.9], [0.25, 0.7]])
+    with torch.no_grad():
+        assert torch.equal(loaded.net.infer(x, params), net.infer(x, params))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,13 @@ from omegaconf import DictConfig
 
 from dm2gal.data.splits import Splits
 from dm2gal.data.transforms import FieldTransform
-from dm2gal.eval.evaluation import EvaluationSettings, evaluate_test_region, predict_network
+from dm2gal.errors import ConfigError
+from dm2gal.eval.evaluation import (
+    EvaluationSettings,
+    evaluate_test_region,
+    predict_network,
+    region_field,
+)
 from dm2gal.eval.plots import save_png
 from dm2gal.eval.realisations import whole_box
 from dm2gal.eval.references import fit_hods
@@ -41,6 +48,8 @@ from dm2gal.infer.parameters import bind_parameters
 from dm2gal.io.parameters import read_parameters
 from dm2gal.io.store import FieldStore, atomic_write_text, staged_dir
 from dm2gal.models.base import FieldNet
+
+log = logging.getLogger(__name__)
 
 #: the scores that the goals and the tables follow: r(k) and the P(k) error at k <= 1 h/Mpc,
 #: and the decorrelation ratio over the oracle's there
@@ -131,15 +140,25 @@ def evaluate_universes(
     settings: EvaluationSettings,
     seed: int,
 ) -> list[dict[str, Any]]:
-    """:func:`universe_row` of every store (``out_dir/universe_<i>``: its evaluation)."""
+    """:func:`universe_row` of every store (``out_dir/universe_<i>``: its evaluation); a
+    universe whose test region holds no stellar mass (no P(k) to score: a small box) is left
+    out with a warning."""
     settings = dataclasses.replace(settings, calibration_voxels=0, realisations=0, stores=())
     hod = str(hod_cfg.get("name", "hod"))
     rows = []
     for i, store in enumerate(stores):
         data = universe_data(datamodule, store)
+        if not region_field(store.read(data.target), data.splits.test).any():
+            log.warning("%s: no stellar mass in the test region; universe left out", store.root)
+            continue
         metrics = evaluate_universe(net, data, hod_cfg, out_dir / f"universe_{i}", settings, seed)
         row = universe_row(read_parameters(store), metrics, net, hod)
         rows.append(row | {"store": str(store.root)})
+    if not rows:
+        raise ConfigError(
+            f"data.source.test_points: none of the {len(stores)} test universes has stellar "
+            "mass in the test region (data.splits.test); nothing to score"
+        )
     return rows
 
 
