@@ -17,6 +17,7 @@ import math
 import torch
 from torch import Tensor
 
+from dm2gal.models.families import Family
 from dm2gal.models.mixture import OccupancyMixture
 
 #: bisection steps of the quantile: the bracket (at most ~20 dex) shrinks below 1e-13 dex
@@ -26,16 +27,9 @@ QUANTILE_STEPS = 48
 UPPER_SCALES = 10.0
 
 
-def _component_cdf(family: str, z: Tensor) -> Tensor:
-    """``C_k`` at standardised ``z = (y - m_k) / s_k``."""
-    if family == "gumbel":
-        return -torch.expm1(-torch.exp(z))
-    return torch.special.ndtr(z)
-
-
-def _mixture_cdf(family: str, y: Tensor, m: Tensor, s: Tensor, w: Tensor) -> Tensor:
+def _mixture_cdf(family: Family, y: Tensor, m: Tensor, s: Tensor, w: Tensor) -> Tensor:
     """``C(y)`` of ``(N,)`` log masses under ``(N, K)`` locations, scales and weights."""
-    return (w * _component_cdf(family, (y.unsqueeze(-1) - m) / s)).sum(dim=-1)
+    return (w * family.cdf((y.unsqueeze(-1) - m) / s)).sum(dim=-1)
 
 
 def _flat_params(dist: OccupancyMixture, where: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -71,7 +65,7 @@ def mass_quantile(dist: OccupancyMixture, u: Tensor, steps: int = QUANTILE_STEPS
     m, s, w = _flat_params(dist, occupied)
     level = ((u - 1.0 + p) / p)[:, 0][occupied]
     b = _upper_log_mass(dist)
-    family = dist.family
+    family = dist.law
     zero = torch.zeros_like(level)
     lo = zero
     hi = (m + UPPER_SCALES * s).amax(dim=-1).clamp(min=0.0, max=b)

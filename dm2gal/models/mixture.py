@@ -47,49 +47,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dm2gal.errors import ConfigError
+from dm2gal.models.families import LN10, family_law
 
-LN10 = math.log(10.0)
-LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 # smallest scale of a component (normalised units), so a density never collapses onto a voxel
 SCALE_MIN = 1e-3
 # uniform numbers per voxel that one draw uses (occupancy, component, log mass)
 NOISE_CHANNELS = 3
-#: the component laws of log mass
-FAMILIES = ("normal", "gumbel")
-#: z = (y - loc) / scale above which the minimum-Gumbel likelihood's exp(z) grows linearly
-GUMBEL_CAP = 20.0
-#: Euler's constant: a standard minimum-Gumbel law has mean -EULER_GAMMA
-EULER_GAMMA = 0.5772156649015329
-
-
-def _log1mexp(x: Tensor) -> Tensor:
-    """``log(1 - exp(x))`` for ``x <= 0``, accurate on both sides of ``-ln 2``."""
-    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
-
-
-def log_normal_interval(lo: Tensor, hi: Tensor) -> Tensor:
-    """``log(Phi(hi) - Phi(lo))`` for ``lo <= hi`` (either may be infinite), computed in the tail
-    where both values are small (``Phi(hi) - Phi(lo) = Phi(-lo) - Phi(-hi)``)."""
-    flip = lo > 0
-    a, b = torch.where(flip, -hi, lo), torch.where(flip, -lo, hi)
-    log_b = torch.special.log_ndtr(b)
-    return log_b + _log1mexp((torch.special.log_ndtr(a) - log_b).clamp(max=0.0))
-
-
-def _capped_exp(z: Tensor) -> Tensor:
-    """``exp(z)`` up to ``z = GUMBEL_CAP``, continued linearly above: the minimum-Gumbel
-    likelihood's ``exp(z)`` of a target far above its mode overflows (and its gradient with it)
-    where the law puts probability ``exp(-e^20) ~ 0``."""
-    capped = z.clamp(max=GUMBEL_CAP)
-    return torch.exp(capped) * (1.0 + (z - capped))
-
-
-def check_family(value: str, key: str) -> str:
-    """``value`` when it is one of :data:`FAMILIES`, else a :class:`ConfigError` naming the
-    config ``key`` (``model.family``, ``loss.family``)."""
-    if value not in FAMILIES:
-        raise ConfigError(f"{key}: expected one of {FAMILIES}, got {value!r}")
-    return value
 
 
 def check_min_occupancy(value: float, key: str) -> float:
@@ -110,7 +73,8 @@ class OccupancyMixture:
         target_max: ``M_max`` (Msun/h per voxel); ``inf``: no upper clip.
         min_occupancy: occupancies below this count as 0 in :meth:`mean` and the draws (not in
             the likelihood): see :meth:`resolved_occupancy`.
-        family: the components' law of log mass, one of :data:`FAMILIES`.
+        family: the components' law of log mass, one of ``normal``, ``gumbel``
+            (:mod:`dm2gal.models.families`).
     """
 
     def __init__(
@@ -141,7 +105,8 @@ class OccupancyMixture:
         self.target_mean, self.target_std = float(target_mean), float(target_std)
         self.target_max = float(target_max)
         self.min_occupancy = check_min_occupancy(min_occupancy, "model.min_occupancy")
-        self.family = check_family(family, "model.family")
+        self.law = family_law(family, "model.family")
+        self.family = self.law.name
 
     @property
     def components(self) -> int:
@@ -163,10 +128,7 @@ class OccupancyMixture:
     def log_density(self, target: Tensor) -> Tensor:
         """Log density of the mixture at normalised targets ``(B, 1, ...)`` (per unit ``y_n``)."""
         z = (target.float() - self.loc) / self.scale
-        if self.family == "gumbel":
-            terms = self.log_weights + z - _capped_exp(z) - torch.log(self.scale)
-        else:
-            terms = self.log_weights - 0.5 * z**2 - torch.log(self.scale) - LOG_SQRT_2PI
+        terms = self.log_weights + self.law.log_density(z) - torch.log(self.scale)
         return torch.logsumexp(terms, dim=1, keepdim=True)
 
     def log_prob(self, target: Tensor, occupied: Tensor) -> Tensor:
@@ -192,49 +154,11 @@ class OccupancyMixture:
         m, s = (x.movedim(1, -1)[where] for x in self._log10_params())  # (N, K)
         top = math.log10(1.0 + self.target_max) if math.isfinite(self.target_max) else math.inf
         b = torch.full_like(m, top)
-        per_component = (
-            self._gumbel_means(m, s, b) if self.family == "gumbel" else self._normal_means(m, s, b)
-        )
+        per_component = self.law.clipped_means(m, s, b, self.target_max)
         weights = self.log_weights.double().exp().movedim(1, -1)[where]
         mean = torch.zeros_like(p[:, 0])
         mean[where] = p[:, 0][where] * (weights * per_component).sum(dim=-1)
         return mean.unsqueeze(1)
-
-    def _normal_means(self, m: Tensor, s: Tensor, b: Tensor) -> Tensor:
-        """``E_k`` of normal components (module docstring)."""
-        shifted = m + LN10 * s**2
-        log_power = (
-            LN10 * m + 0.5 * (LN10 * s) ** 2 + log_normal_interval(-shifted / s, (b - shifted) / s)
-        )
-        inside = torch.exp(log_normal_interval(-m / s, (b - m) / s))
-        means = torch.exp(log_power) - inside
-        if math.isfinite(self.target_max):
-            means = means + self.target_max * torch.special.ndtr((m - b) / s)
-        return means
-
-    def _gumbel_means(self, m: Tensor, s: Tensor, b: Tensor) -> Tensor:
-        """``E_k`` of minimum-Gumbel components (module docstring). ``Gamma(1 + a) [Q(1 + a, e_0)
-        - Q(1 + a, e_1)]`` is taken as a difference of lower regularised functions where
-        ``e_1 < 1 + a`` (both small there), and multiplied in log space: a voxel's component
-        may be very broad (far from every halo), where ``Gamma(1 + a)`` alone overflows. Each
-        element evaluates only its own form (the incomplete gamma functions are slow)."""
-        a = 1.0 + LN10 * s
-        e0, e1 = torch.exp(-m / s), torch.exp((b - m) / s)
-        low = e1 < a
-        power = torch.empty_like(a)
-        power[low] = torch.special.gammainc(a[low], e1[low]) - torch.special.gammainc(
-            a[low], e0[low]
-        )
-        high = ~low
-        power[high] = torch.special.gammaincc(a[high], e0[high]) - torch.special.gammaincc(
-            a[high], e1[high]
-        )
-        power = power.clamp(min=0.0)
-        means = torch.exp(LN10 * m + torch.lgamma(a) + torch.log(power))
-        means = means - (torch.exp(-e0) - torch.exp(-e1))
-        if math.isfinite(self.target_max):
-            means = means + self.target_max * torch.exp(-e1)
-        return means
 
     def sample(self, generator: torch.Generator) -> Tensor:
         """One draw of ``M`` per voxel (Msun/h, float64), from ``generator`` (on the output's
@@ -260,10 +184,6 @@ class OccupancyMixture:
         cumulative = self.log_weights.double().exp().cumsum(dim=1)
         k = (u_component > cumulative).sum(dim=1, keepdim=True).clamp(max=self.components - 1)
         m, s = self._log10_params()
-        if self.family == "gumbel":
-            quantile = torch.log(-torch.log1p(-u_mass))
-        else:
-            quantile = torch.special.ndtri(u_mass)
-        y = m.gather(1, k) + s.gather(1, k) * quantile
+        y = m.gather(1, k) + s.gather(1, k) * self.law.quantile(u_mass)
         mass = torch.expm1(LN10 * y).clamp(min=0.0, max=self.target_max)
         return torch.where(occupied, mass, torch.zeros_like(mass))

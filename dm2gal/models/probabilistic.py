@@ -9,14 +9,8 @@ from typing import Any
 import torch
 
 from dm2gal.errors import ConfigError, integer_option
-from dm2gal.models.mixture import (
-    EULER_GAMMA,
-    LN10,
-    SCALE_MIN,
-    OccupancyMixture,
-    check_family,
-    check_min_occupancy,
-)
+from dm2gal.models.families import LN10, family_law
+from dm2gal.models.mixture import SCALE_MIN, OccupancyMixture, check_min_occupancy
 from dm2gal.models.occupancy import OccupancyNet
 
 
@@ -69,7 +63,8 @@ class ProbabilisticNet(OccupancyNet):
         self.components = int(components)
         # checked here too, so that a bad config fails when the network is built
         self.min_occupancy = check_min_occupancy(min_occupancy, "model.min_occupancy")
-        self.family = check_family(family, "model.family")
+        self.law = family_law(family, "model.family")
+        self.family = self.law.name
         # mean and std of log10(1 + M), largest mass per voxel (Msun/h): the target transform
         scale = torch.tensor([0.0, 1.0, math.inf], dtype=torch.float64)
         self.register_buffer("target_scale", scale)
@@ -105,11 +100,8 @@ class ProbabilisticNet(OccupancyNet):
         if values.numel() < 2:
             return
         fraction = values.numel() / int(valid.sum())
-        std, loc = float(values.std()), float(values.mean())
-        if self.family == "gumbel":  # std = scale * pi / sqrt(6), mean = loc - gamma * scale
-            std *= math.sqrt(6.0) / math.pi
-            loc += EULER_GAMMA * std
-        scale = max(std - SCALE_MIN, SCALE_MIN)
+        loc, scale = self.law.from_moments(float(values.mean()), float(values.std()))
+        scale = max(scale - SCALE_MIN, SCALE_MIN)
         raw_scale = scale + math.log(-math.expm1(-scale))  # inverse of softplus
         logit = math.log(fraction) - math.log1p(-fraction) if fraction < 1 else 0.0
         self.offset.copy_(torch.tensor([logit, loc, raw_scale]))

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dm2gal.models.mixture import OccupancyMixture, check_family
+from dm2gal.models.families import check_family
+from dm2gal.models.mixture import OccupancyMixture
 
 
 def _single_channel(name: str, output: Tensor, target: Tensor) -> None:
