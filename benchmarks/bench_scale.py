@@ -18,7 +18,7 @@ of memory-mapped fields a stage touches):
    box's time extrapolated from its rate.
 5. ``stats``: P(k) of truth and prediction (``--stats-against dm``: the dm field instead, when
    the prediction is partial) and r(k) on the whole box: ``--stats memory`` with
-   ``dm2gal.stats.fast`` (both fields and their FFTs in memory, ~38 bytes per voxel),
+   ``dm2gal.stats.torch_backend`` (both fields and their FFTs in memory, ~38 bytes per voxel),
    ``--stats outofcore`` with ``dm2gal.stats.outofcore`` (x-slabs and y-pencils through a spill
    file in the work directory); ``auto`` (default) takes the out-of-core path where the
    in-memory one would exceed one field + 2 GiB. Each result is kept in the work directory, and
@@ -60,7 +60,7 @@ SNAPSHOT = 99
 DARK, HYDRO = "Bench-Dark", "Bench"
 COSMOLOGY = {"HubbleParam": 0.6774, "Omega0": 0.3089, "OmegaLambda": 0.6911, "OmegaBaryon": 0.0486}
 GIB = 2**30
-#: peak memory of dm2gal.stats.fast's whole-box cross power per voxel (measured at 512^3)
+#: peak memory of dm2gal.stats.torch_backend's whole-box cross power per voxel (measured at 512^3)
 STATS_BYTES_PER_VOXEL = 38
 
 
@@ -296,8 +296,8 @@ def stage_stats(work: Path, opts: argparse.Namespace) -> str:
     import torch
 
     from dm2gal.io.store import FieldStore
-    from dm2gal.stats.fast import cross_power_torch
     from dm2gal.stats.outofcore import store_cross_power
+    from dm2gal.stats.torch_backend import cross_power_torch
 
     truth = FieldStore(work / "store")
     other, name = (
@@ -369,8 +369,8 @@ def run_stage(name: str, work: Path, opts: argparse.Namespace) -> dict:
     (``base``; bytes) and a note. Imports are done before the clock starts."""
     import dm2gal.io.sources  # noqa: F401
     import dm2gal.predict  # noqa: F401
-    import dm2gal.stats.fast  # noqa: F401
     import dm2gal.stats.outofcore  # noqa: F401
+    import dm2gal.stats.torch_backend  # noqa: F401
     import dm2gal.train.pipeline  # noqa: F401
 
     base = status_kib("VmRSS")

@@ -25,7 +25,7 @@ import torch
 from dm2gal.io.store import atomic_write_text
 from dm2gal.stats import base
 from dm2gal.stats import pylians as stats
-from dm2gal.stats.fast import bispectrum_torch, clear_caches, power_spectrum_torch
+from dm2gal.stats.torch_backend import bispectrum_torch, clear_caches, power_spectrum_torch
 
 
 def timed(fn: Callable[[], object], repeat: int, sync: Callable[[], None] = lambda: None) -> float:

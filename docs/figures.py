@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from dm2gal.eval.plots import save_png
 from dm2gal.io.store import FieldStore
-from dm2gal.stats.fast import cross_power
+from dm2gal.stats.torch_backend import cross_power
 
 OUT = Path(__file__).resolve().parent / "figures"
 MAX_BYTES = 300_000

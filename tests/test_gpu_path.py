@@ -16,7 +16,7 @@ MODULES = (
     "dm2gal.train.losses",
     "dm2gal.train.module",
     "dm2gal.infer.predict",
-    "dm2gal.stats.fast",
+    "dm2gal.stats.torch_backend",
     "dm2gal.stats.pylians",  # imported by tests/test_stats_torch.py; Pylians only when called
     "dm2gal.data",
 )
@@ -65,7 +65,7 @@ from dm2gal.data.regions import Region
 from dm2gal.data.transforms import FieldTransform
 from dm2gal.infer.predict import PredictOptions, predict_fields
 from dm2gal.models import UNet3d
-from dm2gal.stats.fast import cross_power
+from dm2gal.stats.torch_backend import cross_power
 
 torch.manual_seed(0)
 net = UNet3d(in_channels=2, channels=2, levels=1, convs=1).eval()

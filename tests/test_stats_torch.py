@@ -8,7 +8,7 @@ import torch
 
 from dm2gal.stats import base
 from dm2gal.stats import pylians as stats
-from dm2gal.stats.fast import (
+from dm2gal.stats.torch_backend import (
     _plan,
     bispectrum_torch,
     clear_caches,

@@ -13,7 +13,7 @@ from wandb_offline import read_run
 
 from dm2gal.eval.headline import headline_metrics, margins, read_columns
 from dm2gal.eval.wandb_tables import log_evaluation
-from dm2gal.stats.fast import cross_power_torch
+from dm2gal.stats.torch_backend import cross_power_torch
 from dm2gal.train.callbacks import FieldStatsCallback
 from dm2gal.train.loggers import wandb_logger
 from dm2gal.train.pipeline import config_params

@@ -1,8 +1,8 @@
 """Evaluation report: truth vs every prediction (models, HODs) as metrics, CSV tables and PNG plots.
 
 Three steps, each its own function: :func:`measure` computes P(k), r(k), B(k1, k2, theta), the
-voxel mass PDF and the scalar scores (with :mod:`dm2gal.stats.fast`, torch, by default; or the
-Pylians reference, ``ReportOptions.backend = "pylians"``) into
+voxel mass PDF and the scalar scores (with :mod:`dm2gal.stats.torch_backend`, torch, by
+default; or the Pylians reference, ``ReportOptions.backend = "pylians"``) into
 :class:`dm2gal.eval.measurements.Measurements`; :func:`write_tables` writes ``metrics.json``,
 ``pk.csv``, ``rk.csv``, ``bk.csv`` and ``pdf.csv``; :func:`dm2gal.eval.plots.write_plots` draws
 ``pk.png``, ``rk.png``, ``bk.png``, ``pdf.png`` and ``slices.png``. :func:`write_report` checks
@@ -36,7 +36,7 @@ from dm2gal.eval.kinds import DRAW_INDEX, kind
 from dm2gal.eval.measurements import DrawSpread, Measurements
 from dm2gal.eval.plots import write_plots
 from dm2gal.io.store import atomic_path
-from dm2gal.stats import base, fast, pylians
+from dm2gal.stats import base, pylians, torch_backend
 from dm2gal.stats.bands import band_scores, decorrelation_ratios, parse_bands
 from dm2gal.stats.base import Bispectrum
 
@@ -87,12 +87,12 @@ class ReportOptions:
 
     def cross_power(self, a: np.ndarray, b: np.ndarray, box: float) -> base.CrossPower:
         if self.backend == "torch":
-            return fast.cross_power(a, b, box, self.mas, self.device)
+            return torch_backend.cross_power(a, b, box, self.mas, self.device)
         return pylians.cross_power(a, b, box, self.mas, self.threads)
 
     def bispectra(self, f: np.ndarray, box: float) -> list[Bispectrum]:
         if self.backend == "torch":
-            return fast.bispectra(f, box, self.k_pairs, self.thetas, self.mas, self.device)
+            return torch_backend.bispectra(f, box, self.k_pairs, self.thetas, self.mas, self.device)
         return pylians.bispectra(f, box, self.k_pairs, self.thetas, self.mas, self.threads)
 
 

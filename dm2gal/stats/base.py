@@ -1,7 +1,8 @@
 """What both statistics implementations share: result types, input checks, wavenumbers, the
 overdensity, the voxel PDF and the scalar scores. Units: k [h/Mpc], P [(Mpc/h)^3], B [(Mpc/h)^6],
 masses Msun/h per voxel, box sides Mpc/h. See :mod:`dm2gal.stats.pylians` (the reference) and
-:mod:`dm2gal.stats.fast` (torch, any device) for the estimators and the periodicity convention.
+:mod:`dm2gal.stats.torch_backend` (torch, any device) for the estimators and the periodicity
+convention.
 """
 
 from __future__ import annotations
@@ -167,7 +168,8 @@ def scores(
     predicted masses counted as 0), ``pdf_decade_abs_err`` (:func:`pdf_decade_abs_err`) and
     ``k_max``
     [h/Mpc] (default: the Nyquist wavenumber). ``cross`` is ``cross_power(truth, pred, box,
-    mas)`` of either implementation (:mod:`dm2gal.stats.pylians` or :mod:`dm2gal.stats.fast`).
+    mas)`` of either implementation (:mod:`dm2gal.stats.pylians` or
+    :mod:`dm2gal.stats.torch_backend`).
     """
     truth, pred = check_field(truth, "truth"), check_field(pred, "pred")
     xp = cross

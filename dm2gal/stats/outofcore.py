@@ -1,8 +1,9 @@
 """P(k) of two fields, their cross power and r(k) for grids larger than memory (slabs, pencils).
 
-The same estimator as :func:`dm2gal.stats.fast.cross_power` (overdensity ``field / mean - 1``,
-mass-assignment window deconvolved, modes binned by ``floor(|n|)`` with Pylians' counting rule;
-k [h/Mpc], P [(Mpc/h)^3]), computed from fields that are read a few x-planes at a time:
+The same estimator as :func:`dm2gal.stats.torch_backend.cross_power` (overdensity
+``field / mean - 1``, mass-assignment window deconvolved, modes binned by ``floor(|n|)`` with
+Pylians' counting rule; k [h/Mpc], P [(Mpc/h)^3]), computed from fields that are read a few
+x-planes at a time:
 
 1. **Slabs.** For each slab of x-planes of both fields: subtract each plane's mean (its sum is
    kept, in float64, an N-vector per field), take the 2D real FFT over (y, z) in float64 and
@@ -55,7 +56,7 @@ import torch
 from dm2gal.errors import integer_option
 from dm2gal.io.store import FieldStore, StoreError, slabs
 from dm2gal.stats.base import CrossPower, check_box, check_mas
-from dm2gal.stats.fast import frequencies, mode_block, n_bins
+from dm2gal.stats.torch_backend import frequencies, mode_block, n_bins
 
 #: default voxels per slab / modes per pencil block (see the module's memory bound)
 CHUNK_VOXELS = 1 << 22
@@ -244,7 +245,7 @@ def cross_power(
         spill_dtype: ``np.complex64`` (default) or ``np.complex128`` (double the disk, ~1e-12
             agreement with the in-memory float64 path).
 
-    Returns :class:`dm2gal.stats.base.CrossPower`, as ``dm2gal.stats.fast.cross_power``.
+    Returns :class:`dm2gal.stats.base.CrossPower`, as ``dm2gal.stats.torch_backend.cross_power``.
     """
     box, mas = check_box(box), check_mas(mas)
     chunk_voxels = integer_option(chunk_voxels, "chunk_voxels", 1)

@@ -3,9 +3,9 @@ weights, and checkpoints before preemption.
 
 :class:`FieldStatsCallback` predicts the whole validation region every N epochs with
 :func:`dm2gal.infer.predict.predict_region` and scores it against the true stellar-mass field with
-the torch statistics (:mod:`dm2gal.stats.fast`, on the module's device). Like the evaluation
-report, the (non-periodic) validation cube is treated as periodic with its own side as the box
-(see :mod:`dm2gal.stats.pylians`): truth and prediction are measured the same way, so the
+the torch statistics (:mod:`dm2gal.stats.torch_backend`, on the module's device). Like the
+evaluation report, the (non-periodic) validation cube is treated as periodic with its own side
+as the box (see :mod:`dm2gal.stats.pylians`): truth and prediction are measured the same way, so the
 ratio and cross-correlation compare like with like. :class:`EMAWeights` validates, checkpoints,
 tests and evaluates the moving average of the weights. :class:`PreemptionCheckpoint` keeps
 ``last.ckpt`` and its predecessor ``last-1.ckpt`` (after every validation, and when SLURM
@@ -36,7 +36,7 @@ from dm2gal.eval.wandb_tables import curve_payload
 from dm2gal.infer.parameters import bind_parameters
 from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, predict_fields
 from dm2gal.stats.base import nyquist
-from dm2gal.stats.fast import cross_power_torch
+from dm2gal.stats.torch_backend import cross_power_torch
 from dm2gal.train.checkpoints import LAST, rotate_in
 from dm2gal.train.loggers import find_wandb
 
