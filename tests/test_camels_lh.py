@@ -78,7 +78,8 @@ def test_a_camels_set_records_each_simulations_row_and_trains_on_all(tmp_path):
     assert [s.root for s in stores] == [tmp_path / "stores" / "LH_0", tmp_path / "stores" / "LH_3"]
     for store, name in zip(stores, ["LH_0", "LH_3"], strict=True):
         assert read_parameters(store) == rows[name].parameters
-    assert [t.parameters for t in source.test_universes()] == [rows["LH_4"].parameters]
+    tests = source.build_all(source.test_universes())
+    assert [read_parameters(t) for t in tests] == [rows["LH_4"].parameters]
     dm = FieldDataModule(source, crop=4, splits={"preset": None, "test": [0, 4], "val": [8, 12]})
     dm.prepare_data()
     dm.setup("fit")
@@ -101,7 +102,8 @@ def test_camels_set_options_are_checked(tmp_path):
 
 
 def test_data_camels_lh_composes():
-    cfg = compose_train(["data=camels_lh", "data.root=/sims/CAMELS/IllustrisTNG"])
+    cfg = compose_train(["data=camels_lh", "data.root=/sims/CAMELS/IllustrisTNG", "model=unet3d"])
     source = data_module_config(cfg.data).source
     assert source.table == "/sims/CAMELS/IllustrisTNG/CosmoAstroSeed_IllustrisTNG_L25n256_LH.txt"
     assert len(source.names) >= 16 and not set(source.names) & set(source.test_names)
+    assert source.parameters == NAMES == list(cfg.model.parameters)

@@ -401,9 +401,14 @@ class CamelsSet:
         """The simulations kept for evaluation."""
         return self._sources(self.test_names)
 
+    @staticmethod
+    def build_all(sources: Sequence[CamelsSource]) -> list[FieldStore]:
+        """The stores of ``sources`` (each built once), in order."""
+        return [source.build() for source in sources]
+
     def stores(self) -> list[FieldStore]:
-        """The training simulations' stores (each built once)."""
-        return [source.build() for source in self.training_universes()]
+        """The training simulations' stores."""
+        return self.build_all(self.training_universes())
 
     def build(self) -> FieldStore:
         """Build every training simulation's store; the first one."""

@@ -17,9 +17,11 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import fields
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,16 +82,27 @@ def latin_hypercube(n: int, dimensions: int, seed: int) -> np.ndarray:
     return qmc.LatinHypercube(dimensions, rng=np.random.default_rng(seed)).random(n)
 
 
-def _build_one(universe: MockUniverse) -> str:
-    """Build one universe (in a worker process); its store directory."""
-    return str(universe.build().root)
+@dataclass(frozen=True)
+class BuildTime:
+    """What building one universe took: ``wall`` and ``cpu`` seconds (all its threads)."""
+
+    wall: float
+    cpu: float
+
+
+def build_timed(universe: MockUniverse) -> BuildTime:
+    """Build ``universe`` (here, or in a worker process); what it took."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    universe.build()
+    return BuildTime(time.perf_counter() - wall, time.process_time() - cpu)
 
 
 def build_universes(
     universes: Sequence[MockUniverse], workers: int | None = None, progress: bool = True
-) -> list[FieldStore]:
-    """The stores of ``universes``, building those not cached, ``workers`` at a time in fresh
-    processes (None: one per core; 1: here, one after another), with a progress bar."""
+) -> dict[Path, BuildTime]:
+    """Build those of ``universes`` not cached, ``workers`` at a time in fresh processes (None:
+    one per core; 1: here, one after another), with a progress bar; the build time of each
+    built, by store directory (empty when every one was cached)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     workers = (cores or 1) if workers is None else integer_option(workers, "data.source.workers", 1)
     todo = list({u.store_dir: u for u in universes if u.cache_problem() is not None}.values())
@@ -100,19 +113,23 @@ def build_universes(
             len(universes),
             min(workers, len(todo)),
         )
+    times = {}
     with tqdm(total=len(todo), desc="universes", unit="box", disable=not progress) as bar:
         if workers == 1 or len(todo) <= 1:
             for universe in todo:
-                universe.build()
+                times[universe.store_dir] = build_timed(universe)
                 bar.update()
         else:
             # spawn: a forked child would inherit the parent's torch / OpenMP thread state
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context) as pool:
-                for done in as_completed([pool.submit(_build_one, u) for u in todo]):
-                    done.result()
+                jobs = {pool.submit(build_timed, u): u.store_dir for u in todo}
+                for done in as_completed(jobs):
+                    times[jobs[done]] = done.result()
                     bar.update()
-    return [FieldStore(u.store_dir) for u in universes]
+    for root, took in times.items():
+        log.info("mock universe %s built in %.1f s (%.1f s CPU)", root.name, took.wall, took.cpu)
+    return times
 
 
 class Hypercube:
@@ -302,7 +319,8 @@ class Hypercube:
     # -- stores -------------------------------------------------------------------------------
     def build_all(self, universes: Sequence[MockUniverse]) -> list[FieldStore]:
         """The stores of ``universes``, built (in parallel) where not cached."""
-        return build_universes(universes, self.workers, self.progress)
+        build_universes(universes, self.workers, self.progress)
+        return [FieldStore(u.store_dir) for u in universes]
 
     def stores(self) -> list[FieldStore]:
         """The training universes' stores, in hypercube order (built where not cached)."""
