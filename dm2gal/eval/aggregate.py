@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dm2gal.eval.kinds import same_kind
 from dm2gal.eval.measurements import spread
+from dm2gal.stats.field_kinds import same_kind
 
 #: metrics where a higher value is better (every other one is an error: lower is better)
 HIGHER_IS_BETTER = ("rk_mean", "rk_min")
@@ -97,7 +97,7 @@ def compare(
     summary: Mapping[str, Mapping[str, Mapping]], networks: Sequence[str], references: Sequence[str]
 ) -> list[Comparison]:
     """Every ``network`` against every ``reference`` of its kind (means with means, draws with
-    draws: :mod:`dm2gal.eval.kinds`) on each metric both have, realisation by realisation
+    draws: :mod:`dm2gal.stats.field_kinds`) on each metric both have, realisation by realisation
     (fields absent from ``summary`` are skipped)."""
     rows = []
     for net in (n for n in networks if n in summary):

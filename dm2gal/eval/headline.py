@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dm2gal.eval.aggregate import comparable, higher_is_better
-from dm2gal.eval.kinds import same_kind
+from dm2gal.stats.field_kinds import headline_field, same_kind
 
 #: the fidelity scores that compare runs, in column order (per band where the report has bands)
 HEADLINE = (
@@ -30,11 +30,6 @@ HEADLINE = (
     "total_mass_rel_err",
 )
 REFERENCE_PREFIXES = ("hod_", "oracle_")
-#: the network field quoted as a run's result, the first of these the evaluation has: a
-#: probabilistic network's mean (its conditional expectation, the best r(k) it can give), else
-#: the calibrated regression (a raw log-mass regression compresses the bright end and misses
-#: the total mass), else the raw one
-HEADLINE_FIELDS = ("model_mean", "model_calibrated", "model")
 #: report entries that are settings, not scores
 NOT_SCORES = ("k_max",)
 
@@ -61,16 +56,10 @@ def headline_metrics(metrics: Iterable[str]) -> list[str]:
     return out
 
 
-def headline_field(fields: Iterable[str]) -> str | None:
-    """The first of :data:`HEADLINE_FIELDS` among ``fields``, else None."""
-    fields = set(fields)
-    return next((name for name in HEADLINE_FIELDS if name in fields), None)
-
-
 def strongest_benchmark(
     scores: Mapping[str, Mapping[str, float]], model: str, metric: str
 ) -> str | None:
-    """The HOD of ``model``'s kind (mean or draw, :mod:`dm2gal.eval.kinds`) with the best
+    """The HOD of ``model``'s kind (mean or draw, :mod:`dm2gal.stats.field_kinds`) with the best
     finite ``metric`` in ``scores``, else None."""
     candidates = [
         f

@@ -26,9 +26,10 @@ import numpy as np
 
 from dm2gal.errors import ConfigError, MissingFileError
 from dm2gal.eval.aggregate import comparable, higher_is_better
-from dm2gal.eval.headline import HEADLINE_FIELDS, strongest_benchmark
+from dm2gal.eval.headline import strongest_benchmark
 from dm2gal.eval.realisations import BOXES_FILE, JSON_FILE
 from dm2gal.eval.report import ORACLE_REFERENCES
+from dm2gal.stats.field_kinds import HEADLINE_FIELDS
 
 
 @dataclass(frozen=True)

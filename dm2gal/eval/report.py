@@ -13,7 +13,7 @@ Beside the all-k means, every field is scored per k band (:mod:`dm2gal.stats.ban
 ``rk_mean_<band>``, ``pk_ratio_abs_err_<band>``, ``decorrelation_<band>``) and, when the
 fields include the mock's oracles (the physical limits), by its decorrelation relative to the
 oracle of its kind (``decorrelation_ratio_<band>``): a mean field's to ``oracle_mean``'s, a
-draw's to ``oracle_draw``'s (:mod:`dm2gal.eval.kinds`).
+draw's to ``oracle_draw``'s (:mod:`dm2gal.stats.field_kinds`).
 
 A random field (a probabilistic network's draws) is given as several draws under one name
 (``draws=`` of :func:`write_report`): every draw is measured, the field's curves and scores are
@@ -32,13 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from dm2gal.eval.kinds import DRAW_INDEX, kind
 from dm2gal.eval.measurements import DrawSpread, Measurements
 from dm2gal.eval.plots import write_plots
 from dm2gal.io.store import atomic_path
 from dm2gal.stats import base, pylians, torch_backend
 from dm2gal.stats.bands import band_scores, decorrelation_ratios, parse_bands
 from dm2gal.stats.base import Bispectrum
+from dm2gal.stats.field_kinds import DRAW_INDEX, kind
 
 Logger = Callable[[str, Any], None]
 BACKENDS = ("torch", "pylians")

@@ -11,8 +11,9 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from dm2gal.eval.headline import headline_field, is_reference, read_columns
+from dm2gal.eval.headline import is_reference, read_columns
 from dm2gal.eval.plots import save_png
+from dm2gal.stats.field_kinds import headline_field
 from dm2gal.sweep.table import SweepTable, eval_fields, references
 
 #: the whole-range scores drawn as bar panels (besides the optimised metric)

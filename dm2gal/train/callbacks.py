@@ -31,14 +31,14 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from dm2gal.data.crops import read_crop
 from dm2gal.errors import ConfigError, UserError, integer_option
-from dm2gal.eval.plots import plot_slices, save_png
-from dm2gal.eval.wandb_tables import curve_payload
 from dm2gal.infer.parameters import bind_parameters
 from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, predict_fields
 from dm2gal.stats.base import nyquist
 from dm2gal.stats.torch_backend import cross_power_torch
 from dm2gal.train.checkpoints import LAST, rotate_in
+from dm2gal.train.figures import plot_slices, save_png
 from dm2gal.train.loggers import find_wandb
+from dm2gal.train.wandb_curves import curve_payload
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class FieldStatsCallback(L.Callback):
         """Log the P(k) and r(k) curves to W&B (when a W&B logger is present and both fields
         hold mass) as ``val/curves/pk`` and ``val/curves/rk`` tables and ``val/charts/pk_ratio``
         and ``val/charts/rk`` line charts, named as the evaluation's
-        (:mod:`dm2gal.eval.wandb_tables`)."""
+        (:mod:`dm2gal.train.wandb_curves`)."""
         wandb = find_wandb(trainer.loggers)
         if wandb is None or not (truth.sum() > 0 and pred.sum() > 0):
             return

@@ -14,10 +14,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dm2gal.cli import multirun
-from dm2gal.eval.headline import HEADLINE_FIELDS, headline_field
-from dm2gal.eval.kinds import is_draw
 from dm2gal.infer.recipe import write_run_recipe
 from dm2gal.io.store import atomic_write_text
+from dm2gal.stats.field_kinds import HEADLINE_FIELDS, headline_field, is_draw
 from dm2gal.train.build import build
 from dm2gal.train.callbacks import DivergedError
 from dm2gal.train.checkpoints import resume_point
