@@ -166,8 +166,8 @@ def shared_masses(
 
 
 #: voxels of the field turned into float64 at a time when its node galaxies are collected
-#: (one x-slab: 128 MiB), so that no float64 copy of the whole field is made
-SLAB_VOXELS = 1 << 24
+#: (whole x-planes up to 32 MiB), so that no float64 copy of the whole field is made
+SLAB_VOXELS = 1 << 22
 
 
 def field_galaxies(
