@@ -115,14 +115,16 @@ def test_command_name_is_what_the_user_typed(monkeypatch, argv0: str, name: str)
     assert command_name() == name
 
 
-def test_help_names_the_command():
-    """``--help`` of a ``python -m dm2gal.<command>`` app names it (Hydra says ``__main__``)."""
+@pytest.mark.parametrize("command", ["dm2gal.hod", "dm2gal.paint"])
+def test_help_names_the_command(command: str):
+    """``--help`` of a ``python -m dm2gal.<command>`` app names it (Hydra says ``__main__``);
+    ``dm2gal.paint`` composes its own config folder (conf/paint/)."""
     done = subprocess.run(
-        [sys.executable, "-m", "dm2gal.hod", "--help"],
+        [sys.executable, "-m", command, "--help"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.startswith("python -m dm2gal.hod: a dm2gal command.")
+    assert done.stdout.startswith(f"python -m {command}: a dm2gal command.")
