@@ -47,6 +47,8 @@ from dm2gal.eval.wandb_tables import log_evaluation
 from dm2gal.hod import HOD
 from dm2gal.infer.box import EVALUATION_DIR
 from dm2gal.infer.calibration import CALIBRATION_FILE, QuantileMap, fit_calibration
+from dm2gal.infer.copula import COPULA_FILE, CopulaKernel
+from dm2gal.infer.copula_fit import fit_region_copula
 from dm2gal.infer.naming import draw_seeds
 from dm2gal.infer.parameters import bind_parameters
 from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, default_device, predict_fields
@@ -57,6 +59,8 @@ from dm2gal.train.runs import find_runs, load_run
 log = logging.getLogger(__name__)
 #: the fitted parameters of the HODs in a run's evaluation folder (EVALUATION_DIR)
 HOD_PARAMS_FILE = "hods.json"
+#: how a probabilistic network's draws are correlated (EvaluationSettings.draw_correlation)
+DRAW_CORRELATIONS = ("none", "fitted")
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,9 @@ class EvaluationSettings:
     ``realisation_seed + i``) on which the run is scored whole-box, and ``stores``: field stores
     scored the same way (paths); ``hod_draws``: HOD draws painted per realisation; ``draws``:
     seeded draws of a probabilistic network scored as ``model_draw`` (0: its mean only; a
-    deterministic network ignores it).
+    deterministic network ignores it); ``draw_correlation``: ``fitted``, the draws correlated
+    by a copula fitted on the validation region with a kernel of ``copula_radius`` voxels
+    (:mod:`dm2gal.infer.copula`, saved as ``copula.json``), or ``none``, independent per voxel.
     """
 
     tile: int = DEFAULT_TILE
@@ -84,6 +90,8 @@ class EvaluationSettings:
     hod_draws: int = 3
     stores: tuple[str, ...] = ()
     draws: int = 4
+    draw_correlation: str = "none"
+    copula_radius: int = 2
 
     def __post_init__(self) -> None:
         for key, minimum in (
@@ -92,9 +100,15 @@ class EvaluationSettings:
             ("realisation_seed", 0),
             ("hod_draws", 1),
             ("draws", 0),
+            ("copula_radius", 1),
         ):
             value = integer_option(getattr(self, key), f"evaluation.{key}", minimum)
             object.__setattr__(self, key, value)  # frozen: an integral 2.0 is stored as 2
+        if self.draw_correlation not in DRAW_CORRELATIONS:
+            raise ConfigError(
+                f"evaluation.draw_correlation: expected one of {DRAW_CORRELATIONS}, got "
+                f"{self.draw_correlation!r}"
+            )
         if isinstance(self.stores, str) or not all(isinstance(x, str) for x in self.stores):
             raise ConfigError(f"evaluation.stores must be a list of paths, got {self.stores!r}")
         if self.min_mass is not None and not self.min_mass > 0:
@@ -122,6 +136,27 @@ class EvaluationSettings:
 
     def predict_options(self, channels_last: bool = False, progress: bool = True) -> PredictOptions:
         return PredictOptions(self.tile, self.batch_size, channels_last, progress=progress)
+
+
+def fit_draw_copula(
+    net: Any, datamodule: Any, settings: EvaluationSettings, out_dir: Path
+) -> CopulaKernel | None:
+    """With ``draw_correlation: fitted`` and a probabilistic ``net``, the draws' copula fitted
+    on the validation region (:func:`dm2gal.infer.copula_fit.fit_region_copula`) and saved as
+    ``out_dir/copula.json``; else None (draws independent per voxel)."""
+    if settings.draw_correlation != "fitted" or not hasattr(net, "infer_draws"):
+        return None
+    store = datamodule.store
+    kernel = fit_region_copula(
+        net,
+        datamodule.transform,
+        [store.read(name) for name in datamodule.inputs],
+        store.read(datamodule.target),
+        datamodule.splits.val,
+        settings.copula_radius,
+    )
+    kernel.save(out_dir / COPULA_FILE)
+    return kernel
 
 
 def predict_network(
@@ -298,7 +333,8 @@ def evaluate_test_region(
     out_dir.mkdir(parents=True, exist_ok=True)
     store, region = datamodule.store, cubic_test_region(datamodule)
     inputs = [store.read(name) for name in datamodule.inputs]
-    options = settings.predict_options(channels_last)
+    copula = fit_draw_copula(net, datamodule, settings, out_dir)
+    options = replace(settings.predict_options(channels_last), copula=copula)
     predicted = predict_network(
         net, datamodule.transform, inputs, region, options, settings.draws, seed
     )
@@ -410,8 +446,8 @@ def score_realisations(
 ) -> dict[str, dict[str, dict]]:
     """Score the run on ``settings.realisations`` further universes of its mock source and on
     ``settings.stores``, whole-box, into ``out_dir`` (:mod:`dm2gal.eval.realisations`), with the
-    calibration the test-region evaluation saved there and the HODs fitted on the training
-    region."""
+    calibration and draw copula the test-region evaluation saved there and the HODs fitted on
+    the training region."""
     stores = mock_realisations(datamodule.source, settings.realisations, settings.realisation_seed)
     stores += [FieldStore(path) for path in settings.stores]
     trained = {Path(box.root).resolve() for box in datamodule.training_boxes}
@@ -427,7 +463,11 @@ def score_realisations(
         if missing:
             raise ValueError(f"{store.root}: lacks the network's input fields {missing}")
         store.check_voxel_size(voxel, "the network was trained on")
-    options = settings.predict_options(channels_last, progress=False)
+    copula = out_dir / COPULA_FILE  # fitted by the test-region evaluation
+    options = replace(
+        settings.predict_options(channels_last, progress=False),
+        copula=CopulaKernel.load(copula) if copula.is_file() else None,
+    )
 
     def predict(store: FieldStore) -> np.ndarray | list[np.ndarray]:
         inputs = [store.read(name) for name in datamodule.inputs]

@@ -12,6 +12,7 @@ from typing import Any
 
 from dm2gal.data.transforms import FieldTransform
 from dm2gal.infer.calibration import CALIBRATION_FILE, QuantileMap, calibrate_store_field
+from dm2gal.infer.copula import COPULA_FILE, CopulaKernel
 from dm2gal.infer.naming import PredictionNames, draw_seeds
 from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, check_tile, predict_store, tile_size
 from dm2gal.io.store import FieldStore
@@ -19,6 +20,13 @@ from dm2gal.models.base import FieldNet
 
 #: the folders of a train run that its prediction and its evaluation write
 PREDICTION_DIR, EVALUATION_DIR = "prediction", "evaluation"
+
+
+def run_copula(run_dir: Path) -> CopulaKernel | None:
+    """The draw copula the run's evaluation fitted (``evaluation.draw_correlation: fitted``),
+    else None: draws independent per voxel."""
+    path = run_dir / EVALUATION_DIR / COPULA_FILE
+    return CopulaKernel.load(path) if path.is_file() else None
 
 
 def run_options(
@@ -119,14 +127,18 @@ def calibrate_mean(store: FieldStore, mean: str, table: Path, calibrated: str) -
 
 def predict_box(network: RunNetwork, source: FieldStore, request: BoxRequest) -> BoxPrediction:
     """Predict ``source``'s whole box (a field store holding the network's input fields) as
-    ``request`` asks, with the run and checkpoint in the fields' metadata, and calibrate the
-    mean where there is a table."""
+    ``request`` asks, with the run and checkpoint in the fields' metadata, the draws
+    correlated by the run's copula where it has one, and calibrate the mean where there is a
+    table."""
+    copula = run_copula(network.run_dir)
     options = run_options(
         network.net, network.evaluation, network.channels_last, request.tile, request.batch_size
     )
+    options = replace(options, copula=copula)
     provenance = {
         "run_dir": str(network.run_dir.resolve()),
         "checkpoint": str(network.checkpoint.resolve()),
+        "draw_copula": None if copula is None else copula.to_dict(),
     }
     store = predict_store(
         network.net,

@@ -4,7 +4,8 @@ An exported model is ``model.safetensors`` (the network's weights: tensors only,
 runs code when read) plus ``model_card.json`` (architecture config, input-field recipe,
 normalisation, voxel size, cosmology and redshift of the training run, a conditioned network's
 universe parameters and their training ranges, training data, scores against the HODs and the
-oracle) and, where the run has one, ``calibration.csv``. Loading it
+oracle, the draws' copula kernel where the run fitted one: :mod:`dm2gal.infer.copula`) and,
+where the run has one, ``calibration.csv``. Loading it
 never unpickles anything; the architecture's ``_target_`` must be a class of
 :mod:`dm2gal.models`.
 """
@@ -24,6 +25,7 @@ from dm2gal import __version__
 from dm2gal.data.transforms import FieldTransform
 from dm2gal.errors import ConfigError, MissingFileError
 from dm2gal.infer.calibration import QuantileMap
+from dm2gal.infer.copula import CopulaKernel
 from dm2gal.infer.predict import PredictOptions
 from dm2gal.io.recipe import Recipe
 from dm2gal.io.store import atomic_write_text, staged_dir
@@ -90,6 +92,7 @@ def export_model(model: TrainedModel, out_dir: str | Path) -> Path:
             "channels_last": model.options.channels_last,
         },
         "calibration": model.calibration is not None,
+        "draw_copula": None if model.options.copula is None else model.options.copula.to_dict(),
         "provenance": model.provenance,
         **model.card,
     }
@@ -135,13 +138,17 @@ def load_exported(path: str | Path) -> TrainedModel:
     table = path / CALIBRATION_FILE
     known = {"format", "code_version", "architecture", "recipe", "normalisation", "voxel_size",
              "cosmology", "redshift", "prediction", "calibration", "provenance",
-             "parameter_ranges"}  # fmt: skip
+             "parameter_ranges", "draw_copula"}  # fmt: skip
+    copula = card.get("draw_copula")
     return TrainedModel(
         net=net.eval(),
         architecture=architecture,
         transform=FieldTransform(**card["normalisation"]),
         recipe=Recipe.from_dict(card["recipe"], str(card_path)),
-        options=PredictOptions(**card["prediction"]),
+        options=PredictOptions(
+            **card["prediction"],
+            copula=None if copula is None else CopulaKernel.from_dict(copula, str(card_path)),
+        ),
         calibration=QuantileMap.load(table) if card.get("calibration") else None,
         provenance={"model": str(path.resolve())},
         card={k: v for k, v in card.items() if k not in known},

@@ -35,6 +35,7 @@ from dm2gal.data.crops import read_crop
 from dm2gal.data.regions import Region
 from dm2gal.data.transforms import FieldTransform
 from dm2gal.errors import ConfigError, integer_option
+from dm2gal.infer.copula import CopulaKernel
 from dm2gal.infer.naming import PredictionNames
 from dm2gal.infer.noise import voxel_noise
 from dm2gal.io.store import FieldStore, StoreError, field_bytes, require_free_space
@@ -54,8 +55,9 @@ class PredictOptions:
     """How a region is predicted: output ``tile`` side (voxels, see :func:`tile_size`),
     ``batch_size`` tiles per pass, channels-last inputs, ``device`` (None:
     :func:`default_device`), a progress bar, ``chunk_voxels`` input voxels per channel read,
-    moved and normalised at once, and ``read_threads`` reading a chunk (in x-slabs) while the
-    previous one is predicted."""
+    moved and normalised at once, ``read_threads`` reading a chunk (in x-slabs) while the
+    previous one is predicted, and the ``copula`` whose correlated noise the draws take
+    (:mod:`dm2gal.infer.copula`; None: noise independent per voxel)."""
 
     tile: int = DEFAULT_TILE
     batch_size: int = 4
@@ -64,6 +66,7 @@ class PredictOptions:
     progress: bool = True
     chunk_voxels: int = 1 << 24
     read_threads: int = 4
+    copula: CopulaKernel | None = None
 
     def __post_init__(self) -> None:
         for key in ("tile", "batch_size", "chunk_voxels", "read_threads"):
@@ -241,15 +244,15 @@ def predict_chunk(
 ) -> torch.Tensor:
     """Mass per voxel (Msun/h, clipped at 0), ``(F, a * step, b * step, d * step)``, on the
     voxels of one chunk of ``tiles`` = (a, b, d) tiles, from its normalised input ``x`` of shape
-    ``(C, ...)``: the network's prediction (``F = 1``), or with ``noise`` ``(K, 3, ...)`` (the
-    per-voxel noise of K draws on the chunk's output block, :func:`draw_noise`) the mean and K
+    ``(C, ...)``: the network's prediction (``F = 1``), or with ``noise`` ``(K, 3 or 1, ...)``
+    (the noise of K draws on the chunk's output block, :func:`draw_noise`) the mean and K
     draws of a probabilistic network (``F = 1 + K``, one forward pass); ``options``' batch
     size and memory format."""
     width = x.shape[1] - (tiles[0] - 1) * step
     # (C, a, b, d, width, width, width): every tile's input as a view of the chunk
     windows = x.unfold(1, width, step).unfold(2, width, step).unfold(3, width, step)
     t = width - 2 * net.context
-    if noise is not None:  # (K, 3, a, b, d, t, t, t): every tile's noise
+    if noise is not None:  # (K, 3 or 1, a, b, d, t, t, t): every tile's noise
         noise = noise.unfold(2, t, step).unfold(3, t, step).unfold(4, t, step)
     a, b, d = tiles
     fields = 1 if noise is None else 1 + noise.shape[0]
@@ -271,11 +274,19 @@ def predict_chunk(
 
 
 def draw_noise(
-    seeds: Sequence[int], start: Sequence[int], shape: Sequence[int], grid: int
+    seeds: Sequence[int],
+    start: Sequence[int],
+    shape: Sequence[int],
+    grid: int,
+    copula: CopulaKernel | None = None,
 ) -> torch.Tensor:
-    """The per-voxel noise ``(K, 3, *shape)`` of the draws ``seeds`` on the box ``[start,
-    start + shape)`` of a periodic ``grid^3`` box (:func:`dm2gal.infer.noise.voxel_noise`)."""
-    return torch.stack([voxel_noise(seed, start, shape, grid) for seed in seeds])
+    """The per-voxel noise of the draws ``seeds`` on the box ``[start, start + shape)`` of a
+    periodic ``grid^3`` box: ``(K, 3, *shape)`` uniforms independent per voxel
+    (:func:`dm2gal.infer.noise.voxel_noise`), or with ``copula`` ``(K, 1, *shape)`` its
+    correlated uniforms (:meth:`CopulaKernel.uniform_noise`)."""
+    if copula is None:
+        return torch.stack([voxel_noise(seed, start, shape, grid) for seed in seeds])
+    return torch.stack([copula.uniform_noise(seed, start, shape, grid) for seed in seeds])
 
 
 def check_draws(net: FieldNet, seeds: Sequence[int]) -> None:
@@ -306,7 +317,7 @@ def output_arrays(
 @dataclass
 class ChunkReader:
     """Reads a chunk's raw input block (in ``slabs`` x-slabs on ``pool``'s threads, in pinned
-    memory if ``pin``) and, with ``seeds``, its draws' noise."""
+    memory if ``pin``) and, with ``seeds``, its draws' noise (correlated by ``copula``)."""
 
     inputs: Sequence[np.ndarray]
     plan: TilePlan
@@ -314,13 +325,14 @@ class ChunkReader:
     pool: ThreadPoolExecutor
     slabs: int
     pin: bool
+    copula: CopulaKernel | None = None
 
     def __call__(self, chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor | None]:
         raw = read_block(self.inputs, chunk.start, chunk.shape, self.pin, self.pool, self.slabs)
         if not self.seeds:
             return raw, None
         start, shape = self.plan.output_box(chunk)
-        return raw, draw_noise(self.seeds, start, shape, self.plan.region.grid)
+        return raw, draw_noise(self.seeds, start, shape, self.plan.region.grid, self.copula)
 
 
 def prefetched(
@@ -387,7 +399,9 @@ def predict_region(
     plan = TilePlan.of(net, region, options)
     bar = tqdm(total=plan.tile_count, desc="predict", unit="tile", disable=not options.progress)
     with ThreadPoolExecutor(options.read_threads) as pool, bar:
-        read = ChunkReader(inputs, plan, seeds, pool, options.read_threads, device.type == "cuda")
+        read = ChunkReader(
+            inputs, plan, seeds, pool, options.read_threads, device.type == "cuda", options.copula
+        )
         for chunk, (raw, noise) in prefetched(read, plan.chunks):
             x = normalise_input(raw.to(device, non_blocking=True))
             noise = None if noise is None else noise.to(device, non_blocking=True)

@@ -10,6 +10,7 @@ import torch
 
 from dm2gal.errors import ConfigError, integer_option
 from dm2gal.models.families import LN10, family_law
+from dm2gal.models.mass_law import mass_quantile
 from dm2gal.models.mixture import SCALE_MIN, OccupancyMixture, check_min_occupancy
 from dm2gal.models.occupancy import OccupancyNet
 
@@ -127,15 +128,20 @@ class ProbabilisticNet(OccupancyNet):
         transform."""
         return self._normalised(self.distribution(self(x, params)).mean())
 
-    def infer_draws(
-        self, x: torch.Tensor, noise: torch.Tensor, params: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def infer_draws(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The normalised mean and K draws ``(B, 1 + K, n, n, n)`` from one forward pass; draw
-        ``i`` is the one that uniform ``noise[:, i]`` (``noise``: ``(B, K, 3, n, n, n)``) selects
-        (:meth:`OccupancyMixture.from_noise`). Noise fixed per voxel
-        (:func:`dm2gal.infer.noise.voxel_noise`) makes a draw independent of tiling."""
-        dist = self.distribution(self(x, params))
-        draws = [dist.from_noise(noise[:, i]) for i in range(noise.shape[1])]
+        ``i`` is the one that ``noise[:, i]`` selects: ``noise`` ``(B, K, 3, n, n, n)``, uniforms
+        independent per voxel (:meth:`OccupancyMixture.from_noise`), or ``(B, K, 1, n, n, n)``,
+        a copula's correlated uniforms, each voxel's mass their quantile
+        (:func:`dm2gal.models.mass_law.mass_quantile`). Noise fixed per voxel
+        (:func:`dm2gal.infer.predict.draw_noise`) makes a draw independent of tiling."""
+        dist = self.distribution(self(x))
+        draws = [
+            mass_quantile(dist, noise[:, i])
+            if noise.shape[2] == 1
+            else dist.from_noise(noise[:, i])
+            for i in range(noise.shape[1])
+        ]
         return self._normalised(torch.cat([dist.mean(), *draws], dim=1))
 
     def extra_repr(self) -> str:

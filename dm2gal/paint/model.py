@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dm2gal.errors import ConfigError, MissingFileError
+from dm2gal.infer.box import run_copula
 from dm2gal.infer.calibration import QuantileMap
 from dm2gal.infer.exported import TrainedModel, is_exported, load_exported
 from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, tile_size
@@ -51,8 +52,9 @@ def load_run_model(
 ) -> TrainedModel:
     """A train run's network (its best checkpoint unless ``ckpt_path``), normalisation,
     recipe (``recipe.json``; rebuilt from its data for runs older than recipes), prediction
-    settings, calibration and scores. ``trust_checkpoint`` is the permission to unpickle a
-    checkpoint that this project did not write (:func:`dm2gal.train.runs.load_run`)."""
+    settings (with the draw copula its evaluation fitted), calibration and scores.
+    ``trust_checkpoint`` is the permission to unpickle a checkpoint that this project did not
+    write (:func:`dm2gal.train.runs.load_run`)."""
     run_dir = Path(run_dir)
     if not (run_dir / RUN_CONFIG).is_file():
         raise MissingFileError(
@@ -82,6 +84,7 @@ def load_run_model(
         tile=tile_size(module.net, evaluation.get("tile", DEFAULT_TILE)),
         batch_size=evaluation.get("batch_size", 4),
         channels_last=module.hparams.get("channels_last", False),
+        copula=run_copula(run_dir),
     )
     table = run_dir / EVALUATION_DIR / "calibration.csv"
     return TrainedModel(

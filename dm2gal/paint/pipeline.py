@@ -167,12 +167,14 @@ class Painting:
         return field_bytes(self.grid, len(self.inputs) + len(self.names))
 
     def predict_options(self) -> PredictOptions:
-        """The model's prediction settings, with the options' tile and batch size."""
+        """The model's prediction settings (its draw copula included), with the options' tile
+        and batch size."""
         return PredictOptions(
             tile=self.options.tile or self.model.options.tile,
             batch_size=self.options.batch_size or self.model.options.batch_size,
             channels_last=self.model.options.channels_last,
             progress=self.options.progress,
+            copula=self.model.options.copula,
         )
 
     def field_attrs(self) -> dict[str, Any]:
