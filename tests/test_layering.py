@@ -18,7 +18,7 @@ def _names(cell: str) -> list[str]:
 
 def allowed_imports(table: str) -> tuple[list[list[str]], dict[str, set[str]]]:
     """The table's rows of packages in order and, per package, those it may import (its row's
-    ``imports from dm2gal`` cell and its own row; "every package above it" is every earlier
+    ``imports from dm2gal`` cell and its own row; "everything above it" is every earlier
     row)."""
     rows: list[list[str]] = []
     allowed: dict[str, set[str]] = {}
@@ -28,7 +28,7 @@ def allowed_imports(table: str) -> tuple[list[list[str]], dict[str, set[str]]]:
         packages, _, imports = (cell.strip() for cell in line.strip("|").split("|"))
         above = {name for row in rows for name in row}
         imports = imports.split("(")[0]  # a note in brackets is about the command modules
-        ok = above if "every package above it" in imports else set(_names(imports))
+        ok = above if "everything above it" in imports else set(_names(imports))
         for name in _names(packages):
             allowed[name] = ok | set(_names(packages))
         rows.append(_names(packages))
