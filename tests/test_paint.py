@@ -184,7 +184,7 @@ REFUSALS = {
     "redshift": (["sim=gadget", f"sim.root={REAL}",
                   "sim.file=tng50-1-dark_cutout_z20_parttype1.hdf5"], "redshift 20.0"),
     "files": (["sim=gadget", "sim.root=/nonexistent"], "/nonexistent: no such directory"),
-    "samples": (["samples=-1"], "samples: expected the number of draws"),
+    "samples": (["samples=-1"], "samples: expected an integer >= 0"),
 }  # fmt: skip
 
 

@@ -6,16 +6,16 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from dm2gal.errors import ConfigError, MissingFileError
-from dm2gal.infer.box import run_copula
-from dm2gal.infer.calibration import QuantileMap
+from dm2gal.infer.box import EVALUATION_DIR, run_copula, run_options
+from dm2gal.infer.calibration import CALIBRATION_FILE, QuantileMap
 from dm2gal.infer.exported import TrainedModel, is_exported, load_exported
-from dm2gal.infer.predict import DEFAULT_TILE, PredictOptions, tile_size
 from dm2gal.infer.recipe import training_recipe
 from dm2gal.io.recipe import RECIPE_FILE, Recipe
 from dm2gal.train.runs import RUN_CONFIG, load_run
@@ -23,7 +23,6 @@ from dm2gal.train.runs import RUN_CONFIG, load_run
 log = logging.getLogger(__name__)
 
 #: the run's evaluation outputs a model card quotes
-EVALUATION_DIR = "evaluation"
 SCORE_FILES = ("metrics.json", "realisations.json")
 
 
@@ -79,14 +78,10 @@ def load_run_model(
             f"{recipe_path}: voxel_size {recipe.voxel_size} Mpc/h but the checkpoint {ckpt} "
             f"was trained on {voxel} Mpc/h"
         )
-    evaluation = cfg.get("evaluation") or {}
-    options = PredictOptions(
-        tile=tile_size(module.net, evaluation.get("tile", DEFAULT_TILE)),
-        batch_size=evaluation.get("batch_size", 4),
-        channels_last=module.hparams.get("channels_last", False),
-        copula=run_copula(run_dir),
-    )
-    table = run_dir / EVALUATION_DIR / "calibration.csv"
+    channels_last = module.hparams.get("channels_last", False)
+    options = run_options(module.net, cfg.get("evaluation") or {}, channels_last)
+    options = replace(options, copula=run_copula(run_dir))
+    table = run_dir / EVALUATION_DIR / CALIBRATION_FILE
     return TrainedModel(
         net=module.net.eval(),
         architecture=OmegaConf.to_container(cfg.model, resolve=True),

@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from dm2gal.errors import ConfigError
+from dm2gal.errors import ConfigError, integer_option
 from dm2gal.infer.calibration import calibrate_store_field
 from dm2gal.infer.catalog import field_galaxies, write_galaxy_catalog
 from dm2gal.infer.exported import TrainedModel
+from dm2gal.infer.naming import PredictionNames, draw_seeds
 from dm2gal.infer.predict import PredictOptions, predict_store
 from dm2gal.io.gravity_fields import TRACERS_FILE, Tracers
 from dm2gal.io.recipe import SimInfo
@@ -61,8 +62,8 @@ class PaintOptions:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 0:
-            raise ConfigError(f"samples: expected the number of draws (>= 0), got {self.samples!r}")
+        for key in ("samples", "seed"):  # frozen: an integral 2.0 is stored as 2
+            object.__setattr__(self, key, integer_option(getattr(self, key), key, minimum=0))
         if not self.min_mass >= 0:
             raise ConfigError(f"catalog_min_mass: expected >= 0 Msun/h, got {self.min_mass!r}")
 
@@ -97,13 +98,9 @@ class PaintSummary:
 
 def output_fields(name: str, samples: int, calibrated: bool) -> list[str]:
     """The painted fields' names: the mean (``name`` alone without draws), the draws and the
-    calibrated mean."""
-    mean = f"{name}_mean" if samples else name
-    return (
-        [mean]
-        + [f"{name}_draw_{i}" for i in range(samples)]
-        + ([f"{mean}_calibrated"] if calibrated else [])
-    )
+    calibrated mean (:class:`~dm2gal.infer.naming.PredictionNames`)."""
+    names = PredictionNames(name, samples)
+    return [names.mean, *names.draws] + ([names.calibrated] if calibrated else [])
 
 
 def check_source(
@@ -150,7 +147,7 @@ class Painting:
 
     @property
     def seeds(self) -> list[int]:
-        return list(range(self.options.seed, self.options.seed + self.options.samples))
+        return draw_seeds(self.options.seed, self.options.samples)
 
     @property
     def names(self) -> list[str]:
