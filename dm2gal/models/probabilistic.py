@@ -128,14 +128,17 @@ class ProbabilisticNet(OccupancyNet):
         transform."""
         return self._normalised(self.distribution(self(x, params)).mean())
 
-    def infer_draws(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def infer_draws(
+        self, x: torch.Tensor, noise: torch.Tensor, params: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The normalised mean and K draws ``(B, 1 + K, n, n, n)`` from one forward pass; draw
         ``i`` is the one that ``noise[:, i]`` selects: ``noise`` ``(B, K, 3, n, n, n)``, uniforms
         independent per voxel (:meth:`OccupancyMixture.from_noise`), or ``(B, K, 1, n, n, n)``,
         a copula's correlated uniforms, each voxel's mass their quantile
         (:func:`dm2gal.models.mass_law.mass_quantile`). Noise fixed per voxel
-        (:func:`dm2gal.infer.predict.draw_noise`) makes a draw independent of tiling."""
-        dist = self.distribution(self(x))
+        (:func:`dm2gal.infer.predict.draw_noise`) makes a draw independent of tiling; ``params``:
+        a conditioned network's universe parameters ``(B, P)``."""
+        dist = self.distribution(self(x, params))
         draws = [
             mass_quantile(dist, noise[:, i])
             if noise.shape[2] == 1
