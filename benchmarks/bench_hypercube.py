@@ -46,45 +46,36 @@ def main() -> None:
         source = data_module_config(cfg.data).source
         cube = instantiate(source, universe={"cache_dir": str(cache)}, progress=False)
         universes = cube.training_universes()
+        u, cores = source.universe, len(os.sched_getaffinity(0))
+        workers = args.workers or cores
+        print(
+            f"{len(universes)} universes of {u.particles}^3 particles, {u.grid}^3 grid, "
+            f"{u.box} Mpc/h, {u.steps} PM steps; {workers} workers on {cores} cores\n"
+        )
+        print("| quantity | value |\n| --- | --- |")
         load = os.getloadavg()[0]
         start = time.perf_counter()
-        times = build_universes(universes, args.workers, progress=False)
+        times = build_universes(universes, workers, progress=False)
         total = time.perf_counter() - start
+        wall = np.array([t.wall for t in times.values()])
+        cpu = np.array([t.cpu for t in times.values()])
+        print(f"| build wall per universe (s) | {wall.mean():.1f} +- {wall.std():.1f} |")
+        print(f"| build CPU per universe (s) | {cpu.mean():.1f} +- {cpu.std():.1f} |")
+        print(f"| hypercube wall, {workers} workers (s) | {total:.1f} |")
+        print(f"| hypercube CPU (s) | {cpu.sum():.1f} |", flush=True)
         start = time.perf_counter()
         cube.stores()
-        cached = time.perf_counter() - start
+        print(f"| open again from the cache (s) | {time.perf_counter() - start:.2f} |")
+        disk = np.mean([directory_bytes(x.store_dir) for x in universes]) / 2**20
+        print(f"| disk per universe (MiB) | {disk:.1f} |", flush=True)
         datamodule = instantiate(
-            data_module_config(cfg.data),
-            source=cube,
-            context=8,
-            sampler=instantiate(cfg.sampler),
+            data_module_config(cfg.data), source=cube, context=8, sampler=instantiate(cfg.sampler)
         )
         start = time.perf_counter()
         datamodule.setup("fit")
         setup = time.perf_counter() - start
-        anchors = len(datamodule.stat)
-        wall = np.array([t.wall for t in times.values()])
-        cpu = np.array([t.cpu for t in times.values()])
-        disk = np.mean([directory_bytes(u.store_dir) for u in universes]) / 2**20
-
-    u = source.universe
-    cores = len(os.sched_getaffinity(0))
-    workers = args.workers or cores
-    print(
-        f"{len(universes)} universes of {u.particles}^3 particles, {u.grid}^3 grid, "
-        f"{u.box} Mpc/h, {u.steps} PM steps; {workers} workers on {cores} cores"
-    )
-    print()
-    print("| quantity | value |")
-    print("| --- | --- |")
-    print(f"| build wall per universe (s) | {wall.mean():.1f} +- {wall.std():.1f} |")
-    print(f"| build CPU per universe (s) | {cpu.mean():.1f} +- {cpu.std():.1f} |")
-    print(f"| hypercube wall, {workers} workers (s) | {total:.1f} |")
-    print(f"| hypercube CPU (s) | {cpu.sum():.1f} |")
-    print(f"| open again from the cache (s) | {cached:.2f} |")
-    print(f"| data module set-up, {anchors} training anchors (s) | {setup:.1f} |")
-    print(f"| disk per universe (MiB) | {disk:.1f} |")
-    print(f"| load average (start, end) | {load:.1f}, {os.getloadavg()[0]:.1f} |")
+        print(f"| data module set-up, {len(datamodule.stat)} training anchors (s) | {setup:.1f} |")
+        print(f"| load average (start, end) | {load:.1f}, {os.getloadavg()[0]:.1f} |")
 
 
 if __name__ == "__main__":

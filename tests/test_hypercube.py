@@ -213,8 +213,11 @@ def test_mock_lh_composes_and_smoke_shrinks_it(tmp_path):
     full = data_module_config(compose_train(["data=mock_lh"]).data)
     assert full.source.n_universes == 16 and full.source.universe.particles == 64
     assert full.source.universe.box / full.source.universe.grid == pytest.approx(75 / 128)
+    # the default held-out cubes leave 32^3 training inputs room (crop 16, context 8)
+    instantiate(full, context=8).check_room(full.source.universe.grid, "mock_lh's grid")
     smoke = data_module_config(compose_train(["experiment=smoke", "data=mock_lh"]).data)
     assert (smoke.source.n_universes, smoke.source.universe.particles) == (4, 32)
+    assert list(smoke.splits.val) == [0.6875, 0.875]  # smoke's own held-out cubes
     cube = instantiate(smoke.source, universe={"cache_dir": str(tmp_path)})
     assert cube.names == ["Om0", "sigma8", "norm", "log_m1", "scatter_dex", "env_dex"]
     assert len(cube.test_universes()) == 4 and len(cube.response_universes(6000)) == 3

@@ -62,7 +62,8 @@ class FieldDataModule(L.LightningDataModule):
     ``(B, 1, n, n, n)`` normalised, ``occupied`` bool (raw target > 0) and ``valid`` bool (target
     voxels to score: inside the val / test region, and above ``min_target_mass`` if set); when
     the stores record parameters (:mod:`dm2gal.io.parameters`), ``params`` float32 ``(B, P)``:
-    each crop's universe's values in raw units, ordered as :attr:`parameter_names`.
+    each crop's universe's values in raw units, ordered as :attr:`parameter_names`, whose
+    training ranges :attr:`parameter_ranges` holds (min / max over the boxes trained on).
 
     A source with several universes (``stores()``, e.g. :class:`dm2gal.sim.hypercube.Hypercube`)
     trains on the training regions of all of them in one run, with the same held-out regions
