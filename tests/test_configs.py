@@ -243,6 +243,7 @@ def test_no_room_beside_the_held_out_cubes_fails_before_any_data(compose, tmp_pa
 REQUIRED = {
     "tng100": ["data.root=/nonexistent"],
     "camels": ["data.root=/nonexistent/IllustrisTNG/LH_0"],
+    "camels_lh": ["data.root=/nonexistent/IllustrisTNG"],
     "fields": ["data.dm=a.npy", "data.subhalo=b.npy", "data.stellar=c.npy", "data.box=75"],
 }
 
