@@ -231,3 +231,20 @@ def test_parallel_builds_equal_serial_ones(tmp_path):
         assert a.root.name == b.root.name
         for name in ("dm", "stellar"):
             assert a.field_meta(name)["hash"] == b.field_meta(name)["hash"]
+
+
+@pytest.mark.slow
+def test_a_conditioned_network_trains_on_the_smoke_hypercube(compose):
+    """experiment=smoke data=mock_lh model.conditioning=film: one training and one validation
+    batch from the 4 smoke universes; the network keeps the data's parameter names and ranges."""
+    from dm2gal.train.build import build
+
+    cfg = compose(["data=mock_lh", "model.conditioning=film", "trainer.fast_dev_run=true"])
+    datamodule, module, trainer = build(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    assert len(datamodule.universes) == 4
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert list(module.net.parameter_names) == datamodule.parameter_names
+    ranges = module.net.film.ranges
+    for name, (low, high) in datamodule.parameter_ranges.items():
+        assert ranges[name] == pytest.approx((low, high))
