@@ -125,3 +125,4 @@ def test_universe_rows_compare_like_with_like_and_count_the_wins() -> None:
     )
     assert plain["scores"]["network_mean"][LARGE_RK] == 0.9
     assert plain["scores"]["network_draw"][LARGE_PK] == 0.1
+    assert plain["scores"]["hod_draw"][LARGE_PK] == 0.5  # the HOD's mean meets a mean

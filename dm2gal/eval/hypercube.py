@@ -93,13 +93,15 @@ def universe_row(
     parameters: Mapping[str, float], metrics: Mapping[str, float], net: FieldNet, hod: str
 ) -> dict[str, Any]:
     """One universe's line: its parameters and the compared scores (like with like: means for
-    r(k), random fields for the P(k) error), and whether the network beats the HOD on each."""
+    r(k), random fields for the P(k) error; a deterministic network's one field against the
+    HOD's mean for both), and whether the network beats the HOD on each."""
     mean, draw = network_names(net)
+    random = mean != draw  # a deterministic network's one field meets the HOD's mean
     fields = {
         "network_mean": mean,
         "network_draw": draw,
         "hod_mean": f"hod_{hod}_mean",
-        "hod_draw": f"hod_{hod}_draw",
+        "hod_draw": f"hod_{hod}_draw" if random else f"hod_{hod}_mean",
         "oracle_mean": "oracle_mean",
         "oracle_draw": "oracle_draw",
     }
