@@ -313,7 +313,9 @@ class PreemptionCheckpoint(L.Callback):
         # a kill while writing must not leave a truncated last.ckpt: write, then rename (the
         # previous one becomes last-1.ckpt)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(tmp)
+        # a full resume point (optimiser, loops, callbacks); said explicitly, Lightning logs its
+        # default at every save
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             rotate_in(tmp, self.path)
         trainer.strategy.barrier("last.ckpt")
