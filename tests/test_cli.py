@@ -115,7 +115,7 @@ def test_command_name_is_what_the_user_typed(monkeypatch, argv0: str, name: str)
     assert command_name() == name
 
 
-@pytest.mark.parametrize("command", ["dm2gal.hod", "dm2gal.paint"])
+@pytest.mark.parametrize("command", ["dm2gal.hod", "dm2gal.paint", "dm2gal.paint.compare"])
 def test_help_names_the_command(command: str):
     """``--help`` of a ``python -m dm2gal.<command>`` app names it (Hydra says ``__main__``);
     ``dm2gal.paint`` composes its own config folder (conf/paint/)."""

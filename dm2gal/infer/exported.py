@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from dm2gal import __version__
 from dm2gal.data.transforms import FieldTransform
 from dm2gal.errors import ConfigError, MissingFileError
-from dm2gal.infer.calibration import QuantileMap
+from dm2gal.infer.calibration import CALIBRATION_FILE, QuantileMap
 from dm2gal.infer.copula import CopulaKernel
 from dm2gal.infer.predict import PredictOptions
 from dm2gal.io.recipe import Recipe
@@ -32,7 +32,6 @@ from dm2gal.io.store import atomic_write_text, staged_dir
 from dm2gal.models.base import FieldNet
 
 WEIGHTS_FILE, CARD_FILE = "model.safetensors", "model_card.json"
-CALIBRATION_FILE = "calibration.csv"
 CARD_FORMAT = "dm2gal-model/1"
 #: the package whose classes an exported architecture may name
 MODELS_PACKAGE = "dm2gal.models."
