@@ -1,4 +1,4 @@
-"""Learning-curve and ablation tables from evaluated runs (issue 30, item 3).
+"""Learning-curve and ablation tables from evaluated runs.
 
     python docs/results/scripts/learning_curve.py out.md out.png name=dir1,dir2 [name=...]
 

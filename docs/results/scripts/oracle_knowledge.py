@@ -1,4 +1,4 @@
-"""How much halo-mass and environment knowledge the mean field needs (issue 30, item 2).
+"""How much halo-mass and environment knowledge the mean field needs.
 
 For unseen mock boxes the hosts are rebuilt exactly as :class:`dm2gal.sim.mock.MockUniverse`
 builds them (gravity-only run, FoF, M200c, environment); the galaxy model's exact mean
