@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -51,17 +52,6 @@ def hosts_of(mock: MockUniverse) -> tuple[Hosts, np.ndarray]:
     return Hosts(so.centre, mass, groups.members(), pos, env), dm
 
 
-def with_(hosts: Hosts, mass: np.ndarray | None = None, env: np.ndarray | None = None) -> Hosts:
-    """``hosts`` with other masses and/or environments."""
-    return Hosts(
-        hosts.pos,
-        hosts.mass if mass is None else mass,
-        hosts.members,
-        hosts.particle_pos,
-        hosts.env if env is None else env,
-    )
-
-
 def regressed_env(dm: np.ndarray, mock: MockUniverse, hosts: Hosts, radius: float) -> np.ndarray:
     """The best linear prediction of the true environment from log M and the log density
     smoothed on ``radius`` Mpc/h: what a model seeing only that scale could know."""
@@ -75,13 +65,13 @@ def variants(hosts: Hosts, dm: np.ndarray, mock: MockUniverse, seed: int) -> dic
     """Every degraded knowledge of the hosts, by name."""
     rng = np.random.default_rng(seed)
     n = len(hosts)
-    out = {"exact": hosts, "no_env": with_(hosts, env=np.zeros(n))}
+    out = {"exact": hosts, "no_env": replace(hosts, env=np.zeros(n))}
     for s in MASS_ERRORS:
-        out[f"mass_{s}dex"] = with_(hosts, mass=hosts.mass * 10.0 ** rng.normal(0.0, s, n))
+        out[f"mass_{s}dex"] = replace(hosts, mass=hosts.mass * 10.0 ** rng.normal(0.0, s, n))
     for s in ENV_ERRORS:
-        out[f"env_error_{s}"] = with_(hosts, env=hosts.env + rng.normal(0.0, s, n))
+        out[f"env_error_{s}"] = replace(hosts, env=hosts.env + rng.normal(0.0, s, n))
     for r in OTHER_RADII:
-        out[f"env_at_R{r}"] = with_(hosts, env=regressed_env(dm, mock, hosts, r))
+        out[f"env_at_R{r}"] = replace(hosts, env=regressed_env(dm, mock, hosts, r))
     return out
 
 
