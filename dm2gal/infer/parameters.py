@@ -15,6 +15,7 @@ from dm2gal.errors import ConfigError
 from dm2gal.io.parameters import PARAMETERS_KEY, read_parameters
 from dm2gal.io.store import FieldStore
 from dm2gal.models.base import FieldNet
+from dm2gal.models.mixture import OccupancyMixture
 
 
 def universe_parameters(
@@ -89,10 +90,16 @@ class BoundNet(FieldNet):
 
 
 class BoundDrawsNet(BoundNet):
-    """A :class:`BoundNet` of a probabilistic network: also its seeded draws."""
+    """A :class:`BoundNet` of a probabilistic network: also its seeded draws and the per-voxel
+    laws of its raw output (what a draw copula is fitted to, :mod:`dm2gal.infer.copula_fit`)."""
 
     def infer_draws(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return self.net.infer_draws(x, noise, self._params(x))
+
+    def distribution(self, output: torch.Tensor) -> OccupancyMixture:
+        """The per-voxel laws of ``output``, a raw output of :meth:`forward` (which took the
+        bound parameters)."""
+        return self.net.distribution(output)
 
 
 def bind_parameters(
