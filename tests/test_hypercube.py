@@ -81,6 +81,19 @@ def test_test_points_and_response_pairs_stay_inside_the_training_span(tmp_path):
             )
 
 
+def test_the_centre_baseline_trains_on_the_centre_universe_alone(tmp_path):
+    """training=centre: one universe at the middle of every range on IC seed ic_seed, scored
+    on the same test universes as the hypercube's."""
+    cube = tiny_cube(tmp_path, n=4, training="centre", ic_seed=7)
+    (universe,) = cube.training_universes()
+    centre = {name: sum(bounds) / 2 for name, bounds in RANGES.items()}
+    assert universe.seed == 7 and universe.parameters == pytest.approx(centre)
+    full = tiny_cube(tmp_path, n=4, ic_seed=7)
+    assert [u.store_dir for u in cube.test_universes()] == [
+        u.store_dir for u in full.test_universes()
+    ]
+
+
 @pytest.mark.parametrize(
     "options, key",
     [
@@ -91,6 +104,7 @@ def test_test_points_and_response_pairs_stay_inside_the_training_span(tmp_path):
         ({"response": {"deltas": {"norm": 0.01}}}, "response.deltas.norm"),
         ({"universe": {"box": 25.0, "seed": 3}}, "universe.seed"),
         ({"ranges": {"Om0": [0.01, 0.04]}, "cosmology": {"Ob0": 0.05}}, "cosmology"),
+        ({"training": "middle"}, "training"),
     ],
 )
 def test_bad_hypercube_options_name_their_key(tmp_path, options, key):

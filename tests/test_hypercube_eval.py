@@ -1,12 +1,22 @@
 """Evaluation across a hypercube of universes: the response d ln P / d theta against an
-analytic field, the per-universe comparison with the HOD, and the summary's counts."""
+analytic field, the per-universe comparison with the HOD, the summary's counts, and the HOD
+cross-fitted on a universe's two halves."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
-from dm2gal.eval.hypercube import LARGE_PK, LARGE_RK, summarise, universe_row, universes_markdown
+from dm2gal.eval.hypercube import (
+    LARGE_DECORRELATION,
+    LARGE_PK,
+    LARGE_RK,
+    cross_fitted_hod,
+    summarise,
+    universe_row,
+    universes_markdown,
+)
 from dm2gal.eval.report import ReportOptions
 from dm2gal.eval.response import (
     pair_response,
@@ -14,9 +24,19 @@ from dm2gal.eval.response import (
     responses_markdown,
     summarise_responses,
 )
+from dm2gal.hod import BinnedHOD
+from dm2gal.io.catalog import (
+    CATALOGS_FILE,
+    GalaxyCatalog,
+    HaloCatalog,
+    load_catalogs,
+    mass_definition,
+    save_catalogs,
+)
 from dm2gal.io.parameters import parameter_attrs, read_parameters
 from dm2gal.io.store import FieldStore
 from dm2gal.models import ProbabilisticNet, ResNet3d
+from dm2gal.sim import MockUniverse
 
 GRID, BOX = 16, 20.0
 
@@ -81,6 +101,7 @@ def _metrics(net_rk: float, hod_rk: float, net_pk: float, hod_pk: float, draws: 
         f"hod_binned_env_draw/{LARGE_PK}": hod_pk,
         f"oracle_mean/{LARGE_PK}": 0.1,
         f"oracle_draw/{LARGE_PK}": 0.05,
+        f"{mean}/{LARGE_DECORRELATION}": 1.5,
     }
     out[f"{draw}/{LARGE_PK}"] = net_pk
     if draws:
@@ -114,7 +135,7 @@ def test_universe_rows_compare_like_with_like_and_count_the_wins() -> None:
     assert rk["mean"] == pytest.approx(np.mean([0.9, 0.9, 0.7]))
     assert rk["std"] == pytest.approx(np.std([0.9, 0.9, 0.7], ddof=1))
     table = universes_markdown(rows, summary)
-    assert "| 0.3 | 0.900 | 0.800 | 0.990 | 0.100 | 0.200 | yes |" in table
+    assert "| 0.3 | 0.900 | 0.800 | 0.990 | 1.50 | 0.100 | 0.200 | yes |" in table
     assert "1/3" in table
 
     plain = universe_row(
@@ -126,3 +147,53 @@ def test_universe_rows_compare_like_with_like_and_count_the_wins() -> None:
     assert plain["scores"]["network_mean"][LARGE_RK] == 0.9
     assert plain["scores"]["network_draw"][LARGE_PK] == 0.1
     assert plain["scores"]["hod_draw"][LARGE_PK] == 0.5  # the HOD's mean meets a mean
+
+
+def _mirrored(halos: HaloCatalog, galaxies: GalaxyCatalog, box: float) -> tuple:
+    """The hosts at 2 <= x < box/2 - 2 Mpc/h and their galaxies (those at 1 <= x < box/2 - 1),
+    plus a copy of both shifted by box/2 along x with 10x lighter galaxies: two halves with
+    the same hosts, whose galaxies differ by a factor 10 in mass."""
+    half = box / 2
+    keep = (halos.pos[:, 0] >= 2) & (halos.pos[:, 0] < half - 2)
+    index = np.cumsum(keep) - 1
+    gx = galaxies.pos[:, 0]
+    ours = (galaxies.host >= 0) & keep[galaxies.host] & (gx >= 1) & (gx < half - 1)
+    shift = np.array([half, 0.0, 0.0])
+    pos, mass, n_sub = halos.pos[keep], halos.mass[keep], halos.n_sub[keep]
+    hosts = HaloCatalog(np.concatenate([pos, pos + shift]), np.tile(mass, 2), np.tile(n_sub, 2))
+    g = {name: getattr(galaxies, name)[ours] for name in ("pos", "mstar", "central", "host_mass")}
+    host = index[galaxies.host[ours]]
+    light = GalaxyCatalog(
+        np.concatenate([g["pos"], g["pos"] + shift]),
+        np.concatenate([g["mstar"], g["mstar"] / 10]),
+        np.concatenate([host, host + keep.sum()]),
+        np.tile(g["central"], 2),
+        np.tile(g["host_mass"], 2),
+    )
+    return hosts, light
+
+
+def test_cross_fitted_hod_paints_each_half_with_the_other_halfs_fit(tmp_path) -> None:
+    """Two halves with the same hosts whose galaxies differ 10x in mass: the cross-fitted HOD
+    paints each half with the other half's masses (the heavy half 10x too light, the light
+    half 10x too heavy), where a fit on the whole box paints both at the average, 5.5x the
+    light half's: every voxel is out of its HOD's sample."""
+    store = MockUniverse(
+        box=32.0, particles=16, grid=16, seed=3, steps=5, cache_dir=tmp_path
+    ).build()
+    path = store.root / CATALOGS_FILE
+    halos, galaxies = _mirrored(*load_catalogs(path), store.box)
+    save_catalogs(path, halos, galaxies, mass_definition(path))
+    hod = OmegaConf.create({"_target_": "dm2gal.hod.BinnedHOD"})
+    fields = cross_fitted_hod(hod, store, seed=0)
+    assert list(fields) == ["hod_binned_mean", "hod_binned_draw"]
+    mean = fields["hod_binned_mean"]
+    whole = BinnedHOD().fit(halos, galaxies, lambda pos: np.zeros(len(pos), bool), store.box)
+    average = whole.paint_mean(halos, store.grid, store.box)
+    half = store.grid // 2
+    heavy, light = mean[:half], mean[half:]
+    np.testing.assert_allclose(light, 10 * heavy, rtol=1e-4, atol=1e-3 * heavy.max())
+    assert heavy.sum() / average[:half].sum() == pytest.approx(1 / 5.5, rel=1e-4)
+    assert light.sum() / average[half:].sum() == pytest.approx(10 / 5.5, rel=1e-4)
+    draw = fields["hod_binned_draw"]
+    assert draw[half:].sum() > 3 * draw[:half].sum()  # the draw too: light half painted heavy

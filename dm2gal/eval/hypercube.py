@@ -1,19 +1,22 @@
 """A network conditioned on universe parameters, scored on unseen points of its hypercube.
 
 Per test universe (a point of the source's parameter space never trained on,
-``source.test_universes()``), the held-out evaluation of :mod:`dm2gal.eval.evaluation` on that
-universe's test region: the network bound to the universe's recorded parameters
-(:mod:`dm2gal.infer.parameters`), an HOD fitted on *that* universe's own training region, and
-the oracle. The scores of each universe go to ``universes.json``; ``summary`` holds the goals
-(the network beats the HOD on r(k <= 1) with its mean and on |P/P_true - 1| (k <= 1) with its
-draws, like with like) as counts and each score's mean +- std over the universes. With the
-source's response pairs, the response of P(k) to each parameter (:mod:`dm2gal.eval.response`).
-Written: ``hypercube.json``, ``hypercube.md``, ``scores_by_parameter.png``.
+``source.test_universes()``), its whole box (every voxel unseen by the network: k down to the
+box's fundamental mode): the network bound to the universe's recorded parameters
+(:mod:`dm2gal.infer.parameters`), an HOD fitted on *that* universe (cross-fitted: each x-half of
+the box painted by the HOD fitted on the other half, so that every voxel is out of its HOD's
+sample, :func:`cross_fitted_hod`), and the oracle, against the truth. The same on the universes
+at the centre of the ranges (one per response seed), where a network trained on the centre
+universe alone (``data.source.training=centre``) is the single-universe baseline. The scores of
+each universe go to ``hypercube.json``; ``summary`` holds the goals (the network beats the HOD on
+r(k <= 1) with its mean and on |P/P_true - 1| (k <= 1) with its draws, like with like) as counts
+and each score's mean +- std over the universes. With the source's response pairs, the response
+of P(k) to each parameter (:mod:`dm2gal.eval.response`). Written: ``hypercube.json``,
+``hypercube.md``, ``scores_by_parameter.png`` and each universe's report.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -22,21 +25,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from hydra.utils import instantiate
 from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
-from dm2gal.data.splits import Splits
 from dm2gal.data.transforms import FieldTransform
 from dm2gal.errors import ConfigError
 from dm2gal.eval.evaluation import (
     EvaluationSettings,
-    evaluate_test_region,
+    RegionFields,
     predict_network,
-    region_field,
+    score_test_fields,
+    split_draws,
 )
 from dm2gal.eval.plots import save_png
-from dm2gal.eval.realisations import whole_box
-from dm2gal.eval.references import fit_hods
+from dm2gal.eval.realisations import network_fields, whole_box
+from dm2gal.eval.references import oracle_fields
 from dm2gal.eval.response import (
     Predict,
     pair_response,
@@ -44,6 +48,7 @@ from dm2gal.eval.response import (
     responses_markdown,
     summarise_responses,
 )
+from dm2gal.hod import fit_on_stores, paint_on_store
 from dm2gal.infer.parameters import bind_parameters
 from dm2gal.io.parameters import read_parameters
 from dm2gal.io.store import FieldStore, atomic_write_text, staged_dir
@@ -60,27 +65,18 @@ RESULT_FILE, TABLE_FILE, PLOT_FILE = "hypercube.json", "hypercube.md", "scores_b
 
 
 @dataclass(frozen=True)
-class UniverseData:
-    """One universe as the held-out evaluation and the HOD fit read a data module: its store,
-    the run's splits (the same held-out regions in every universe), normalisation and fields."""
+class RunFields:
+    """What a run's network reads and predicts: its input fields' names, normalisation and
+    target field."""
 
-    store: FieldStore
-    splits: Splits
     transform: FieldTransform
     inputs: Sequence[str]
     target: str
-    training_boxes: Sequence[FieldStore] = ()
-
-    @property
-    def box(self) -> float:
-        return self.store.box
 
 
-def universe_data(datamodule: Any, store: FieldStore) -> UniverseData:
-    """``store``'s universe seen through the run's ``datamodule`` (set up)."""
-    return UniverseData(
-        store, datamodule.splits, datamodule.transform, list(datamodule.inputs), datamodule.target
-    )
+def run_fields(datamodule: Any) -> RunFields:
+    """The fields of the run's ``datamodule`` (set up)."""
+    return RunFields(datamodule.transform, list(datamodule.inputs), datamodule.target)
 
 
 def network_names(net: FieldNet) -> tuple[str, str]:
@@ -117,49 +113,85 @@ def universe_row(
     }
 
 
+def whole_box_prediction(
+    net: FieldNet, fields: RunFields, store: FieldStore, settings: EvaluationSettings, seed: int
+) -> np.ndarray | list[np.ndarray]:
+    """``net`` bound to ``store``'s parameters on its whole box: a deterministic network's
+    field, a probabilistic one's ``[mean, *draws]`` (``settings.draws`` draws, seeds from
+    ``seed``); Msun/h per voxel."""
+    bound = bind_parameters(net, store, None)
+    inputs = [store.read(name) for name in fields.inputs]
+    options = settings.predict_options(progress=False)
+    return predict_network(
+        bound, fields.transform, inputs, whole_box(store), options, settings.draws, seed
+    )
+
+
+def cross_fitted_hod(hod_cfg: DictConfig, store: FieldStore, seed: int) -> dict[str, np.ndarray]:
+    """The HOD of ``hod_cfg`` on ``store``'s whole box, fitted on the universe itself but every
+    voxel out of sample: the x < box/2 half painted by the HOD fitted on the other half's
+    galaxies and the other way round (two-fold cross-fitting). Its mean ``hod_<name>_mean`` and
+    one draw ``hod_<name>_draw`` (seed ``seed``), Msun/h per voxel; none without catalogues."""
+    half = store.box / 2
+    centres = (np.arange(store.grid) + 0.5) * store.box / store.grid
+    out: dict[str, np.ndarray] = {}
+    for fit_on_low in (True, False):
+
+        def is_heldout(pos: np.ndarray, fit_on_low: bool = fit_on_low) -> np.ndarray:
+            return (pos[:, 0] < half) != fit_on_low
+
+        painted = (centres >= half) if fit_on_low else (centres < half)
+        fitted = fit_on_stores([instantiate(hod_cfg)], [store], is_heldout)
+        for name, (field,) in paint_on_store(fitted, store, [seed]).items():
+            out.setdefault(name, np.zeros_like(field))[painted] = field[painted]
+    return out
+
+
 def evaluate_universe(
     net: FieldNet,
-    data: UniverseData,
+    fields: RunFields,
+    store: FieldStore,
     hod_cfg: DictConfig,
     out_dir: Path,
     settings: EvaluationSettings,
     seed: int,
 ) -> dict[str, float]:
-    """The held-out evaluation of one universe (into ``out_dir``): ``net`` bound to the
-    universe's recorded parameters, the HOD of ``hod_cfg`` fitted on the universe's own
-    training region, the oracle; return the metrics."""
-    fitted = fit_hods([hod_cfg], data)
-    bound = bind_parameters(net, data.store, None)
-    return evaluate_test_region(bound, data, out_dir, settings, hods=fitted, seed=seed)
+    """One unseen universe's whole box against its truth (report into ``out_dir``): ``net``
+    bound to the universe's recorded parameters, the :func:`cross_fitted_hod` of ``hod_cfg``
+    and the oracle; return the metrics."""
+    prediction = whole_box_prediction(net, fields, store, settings, seed)
+    scored, draws = split_draws(network_fields(prediction))
+    scored |= cross_fitted_hod(hod_cfg, store, seed) | oracle_fields(store)
+    truth = store.read(fields.target, mmap=False)
+    return score_test_fields(out_dir, store.box, RegionFields(truth, scored, draws), settings)
 
 
 def evaluate_universes(
     net: FieldNet,
-    datamodule: Any,
+    fields: RunFields,
     stores: Sequence[FieldStore],
     hod_cfg: DictConfig,
     out_dir: Path,
     settings: EvaluationSettings,
     seed: int,
 ) -> list[dict[str, Any]]:
-    """:func:`universe_row` of every store (``out_dir/universe_<i>``: its evaluation); a
-    universe whose test region holds no stellar mass (no P(k) to score: a small box) is left
-    out with a warning."""
-    settings = dataclasses.replace(settings, calibration_voxels=0, realisations=0, stores=())
+    """:func:`universe_row` of every store (``out_dir/universe_<i>``: its report); a universe
+    without stellar mass (no P(k) to score) is left out with a warning."""
     hod = str(hod_cfg.get("name", "hod"))
     rows = []
     for i, store in enumerate(stores):
-        data = universe_data(datamodule, store)
-        if not region_field(store.read(data.target), data.splits.test).any():
-            log.warning("%s: no stellar mass in the test region; universe left out", store.root)
+        if not store.read(fields.target).any():
+            log.warning("%s: no stellar mass; universe left out", store.root)
             continue
-        metrics = evaluate_universe(net, data, hod_cfg, out_dir / f"universe_{i}", settings, seed)
+        metrics = evaluate_universe(
+            net, fields, store, hod_cfg, out_dir / f"universe_{i}", settings, seed
+        )
         row = universe_row(read_parameters(store), metrics, net, hod)
         rows.append(row | {"store": str(store.root)})
     if not rows:
         raise ConfigError(
-            f"data.source.test_points: none of the {len(stores)} test universes has stellar "
-            "mass in the test region (data.splits.test); nothing to score"
+            f"data.source: none of the {len(stores)} universes scored holds stellar mass; "
+            "nothing to score"
         )
     return rows
 
@@ -186,9 +218,11 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def universes_markdown(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> str:
     """A Markdown table: one line per universe (parameters, r(k <= 1) of the network's and the
-    HOD's means, P err (k <= 1) of their random fields, won or not), then mean +- std."""
+    HOD's means, the network mean's decorrelation ratio over the oracle's at k <= 1, P err
+    (k <= 1) of their random fields, won or not), then mean +- std."""
     names = list(rows[0]["parameters"])
-    head = [*names, "r net", "r HOD", "r oracle", "P err net", "P err HOD", "beats HOD"]
+    head = [*names, "r net", "r HOD", "r oracle", "ratio net", "P err net", "P err HOD",
+            "beats HOD"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         s = row["scores"]
@@ -196,6 +230,7 @@ def universes_markdown(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, 
             f"{s['network_mean'][LARGE_RK]:.3f}",
             f"{s['hod_mean'][LARGE_RK]:.3f}",
             f"{s['oracle_mean'].get(LARGE_RK, float('nan')):.3f}",
+            f"{s['network_mean'].get(LARGE_DECORRELATION, float('nan')):.2f}",
             f"{s['network_draw'][LARGE_PK]:.3f}",
             f"{s['hod_draw'][LARGE_PK]:.3f}",
             "yes" if row["beats_hod_rk"] and row["beats_hod_pk"] else "no",
@@ -214,6 +249,7 @@ def universes_markdown(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, 
             pm("network_mean", LARGE_RK),
             pm("hod_mean", LARGE_RK),
             pm("oracle_mean", LARGE_RK),
+            pm("network_mean", LARGE_DECORRELATION),
             pm("network_draw", LARGE_PK),
             pm("hod_draw", LARGE_PK),
             f"{summary['beats_hod_both']}/{summary['universes']}",
@@ -244,16 +280,14 @@ def score_by_parameter(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     save_png(fig, path)
 
 
-def network_predict(net: FieldNet, data: Any, settings: EvaluationSettings, seed: int) -> Predict:
-    """``predict(store)``: ``[mean, *draws]`` of ``net`` bound to ``store``'s parameters on its
-    whole box (``settings.draws`` draws of a probabilistic network; its one field otherwise)."""
-    options = settings.predict_options(progress=False)
+def network_predict(
+    net: FieldNet, fields: RunFields, settings: EvaluationSettings, seed: int
+) -> Predict:
+    """``predict(store)``: ``[mean, *draws]`` of :func:`whole_box_prediction` (a
+    deterministic network's one field alone)."""
 
     def predict(store: FieldStore) -> list[np.ndarray]:
-        bound = bind_parameters(net, store, None)
-        inputs = [store.read(name) for name in data.inputs]
-        region = whole_box(store)
-        out = predict_network(bound, data.transform, inputs, region, options, settings.draws, seed)
+        out = whole_box_prediction(net, fields, store, settings, seed)
         return list(out) if isinstance(out, list) else [out]
 
     return predict
@@ -264,7 +298,7 @@ def hypercube_response(
 ) -> dict[str, dict[str, Any]]:
     """For each parameter of ``source.response`` (deltas, IC seeds): d ln P / d theta per
     field and band of every seed's universe pair, their summary and the goal."""
-    predict = network_predict(net, datamodule, settings, seed)
+    predict = network_predict(net, run_fields(datamodule), settings, seed)
     per_seed: dict[str, list] = {}
     for ic_seed in source.response["seeds"]:
         for name, universes in source.response_universes(ic_seed).items():
@@ -292,14 +326,27 @@ def evaluate_hypercube(
 ) -> dict[str, Any]:
     """Score ``net`` (its run's ``datamodule``, set up) on the test universes of ``source``
     (a hypercube: ``test_universes()``, ``response_universes(seed)``, ``build_all``) and, with
-    ``response``, its P(k) response; write ``hypercube.json``, ``hypercube.md``,
-    ``scores_by_parameter.png`` and each universe's evaluation into ``out_dir`` (whole, or not
-    at all); return the ``hypercube.json`` content."""
-    stores = source.build_all(source.test_universes())
+    ``response``, its P(k) response; also on the centre universes of the response seeds
+    (``centre``: where a network trained on the centre alone is compared); write
+    ``hypercube.json``, ``hypercube.md``, ``scores_by_parameter.png`` and each universe's
+    report into ``out_dir`` (whole, or not at all); return the ``hypercube.json`` content."""
+    fields = run_fields(datamodule)
+    tests = source.build_all(source.test_universes())
+    centres = source.build_all([source.centre_universe(s) for s in source.response["seeds"]])
     with staged_dir(out_dir) as staging:
-        rows = evaluate_universes(net, datamodule, stores, hod_cfg, staging, settings, seed)
-        result = {"universes": rows, "summary": summarise(rows)}
+        rows = evaluate_universes(net, fields, tests, hod_cfg, staging, settings, seed)
+        centre = evaluate_universes(
+            net, fields, centres, hod_cfg, staging / "centre", settings, seed
+        )
+        result = {
+            "universes": rows,
+            "summary": summarise(rows),
+            "centre": centre,
+            "centre_summary": summarise(centre),
+        }
         text = "## Unseen universes\n\n" + universes_markdown(rows, result["summary"])
+        text += "\n## Unseen universes at the centre of the ranges\n\n"
+        text += universes_markdown(centre, result["centre_summary"])
         if response:
             result["response"] = hypercube_response(net, datamodule, source, settings, seed)
             text += "\n## Response d ln P / d theta\n\n" + responses_markdown(result["response"])

@@ -40,6 +40,8 @@ COSMOLOGY_KEYS = tuple(f.name for f in fields(Cosmology))
 GALAXY_KEYS = tuple(f.name for f in fields(GalaxyModel))
 #: the keys of the test_points and response options
 TEST_KEYS = ("count", "seed", "ic_seed", "shrink")
+#: what a run trains on: every hypercube point, or the centre universe alone (a baseline)
+TRAINING = ("hypercube", "centre")
 RESPONSE_KEYS = ("deltas", "seeds")
 
 
@@ -155,6 +157,9 @@ class Hypercube:
             seed; ``delta <= (1/2 - 1/n_universes)`` of the range keeps both inside the span.
         workers: universes built at once, each in its own process (None: one per core).
         progress: a progress bar over the universes built.
+        training: ``"hypercube"`` trains on every point; ``"centre"`` on the universe at the
+            centre of the ranges alone (initial conditions of ``ic_seed``): the single-universe
+            baseline, scored on the same test and response universes.
     """
 
     def __init__(
@@ -171,8 +176,12 @@ class Hypercube:
         response: Mapping[str, Any] | None = None,
         workers: int | None = None,
         progress: bool = True,
+        training: str = "hypercube",
     ):
         self.ranges = _ranges(ranges)
+        if training not in TRAINING:
+            raise ConfigError(f"data.source.training: expected one of {TRAINING}, got {training!r}")
+        self.training = training
         self.universe_options = dict(universe)
         for key in ("seed", "cosmology", "galaxies", "parameter_names"):
             if key in self.universe_options:
@@ -296,7 +305,9 @@ class Hypercube:
         ]
 
     def training_universes(self) -> list[MockUniverse]:
-        """The universes to train on, one per hypercube point."""
+        """The universes to train on: one per hypercube point, or the centre universe alone."""
+        if self.training == "centre":
+            return [self.centre_universe(self.ic_seed)]
         return self._at(self.points, self.ic_seed)
 
     def test_universes(self) -> list[MockUniverse]:
