@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from dm2gal.errors import ConfigError
-from dm2gal.models import ProbabilisticNet, ResNet3d, UNet3d, count_parameters
+from dm2gal.models import (
+    PaperNet,
+    ProbabilisticNet,
+    ResNet3d,
+    TwoPhaseNet,
+    UNet3d,
+    count_parameters,
+)
 from dm2gal.models.conditioning import FiLM
 from dm2gal.train.losses import MSELoss
 from dm2gal.train.module import Dm2galModule
@@ -21,6 +28,8 @@ SMALL = {
     "unet3d": (lambda **kw: UNet3d(channels=4, levels=1, convs=1, **kw), 2),
     "resnet3d": (lambda **kw: ResNet3d(channels=4, blocks=2, **kw), 3),
     "probabilistic": (lambda **kw: ProbabilisticNet(channels=4, levels=1, convs=1, **kw), 2),
+    "twophase": (lambda **kw: TwoPhaseNet(channels=4, levels=1, convs=1, **kw), 2),
+    "paper_cnn": (lambda **kw: PaperNet(channels=2, **kw), 1),
 }
 
 

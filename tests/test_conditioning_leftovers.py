@@ -5,7 +5,9 @@ and FiLM on the two-phase and paper networks."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
+from hydra.utils import instantiate
 
 from dm2gal.data.crops import read_crop
 from dm2gal.data.regions import Region
@@ -13,7 +15,7 @@ from dm2gal.data.transforms import FieldTransform
 from dm2gal.infer.copula_fit import fit_copula, fit_region_copula
 from dm2gal.infer.parameters import bind_parameters
 from dm2gal.infer.predict import PredictOptions, predict_fields
-from dm2gal.models import ProbabilisticNet
+from dm2gal.models import PaperNet, ProbabilisticNet, TwoPhaseNet
 
 NAMES = ("Om0", "sigma8")
 RANGES = {"Om0": (0.2, 0.4), "sigma8": (0.6, 1.0)}
@@ -83,3 +85,34 @@ def test_a_bound_probabilistic_network_gives_fitted_copula_draws_of_its_universe
     other = bind_parameters(net, None, {"Om0": 0.25, "sigma8": 0.9})
     _, other_draw = predict_fields(other, TRANSFORM, inputs, box, options, seeds=[3])
     assert np.abs(np.log1p(other_draw) - np.log1p(draw)).max() > 0.1
+
+
+@pytest.mark.parametrize(
+    "make, side",
+    [
+        (lambda **kw: TwoPhaseNet(channels=3, levels=1, convs=1, **kw), 2),
+        (lambda **kw: PaperNet(channels=2, **kw), 1),
+    ],
+    ids=["twophase", "paper_cnn"],
+)
+def test_film_modulates_the_twophase_and_paper_networks(make, side: int) -> None:
+    """Once FiLM is not the identity, the two-phase and paper networks' predictions depend on
+    the parameters (the identity at start: tests/test_conditioning.py)."""
+    torch.manual_seed(0)
+    net = make(conditioning="film", parameters=NAMES).eval()
+    net.film.set_ranges(RANGES)
+    torch.nn.init.normal_(net.film.mlp[-1].weight, std=0.5)
+    width = side + 2 * net.context
+    x = torch.randn(2, 2, width, width, width, generator=torch.Generator().manual_seed(1))
+    low, high = torch.tensor([[0.25, 0.7]] * 2), torch.tensor([[0.35, 0.9]] * 2)
+    with torch.no_grad():
+        assert not torch.allclose(net(x, low), net(x, high), atol=1e-3)
+        assert net.infer(x, low).shape == (2, 1, side, side, side)
+
+
+@pytest.mark.parametrize("model", ["twophase", "paper_cnn"])
+def test_film_composes_for_the_twophase_and_paper_networks(compose, model: str) -> None:
+    cfg = compose(["data=mock_lh", f"model={model}", "model.conditioning=film"])
+    net = instantiate(cfg.model)
+    assert net.parameter_names == tuple(cfg.data.parameter_names)
+    assert len(net.parameter_names) >= 2

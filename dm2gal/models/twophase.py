@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from dm2gal.models.occupancy import OccupancyNet
@@ -15,7 +17,8 @@ class TwoPhaseNet(OccupancyNet):
 
     ``empty_value`` is the normalised target of an empty voxel (raw stellar mass 0), which the
     data config's transform defines; ``out_channels`` counts predicted target channels and must
-    be 1. The other arguments are those of :class:`dm2gal.models.UNet3d`."""
+    be 1. The other arguments are those of :class:`dm2gal.models.UNet3d` (``conditioning``,
+    ``parameters``: FiLM of the UNet trunk)."""
 
     def __init__(
         self,
@@ -25,12 +28,16 @@ class TwoPhaseNet(OccupancyNet):
         levels: int = 2,
         convs: int = 2,
         empty_value: float = 0.0,
+        conditioning: str = "none",
+        parameters: Sequence[str] | None = None,
     ) -> None:
-        super().__init__(in_channels, out_channels, 1, channels, levels, convs)
+        super().__init__(
+            in_channels, out_channels, 1, channels, levels, convs, conditioning, parameters
+        )
         self.empty_value = float(empty_value)
 
-    def infer(self, x: torch.Tensor) -> torch.Tensor:
-        logit, value = self.split(self(x))
+    def infer(self, x: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
+        logit, value = self.split(self(x, params))
         return torch.where(logit >= 0, value, torch.full_like(value, self.empty_value))
 
     def extra_repr(self) -> str:
