@@ -4,6 +4,8 @@ and FiLM on the two-phase and paper networks."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,13 @@ from dm2gal.data.transforms import FieldTransform
 from dm2gal.infer.copula_fit import fit_copula, fit_region_copula
 from dm2gal.infer.parameters import bind_parameters
 from dm2gal.infer.predict import PredictOptions, predict_fields
+from dm2gal.infer.recipe import store_recipe, training_recipe
+from dm2gal.io.parameters import read_parameters
+from dm2gal.io.recipe import FieldRecipe, Recipe, SimInfo
 from dm2gal.models import PaperNet, ProbabilisticNet, TwoPhaseNet
+from dm2gal.paint.sources import MockSource
+from dm2gal.paint.trust import differences
+from dm2gal.sim.mock import MockUniverse
 
 NAMES = ("Om0", "sigma8")
 RANGES = {"Om0": (0.2, 0.4), "sigma8": (0.6, 1.0)}
@@ -116,3 +124,29 @@ def test_film_composes_for_the_twophase_and_paper_networks(compose, model: str) 
     net = instantiate(cfg.model)
     assert net.parameter_names == tuple(cfg.data.parameter_names)
     assert len(net.parameter_names) >= 2
+
+
+def test_a_hypercube_universe_store_gives_its_real_recipe(tmp_path) -> None:
+    """A mock universe's store (a hypercube universe: it records its parameters) gives the
+    mock's recipe with the box, cosmology and particle mass it records, so that the painting
+    check against another universe compares real values."""
+    cosmology = {"Om0": 0.28, "H0": 70.0}
+    mock = MockUniverse(box=32.0, particles=16, grid=16, seed=3, steps=5, cache_dir=tmp_path,
+                        cosmology=cosmology, parameter_names=("Om0", "sigma8"))  # fmt: skip
+    store = mock.build()
+    assert read_parameters(store) == {"Om0": 0.28, "sigma8": mock.cosmo.sigma8}
+    recipe = store_recipe(store, ["dm", "subhalo"])
+    sim = SimInfo(32.0, 0.0, 0.28, 0.7, mock.particle_mass, "own_fof")
+    assert recipe == Recipe(FieldRecipe(("dm", "subhalo"), "CIC", "M200c", 0.0), sim, 2.0)
+    assert mock.particle_mass == pytest.approx(mock.cosmo.rho_m * 2.0**3)
+    data = SimpleNamespace(source=mock, store=store, inputs=["dm", "subhalo"])
+    assert training_recipe(data) == recipe
+    source = MockSource(store.root, tmp_path / "paint", subhalo_mass="M200c", progress=False)
+    assert differences(recipe, source.info(), "M200c") == []
+    other = SimInfo(32.0, 0.0, 0.3, 0.7, mock.particle_mass * 0.3 / 0.28, "own_fof")
+    found = differences(recipe, other, "M200c")
+    assert found == [
+        "Omega_m: 0.3 here, 0.28 in the training run (ratio 1.071)",
+        f"particle mass: {other.particle_mass} here, {mock.particle_mass} in the training run "
+        "(ratio 1.071)",
+    ]

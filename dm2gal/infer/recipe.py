@@ -8,48 +8,50 @@ from pathlib import Path
 from typing import Any
 
 from dm2gal.io.recipe import RECIPE_FILE, FieldRecipe, Recipe, SimInfo
-from dm2gal.io.store import FieldStore
-from dm2gal.sim.mock import MockUniverse
+from dm2gal.io.store import FieldStore, StoreError
 
 log = logging.getLogger(__name__)
 
 
-def mock_recipe(source: MockUniverse, store: FieldStore, inputs: list[str]) -> Recipe:
-    """The mock's recipe: CIC fields; ``subhalo`` is every FoF halo (at least
-    ``min_halo_particles``, the finder's cut: no mass cut) at its densest member with its M200c
-    (:mod:`dm2gal.sim.so`)."""
-    sim = SimInfo(
-        box=source.box,
-        redshift=0.0,
-        omega_m=source.cosmo.Om0,
-        h=source.cosmo.h,
-        particle_mass=source.particle_mass,
-        halo_catalog="own_fof",
-    )
-    # the FoF keeps groups of min_halo_particles; every one is painted, whatever its M200c
-    fields = FieldRecipe(tuple(inputs), "CIC", "M200c", 0.0)
-    return Recipe(fields, sim, store.box / store.grid)
+def mock_sim(store: FieldStore) -> SimInfo:
+    """The gravity-only run of a mock universe's store (:mod:`dm2gal.sim.mock`, a hypercube
+    universe's included): its box, z = 0, the cosmology and particle mass it records, its own
+    FoF halos. A :class:`StoreError` naming the file when the metadata lacks them."""
+    attrs = store.meta()["attrs"]
+    try:
+        cosmology = attrs["config"]["cosmology"]
+        omega_m, h = float(cosmology["Om0"]), float(cosmology["H0"]) / 100.0
+        particle_mass = float(attrs["particle_mass"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise StoreError(
+            f"{store.meta_path}: a mock universe store needs attrs.config.cosmology (Om0, H0) "
+            f"and attrs.particle_mass ({type(err).__name__}: {err})"
+        ) from err
+    return SimInfo(store.box, 0.0, omega_m, h, particle_mass, halo_catalog="own_fof")
 
 
 def store_recipe(store: FieldStore, inputs: list[str]) -> Recipe:
     """The recipe of a store given by path: a gravity-only store painted by
-    :mod:`dm2gal.paint` records its run (``attrs.sim``); any other is unknown arrays."""
-    meta = store.meta()
-    attrs = meta["attrs"]
+    :mod:`dm2gal.paint` records its run (``attrs.sim``); a mock universe's store gives the
+    mock's (CIC fields; ``subhalo`` is every FoF halo of at least ``min_halo_particles``, the
+    finder's cut: no mass cut, at its densest member with its M200c, :mod:`dm2gal.sim.so`);
+    any other is unknown arrays."""
+    attrs = store.meta()["attrs"]
+    voxel = store.box / store.grid
     if "sim" in attrs:
         fields = FieldRecipe(
             tuple(inputs), attrs["mas"], attrs["subhalo_mass"], attrs["subhalo_min_mass"]
         )
-        return Recipe(fields, SimInfo(**attrs["sim"]), store.box / store.grid)
+        return Recipe(fields, SimInfo(**attrs["sim"]), voxel)
+    if attrs.get("source") == "mock":
+        return Recipe(FieldRecipe(tuple(inputs), "CIC", "M200c", 0.0), mock_sim(store), voxel)
     sim = SimInfo(store.box, None, None, None, None, halo_catalog="arrays")
-    return Recipe(FieldRecipe(tuple(inputs), "unknown", "array"), sim, store.box / store.grid)
+    return Recipe(FieldRecipe(tuple(inputs), "unknown", "array"), sim, voxel)
 
 
 def training_recipe(datamodule: Any) -> Recipe:
     """The recipe of a set-up data module's input fields."""
     source, store, inputs = datamodule.source, datamodule.store, list(datamodule.inputs)
-    if isinstance(source, MockUniverse):
-        return mock_recipe(source, store, inputs)
     if hasattr(source, "recipe"):
         return source.recipe(store, inputs)
     return store_recipe(store, inputs)

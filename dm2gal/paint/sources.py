@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from dm2gal import __version__
+from dm2gal.infer.recipe import mock_sim
 from dm2gal.io.abacus import AbacusRun
 from dm2gal.io.catalog import CATALOGS_FILE, load_catalogs
 from dm2gal.io.gadget import GroupCatalog, SimFileError, Snapshot, open_hdf5
@@ -336,17 +337,7 @@ class MockSource(GravitySource):
         return store
 
     def info(self) -> SimInfo:
-        store = self.mock()
-        attrs = store.meta()["attrs"]
-        cosmo = attrs["config"]["cosmology"]
-        return SimInfo(
-            box=store.box,
-            redshift=0.0,
-            omega_m=cosmo["Om0"],
-            h=cosmo["H0"] / 100.0,
-            particle_mass=attrs["particle_mass"],
-            halo_catalog="own_fof",
-        )
+        return mock_sim(self.mock())
 
     def subhalo_definition(self) -> str:
         return "M200c"
