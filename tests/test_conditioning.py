@@ -207,8 +207,11 @@ def test_module_passes_params_and_refuses_a_batch_that_disagrees() -> None:
         assert torch.isfinite(conditioned.training_step(batch, 0))
         with pytest.raises(ConfigError, match=r"conditioned on \['Om0', 'sigma8'\].*has no"):
             conditioned.training_step(_batch(conditioned.net, params=False), 0)
-        with pytest.raises(ConfigError, match=r"conditioned on \[\] but the batch has universe"):
-            plain.training_step(_batch(plain.net, params=True), 0)
+        with_params = _batch(plain.net, params=True)  # one universe's: an unconditioned net
+        assert torch.equal(  # ignores them
+            plain.training_step(with_params, 0),
+            plain.training_step(_batch(plain.net, params=False), 0),
+        )
 
 
 def test_module_records_the_training_ranges_of_the_data() -> None:
@@ -221,5 +224,10 @@ def test_module_records_the_training_ranges_of_the_data() -> None:
     other = SimpleNamespace(parameter_names=["Om0"], parameter_ranges={"Om0": (0.2, 0.4)})
     with pytest.raises(ConfigError, match=r"conditioned on \['Om0', 'sigma8'\].*gives parameters"):
         module.check_parameters(other, record_ranges=True)
+    plain = _module(ResNet3d(channels=4, blocks=1))
     with pytest.raises(ConfigError, match=r"conditioned on \[\].*gives parameters \['Om0'\]"):
-        _module(ResNet3d(channels=4, blocks=1)).check_parameters(other, record_ranges=False)
+        plain.check_parameters(other, record_ranges=False)
+    # one parameter point (a hypercube's centre universe alone): an unconditioned net trains
+    plain.check_parameters(
+        SimpleNamespace(parameter_names=["Om0"], parameter_ranges={"Om0": (0.3, 0.3)}), True
+    )

@@ -154,16 +154,22 @@ class Dm2galModule(L.LightningModule):
         )
 
     def check_parameters(self, datamodule: Any, record_ranges: bool) -> None:
-        """The data's universe parameters must be the network's conditioning; when fitting,
-        the network records the data's training ranges (they travel in its buffers)."""
+        """The data's universe parameters must be the network's conditioning, except that an
+        unconditioned network may train on data at one parameter point (a single universe
+        that records its parameters, e.g. a hypercube's centre); when fitting, a conditioned
+        network records the data's training ranges (they travel in its buffers)."""
         names = tuple(getattr(datamodule, "parameter_names", ()) or ())
-        if names != self.net.parameter_names:
+        ranges = getattr(datamodule, "parameter_ranges", {}) or {}
+        one_point = all(low == high for low, high in ranges.values())
+        conditioned = bool(self.net.parameter_names)
+        if names != self.net.parameter_names and (conditioned or not one_point):
             raise ConfigError(
                 f"model.parameters: the network is conditioned on {list(self.net.parameter_names)}"
                 f" (model.conditioning), the data gives parameters {list(names)}; a conditioned "
-                "network needs data across universes, an unconditioned one data without them"
+                "network needs data across universes, an unconditioned one data at one "
+                "parameter point"
             )
-        if names and record_ranges:
+        if conditioned and record_ranges:
             self.net.film.set_ranges(datamodule.parameter_ranges)
 
     def on_fit_start(self) -> None:
@@ -192,16 +198,19 @@ class Dm2galModule(L.LightningModule):
         return x
 
     def _params(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """``(batch["params"],)`` for a conditioned network, ``()`` otherwise; a
-        :class:`ConfigError` when the batch and the network disagree."""
-        conditioned, given = bool(self.net.parameter_names), "params" in batch
-        if conditioned != given:
+        """``(batch["params"],)`` for a conditioned network, ``()`` otherwise (an
+        unconditioned network ignores them: :meth:`check_parameters` allows it data at one
+        parameter point only); a :class:`ConfigError` for a conditioned network and a batch
+        without them."""
+        if not self.net.parameter_names:
+            return ()
+        if "params" not in batch:
             raise ConfigError(
                 f"model.conditioning: the network is conditioned on "
-                f"{list(self.net.parameter_names)} but the batch "
-                f"{'has' if given else 'has no'} universe parameters ('params')"
+                f"{list(self.net.parameter_names)} but the batch has no universe parameters "
+                "('params')"
             )
-        return (batch["params"],) if given else ()
+        return (batch["params"],)
 
     def forward(self, x: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
         """Prediction of the normalised target for input crops ``x`` (``params`` ``(B, P)``:
