@@ -4,6 +4,7 @@ and FiLM on the two-phase and paper networks."""
 
 from __future__ import annotations
 
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,12 +16,16 @@ from dm2gal.data.crops import read_crop
 from dm2gal.data.regions import Region
 from dm2gal.data.transforms import FieldTransform
 from dm2gal.infer.copula_fit import fit_copula, fit_region_copula
+from dm2gal.infer.exported import TrainedModel
 from dm2gal.infer.parameters import bind_parameters
-from dm2gal.infer.predict import PredictOptions, predict_fields
+from dm2gal.infer.predict import PredictOptions, predict_fields, predict_store
 from dm2gal.infer.recipe import store_recipe, training_recipe
 from dm2gal.io.parameters import read_parameters
 from dm2gal.io.recipe import FieldRecipe, Recipe, SimInfo
-from dm2gal.models import PaperNet, ProbabilisticNet, TwoPhaseNet
+from dm2gal.io.store import FieldStore, StoreError
+from dm2gal.models import PaperNet, ProbabilisticNet, ResNet3d, TwoPhaseNet
+from dm2gal.paint.pipeline import PaintOptions, paint_run
+from dm2gal.paint.slabs import paint_slab
 from dm2gal.paint.sources import MockSource
 from dm2gal.paint.trust import differences
 from dm2gal.sim.mock import MockUniverse
@@ -29,6 +34,19 @@ NAMES = ("Om0", "sigma8")
 RANGES = {"Om0": (0.2, 0.4), "sigma8": (0.6, 1.0)}
 GRID = 12
 TRANSFORM = FieldTransform([2.0, 2.0], [1.0, 1.0], 1.5, 1.0, target_max=1e11)
+INPUTS = ["dm", "subhalo"]
+
+
+@pytest.fixture(scope="module")
+def universe(tmp_path_factory) -> tuple[MockUniverse, FieldStore]:
+    """A tiny hypercube universe (32 Mpc/h, 16^3 particles and voxels) recording Om0, sigma8
+    and env_dex, and its store."""
+    mock = MockUniverse(box=32.0, particles=16, grid=16, seed=3, steps=5,
+                        cache_dir=tmp_path_factory.mktemp("mock"),
+                        cosmology={"Om0": 0.28, "H0": 70.0, "sigma8": 0.8},
+                        galaxies={"env_dex": 0.2},
+                        parameter_names=("Om0", "sigma8", "env_dex"))  # fmt: skip
+    return mock, mock.build()
 
 
 def _fields(seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
@@ -126,20 +144,17 @@ def test_film_composes_for_the_twophase_and_paper_networks(compose, model: str) 
     assert len(net.parameter_names) >= 2
 
 
-def test_a_hypercube_universe_store_gives_its_real_recipe(tmp_path) -> None:
+def test_a_hypercube_universe_store_gives_its_real_recipe(universe, tmp_path) -> None:
     """A mock universe's store (a hypercube universe: it records its parameters) gives the
     mock's recipe with the box, cosmology and particle mass it records, so that the painting
     check against another universe compares real values."""
-    cosmology = {"Om0": 0.28, "H0": 70.0}
-    mock = MockUniverse(box=32.0, particles=16, grid=16, seed=3, steps=5, cache_dir=tmp_path,
-                        cosmology=cosmology, parameter_names=("Om0", "sigma8"))  # fmt: skip
-    store = mock.build()
-    assert read_parameters(store) == {"Om0": 0.28, "sigma8": mock.cosmo.sigma8}
-    recipe = store_recipe(store, ["dm", "subhalo"])
+    mock, store = universe
+    assert read_parameters(store) == {"Om0": 0.28, "sigma8": 0.8, "env_dex": 0.2}
+    recipe = store_recipe(store, INPUTS)
     sim = SimInfo(32.0, 0.0, 0.28, 0.7, mock.particle_mass, "own_fof")
-    assert recipe == Recipe(FieldRecipe(("dm", "subhalo"), "CIC", "M200c", 0.0), sim, 2.0)
+    assert recipe == Recipe(FieldRecipe(tuple(INPUTS), "CIC", "M200c", 0.0), sim, 2.0)
     assert mock.particle_mass == pytest.approx(mock.cosmo.rho_m * 2.0**3)
-    data = SimpleNamespace(source=mock, store=store, inputs=["dm", "subhalo"])
+    data = SimpleNamespace(source=mock, store=store, inputs=INPUTS)
     assert training_recipe(data) == recipe
     source = MockSource(store.root, tmp_path / "paint", subhalo_mass="M200c", progress=False)
     assert differences(recipe, source.info(), "M200c") == []
@@ -150,3 +165,63 @@ def test_a_hypercube_universe_store_gives_its_real_recipe(tmp_path) -> None:
         f"particle mass: {other.particle_mass} here, {mock.particle_mass} in the training run "
         "(ratio 1.071)",
     ]
+
+
+def _film_resnet() -> ResNet3d:
+    torch.manual_seed(0)
+    net = ResNet3d(channels=3, blocks=1, conditioning="film", parameters=NAMES)
+    net.film.set_ranges(RANGES)
+    return net.eval()
+
+
+def test_predictions_record_the_parameters_they_were_bound_to(universe, tmp_path) -> None:
+    """The output store records the bound values (``read_parameters`` reads them back); an
+    unconditioned network records none; another universe's prediction into that store is
+    refused; predicting into the universe's own store keeps its other parameters."""
+    _, store = universe
+    options = PredictOptions(tile=16, progress=False)
+    bound = bind_parameters(_film_resnet(), store, {"Om0": 0.3})
+    out = predict_store(bound, TRANSFORM, store, INPUTS, tmp_path / "out", "m", options=options)
+    assert read_parameters(out) == {"Om0": 0.3, "sigma8": 0.8}
+    plain = ResNet3d(channels=3, blocks=1).eval()
+    bare = predict_store(plain, TRANSFORM, store, INPUTS, tmp_path / "bare", "m", options=options)
+    assert read_parameters(bare) == {} and "parameters" not in bare.meta()["attrs"]
+
+    other = bind_parameters(_film_resnet(), store, {"Om0": 0.35})
+    with pytest.raises(StoreError, match=r"universe with \{'Om0': 0.3\}.*\{'Om0': 0.35\}.*out="):
+        predict_store(other, TRANSFORM, store, INPUTS, out.root, "again", options=options)
+    assert out.fields() == ["m"] and read_parameters(out)["Om0"] == 0.3
+
+    own = FieldStore(tmp_path / "own")
+    shutil.copytree(store.root, own.root)
+    at_own = bind_parameters(_film_resnet(), own, None)
+    predict_store(at_own, TRANSFORM, own, INPUTS, own.root, "m", options=options)
+    assert read_parameters(own) == {"Om0": 0.28, "sigma8": 0.8, "env_dex": 0.2}
+
+
+def test_paintings_record_the_parameters_they_were_bound_to(universe, tmp_path) -> None:
+    """One-process and slab paintings of a conditioned network record its bound values; an
+    unconditioned network's painting records none."""
+    _, store = universe
+    values = {"Om0": 0.3, "sigma8": 0.9}
+    model = TrainedModel(
+        net=bind_parameters(_film_resnet(), None, values),
+        architecture={},
+        transform=TRANSFORM,
+        recipe=store_recipe(store, INPUTS),
+        options=PredictOptions(tile=8, progress=False),
+    )
+    source = MockSource(store.root, tmp_path / "inputs", subhalo_mass="M200c", progress=False)
+    options = PaintOptions(progress=False)
+    paint_run(model, source, tmp_path / "whole", options)
+    assert read_parameters(FieldStore(tmp_path / "whole")) == values
+    for slab in range(2):
+        paint_slab(model, source, tmp_path / "slabs", 2, slab, options)
+    assert read_parameters(FieldStore(tmp_path / "slabs")) == values
+    np.testing.assert_array_equal(
+        FieldStore(tmp_path / "slabs").read("stellar"),
+        FieldStore(tmp_path / "whole").read("stellar"),
+    )
+    model.net = ResNet3d(channels=3, blocks=1).eval()
+    paint_run(model, source, tmp_path / "plain", options)
+    assert read_parameters(FieldStore(tmp_path / "plain")) == {}

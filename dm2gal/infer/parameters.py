@@ -1,7 +1,7 @@
 """A conditioned network's universe parameters at prediction time: taken from the command line
 (``params.Om0=0.3``) or the source store's metadata (``parameters``), checked against the
-training ranges the network records, and bound to the network so that whole-box prediction
-runs it like any other."""
+training ranges the network records, bound to the network so that whole-box prediction runs it
+like any other, and recorded in the metadata of the store its prediction writes."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from dm2gal.errors import ConfigError
-from dm2gal.io.parameters import PARAMETERS_KEY, read_parameters
-from dm2gal.io.store import FieldStore
+from dm2gal.io.parameters import PARAMETERS_KEY, parameter_attrs, read_parameters
+from dm2gal.io.store import FieldStore, StoreError
 from dm2gal.models.base import FieldNet
 from dm2gal.models.mixture import OccupancyMixture
 
@@ -125,3 +125,29 @@ def bind_parameters(
     values = universe_parameters(net, stored, given, allow_extrapolation, where)
     bound = BoundDrawsNet if hasattr(net, "infer_draws") else BoundNet
     return bound(net, values)
+
+
+def bound_values(net: FieldNet) -> dict[str, float]:
+    """The universe parameters ``net`` is bound to (a :class:`BoundNet`); ``{}`` for any other
+    network."""
+    return dict(net.values) if isinstance(net, BoundNet) else {}
+
+
+def record_parameters(store: FieldStore, net: FieldNet) -> None:
+    """Record the universe parameters ``net`` is bound to in ``store``'s metadata, as a source
+    store records its own (:mod:`dm2gal.io.parameters`; other parameters the store records are
+    kept); nothing for an unbound network. A :class:`StoreError` naming the store when it
+    records another value of one of them: its fields are of another universe."""
+    values = bound_values(net)
+    if not values:
+        return
+    recorded = read_parameters(store)
+    clash = {n: recorded[n] for n in values if n in recorded and recorded[n] != values[n]}
+    if clash:
+        asked = {n: values[n] for n in clash}
+        raise StoreError(
+            f"{store.meta_path}: its fields are of the universe with {clash} "
+            f"(attrs.{PARAMETERS_KEY}), the prediction is of {asked}; write it to another "
+            "store (out=...)"
+        )
+    store.update_attrs(**parameter_attrs({**recorded, **values}))

@@ -38,6 +38,7 @@ from dm2gal.errors import ConfigError, integer_option
 from dm2gal.infer.copula import CopulaKernel
 from dm2gal.infer.naming import PredictionNames
 from dm2gal.infer.noise import voxel_noise
+from dm2gal.infer.parameters import record_parameters
 from dm2gal.io.store import FieldStore, StoreError, field_bytes, require_free_space
 from dm2gal.models.base import FieldNet
 
@@ -427,10 +428,12 @@ def predict_store(
     field ``name`` (Msun/h per voxel) of the field store at ``out_dir``, written through a memory
     map chunk by chunk (never whole in memory) and recorded with its provenance only when
     complete, with ``attrs`` (e.g. the checkpoint). ``out_dir`` is created, or must hold a
-    store of the same box and grid. ``voxel_size`` (Mpc/h), the one the network was trained on,
-    must match the source's. With ``seeds`` (a probabilistic network), the fields are
-    ``<name>_mean`` and ``<name>_draw_<i>`` (draw ``i`` from ``seeds[i]``, recorded in its
-    metadata, all seeds in the mean's), from the same forward passes."""
+    store of the same box and grid; it records the parameters a conditioned ``net`` is bound
+    to (:func:`dm2gal.infer.parameters.record_parameters`). ``voxel_size`` (Mpc/h), the one
+    the network was trained on, must match the source's. With ``seeds`` (a probabilistic
+    network), the fields are ``<name>_mean`` and ``<name>_draw_<i>`` (draw ``i`` from
+    ``seeds[i]``, recorded in its metadata, all seeds in the mean's), from the same forward
+    passes."""
     fields = [source.read(field) for field in inputs]
     grid, box = source.grid, source.box
     if voxel_size is not None:
@@ -445,6 +448,7 @@ def predict_store(
             f"{store.root}: holds a {store.grid}^3 box of {store.box} Mpc/h, not the input "
             f"store's {grid}^3 box of {box} Mpc/h ({source.root})"
         )
+    record_parameters(store, net)
     outputs = prediction_outputs(source, inputs, transform, options.tile, name, attrs, seeds)
     region = Region((0, 0, 0), (grid,) * 3, grid)
     require_free_space(

@@ -335,6 +335,12 @@ class FieldStore:
         attrs.setdefault("code_version", __version__)
         self._write_meta({"box": float(box), "grid": int(grid), "fields": {}, "attrs": attrs})
 
+    def update_attrs(self, **attrs: Any) -> None:
+        """Add ``attrs`` to the store's attributes (replacing those of the same name)."""
+        meta = self.meta()
+        meta.setdefault("attrs", {}).update(attrs)
+        self._write_meta(meta)
+
     @property
     def box(self) -> float:
         return float(self.meta()["box"])

@@ -24,6 +24,7 @@ import numpy as np
 from dm2gal.data.regions import Region
 from dm2gal.errors import ConfigError
 from dm2gal.infer.exported import TrainedModel
+from dm2gal.infer.parameters import record_parameters
 from dm2gal.infer.predict import predict_fields, prediction_outputs, tile_size
 from dm2gal.io.store import FieldStore, atomic_path, staged_dir
 from dm2gal.paint.pipeline import Painting, PaintOptions, PaintSummary
@@ -103,6 +104,7 @@ def assemble(painting: Painting, inputs: FieldStore, slabs: int) -> PaintSummary
         with staged_dir(painting.out, nbytes=painting.disk_bytes) as staging:
             shutil.copytree(inputs.root, staging, dirs_exist_ok=True)
             store = FieldStore(staging)
+            record_parameters(store, model.net)
             outputs = prediction_outputs(
                 store, painting.inputs, model.transform, painting.predict_options().tile,
                 options.name, painting.field_attrs(), painting.seeds,
