@@ -225,3 +225,14 @@ def test_paintings_record_the_parameters_they_were_bound_to(universe, tmp_path) 
     model.net = ResNet3d(channels=3, blocks=1).eval()
     paint_run(model, source, tmp_path / "plain", options)
     assert read_parameters(FieldStore(tmp_path / "plain")) == {}
+
+
+def test_paint_binds_a_mock_source_to_the_parameters_its_store_records(universe) -> None:
+    """A mock universe's source gives its store's parameters to the binding (the command
+    line's win); a source that records none gives nothing to bind."""
+    _, store = universe
+    source = MockSource(store.root, subhalo_mass="M200c", progress=False)
+    bound = bind_parameters(_film_resnet(), source.parameter_store(), None)
+    assert bound.values == pytest.approx({"Om0": 0.28, "sigma8": 0.8})
+    given = bind_parameters(_film_resnet(), source.parameter_store(), {"sigma8": 0.7})
+    assert given.values == pytest.approx({"Om0": 0.28, "sigma8": 0.7})

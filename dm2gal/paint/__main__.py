@@ -51,9 +51,12 @@ def paint(cfg: DictConfig) -> PaintSummary | None:
     the summary (None for a slab that leaves the assembly to another)."""
     options = paint_options(cfg)
     model = load_model(cfg.model, cfg.ckpt_path, cfg.trust_checkpoint)
-    # a conditioned network paints the universe of the command line's params
-    model.net = bind_parameters(model.net, None, cfg.params, cfg.allow_extrapolation)
     source = build_source(cfg, model)
+    # a conditioned network paints the universe of the command line's params, else of the
+    # values the source records (a mock universe's store)
+    model.net = bind_parameters(
+        model.net, source.parameter_store(), cfg.params, cfg.allow_extrapolation
+    )
     if cfg.slab is not None:
         summary = paint_slab(model, source, cfg.out, cfg.slabs, cfg.slab, options)
     elif cfg.slabs != 1:

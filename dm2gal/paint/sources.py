@@ -79,6 +79,12 @@ class GravitySource(CachedSource):
         self.mas, self.subhalo_mass = mas, str(subhalo_mass)
         self.subhalo_min_mass, self.progress = float(subhalo_min_mass), bool(progress)
 
+    def parameter_store(self) -> FieldStore | None:
+        """The store whose metadata records the universe's parameters (a conditioned network
+        is bound to them unless the command line gives them), or None: this source records
+        none."""
+        return None
+
     # -- what each source provides ------------------------------------------------------------
     def info(self) -> SimInfo:
         """The run's box, redshift, cosmology, particle mass and halo-catalogue kind."""
@@ -341,6 +347,9 @@ class MockSource(GravitySource):
 
     def subhalo_definition(self) -> str:
         return "M200c"
+
+    def parameter_store(self) -> FieldStore:
+        return self.mock()
 
     def files(self) -> list[Path]:
         store = self.mock()
