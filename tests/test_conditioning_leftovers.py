@@ -165,6 +165,11 @@ def test_a_hypercube_universe_store_gives_its_real_recipe(universe, tmp_path) ->
         f"particle mass: {other.particle_mass} here, {mock.particle_mass} in the training run "
         "(ratio 1.071)",
     ]
+    # a network bound to Om0 = 0.3 (trained across Omega_m): that run is what it expects
+    assert differences(recipe, other, "M200c", {"Om0": 0.3, "sigma8": 0.8}) == []
+    bound_elsewhere = differences(recipe, other, "M200c", {"Om0": 0.25})
+    assert bound_elsewhere[0] == "Omega_m: 0.3 here, 0.25 the network's bound Om0 (ratio 1.2)"
+    assert bound_elsewhere[1].startswith("particle mass: ") and "(ratio 1.2)" in bound_elsewhere[1]
 
 
 def _film_resnet() -> ResNet3d:

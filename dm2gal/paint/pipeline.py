@@ -111,7 +111,9 @@ def check_source(
     info = source.info()
     grid = paint_grid(model.recipe, info, trust.voxel_tolerance)
     warnings = redshift_warning(model.recipe, info, trust)
-    warnings += differences(model.recipe, info, source.with_grid(grid).subhalo_definition())
+    subhalo_mass = source.with_grid(grid).subhalo_definition()
+    # a conditioned network bound to one universe's parameters (BoundNet.values)
+    warnings += differences(model.recipe, info, subhalo_mass, getattr(model.net, "values", None))
     return info, grid, warnings
 
 

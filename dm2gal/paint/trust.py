@@ -10,6 +10,7 @@ warning, recorded in the output's metadata.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dm2gal.errors import ConfigError
@@ -74,16 +75,30 @@ def _differs(a: float | None, b: float | None) -> bool:
     return a is None or b is None or not math.isclose(a, b, rel_tol=SAME_REL)
 
 
-def differences(recipe: Recipe, info: SimInfo, subhalo_mass: str) -> list[str]:
+def differences(
+    recipe: Recipe, info: SimInfo, subhalo_mass: str, bound: Mapping[str, float] | None = None
+) -> list[str]:
     """One warning per difference from the training run: Omega_m, h, particle mass,
-    halo-catalogue kind and the (sub)halo mass definition of the ``subhalo`` field."""
+    halo-catalogue kind and the (sub)halo mass definition of the ``subhalo`` field. A network
+    bound to an ``Om0`` (``bound``: a conditioned network's values) trained across Omega_m:
+    the run's Omega_m is compared with the bound value, and its particle mass with the
+    training run's scaled to it (mass per particle is proportional to Omega_m)."""
     trained = recipe.sim
+    om0 = (bound or {}).get("Om0")
+    expected = {"omega_m": trained.omega_m, "h": trained.h, "particle_mass": trained.particle_mass}
+    where = dict.fromkeys(expected, "in the training run")
+    if om0 is not None:
+        scale = None if trained.omega_m is None else om0 / trained.omega_m
+        if trained.particle_mass is not None and scale is not None:
+            expected["particle_mass"] = trained.particle_mass * scale
+            where["particle_mass"] = f"for the training run at the bound Om0 = {om0:g}"
+        expected["omega_m"], where["omega_m"] = om0, "the network's bound Om0"
     found = []
     for key, name in (("omega_m", "Omega_m"), ("h", "h"), ("particle_mass", "particle mass")):
-        a, b = getattr(trained, key), getattr(info, key)
+        a, b = expected[key], getattr(info, key)
         if _differs(a, b):
             ratio = "" if a is None or b is None else f" (ratio {b / a:.4g})"
-            found.append(f"{name}: {b} here, {a} in the training run{ratio}")
+            found.append(f"{name}: {b} here, {a} {where[key]}{ratio}")
     if trained.halo_catalog != info.halo_catalog:
         found.append(
             f"halo catalogue: {info.halo_catalog} here, {trained.halo_catalog} in the training "
