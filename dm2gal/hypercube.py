@@ -1,4 +1,5 @@
-"""``python -m dm2gal.hypercube run_dir=<train run> [universes_from=<run>] [out=<dir>]``: a
+"""``python -m dm2gal.hypercube run_dir=<train run> [universes_from=<run>] [test_count=16]
+[response_seeds=[...]] [out=<dir>]``: a
 network scored on the unseen universes of a hypercube of mock universes (``data=mock_lh``)
 against an HOD fitted on each universe's own training region and the oracle, and its P(k)
 response to each parameter against the truth's (:mod:`dm2gal.eval.hypercube`). Options:
@@ -45,6 +46,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     else:
         other = load_run(Path(cfg.universes_from), setup_data=False, trust=cfg.trust_checkpoint)
         source = hypercube_source(other[2], "universes_from")
+    seeds = None if cfg.response_seeds is None else list(cfg.response_seeds)
+    source = source.with_evaluation(cfg.test_count, seeds)
     settings = EvaluationSettings.from_config(run_cfg.get("evaluation"))
     if cfg.draws is not None:
         settings = dataclasses.replace(settings, draws=cfg.draws)

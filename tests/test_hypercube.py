@@ -94,6 +94,21 @@ def test_the_centre_baseline_trains_on_the_centre_universe_alone(tmp_path):
     ]
 
 
+def test_more_unseen_universes_for_an_evaluation(tmp_path):
+    """with_evaluation: more test points and response seeds, the same training universes; a
+    bad count names its key."""
+    cube = tiny_cube(tmp_path, n=4, response={"deltas": {"Om0": 0.01}, "seeds": [9]})
+    more = cube.with_evaluation(test_count=6, response_seeds=[9, 10])
+    assert len(more.test_universes()) == 6 and len(cube.test_universes()) == 4
+    assert list(more.response_universes(10)) == ["Om0"] and more.response["seeds"] == [9, 10]
+    assert [u.store_dir for u in more.training_universes()] == [
+        u.store_dir for u in cube.training_universes()
+    ]
+    assert cube.with_evaluation().test == cube.test
+    with pytest.raises(ConfigError, match="test_points.count"):
+        cube.with_evaluation(test_count=0)
+
+
 @pytest.mark.parametrize(
     "options, key",
     [

@@ -14,6 +14,7 @@ each range) and ``response`` pairs (the centre of the ranges with one parameter 
 
 from __future__ import annotations
 
+import copy
 import logging
 import multiprocessing
 import os
@@ -279,6 +280,22 @@ class Hypercube:
             raise ConfigError(f"data.source.response.seeds: expected a list, got {seeds!r}")
         for seed in seeds:
             integer_option(seed, "data.source.response.seeds", 0)
+
+    def with_evaluation(
+        self, test_count: int | None = None, response_seeds: Sequence[int] | None = None
+    ) -> Hypercube:
+        """This hypercube with ``test_count`` test points and response pairs on
+        ``response_seeds`` (None: this one's): the same training universes, more (or fewer)
+        unseen ones to score a trained network on."""
+        other = copy.copy(self)
+        other.test, other.response = dict(self.test), dict(self.response)
+        if test_count is not None:
+            other.test["count"] = test_count
+        if response_seeds is not None:
+            other.response["seeds"] = response_seeds
+        other._check_test_points()
+        other._check_response()
+        return other
 
     # -- universes ----------------------------------------------------------------------------
     def universe(self, values: Mapping[str, float], seed: int) -> MockUniverse:
