@@ -56,13 +56,14 @@ def _universe(tmp_path, theta: float, seed: int, slope: float) -> FieldStore:
     store = FieldStore(tmp_path / f"u_{theta}_{seed}")
     store.init(BOX, GRID, **parameter_attrs({"Om0": theta}))
     store.write("stellar", _field(np.exp(slope * theta / 2), seed))
+    store.write("oracle_mean", _field(np.exp(slope * theta / 2), seed + 100))
     return store
 
 
 def test_response_of_fields_with_a_known_power_law(tmp_path) -> None:
-    """Truth: d ln P / d theta = 3 in every band; the network's mean responds half as much
-    (relative error -50%), its draws as much as the truth (two draws of other noise); two seeds
-    give the same responses (no scatter)."""
+    """Truth and oracle: d ln P / d theta = 3 in every band; the network's mean responds half
+    as much (relative error -50%), its draws as much as the truth (two draws of other noise);
+    two seeds give the same responses (no scatter)."""
     slope = 3.0
 
     def predict(store: FieldStore) -> list[np.ndarray]:
@@ -76,17 +77,35 @@ def test_response_of_fields_with_a_known_power_law(tmp_path) -> None:
         pair = (_universe(tmp_path, 0.28, seed, slope), _universe(tmp_path, 0.32, seed, slope))
         per_seed.append(pair_response(pair, "Om0", "stellar", predict, options, read_parameters))
     summary = summarise_responses(per_seed)
-    assert set(summary) == {"truth", "network_mean", "network_draw"}
+    assert set(summary) == {"truth", "network_mean", "network_draw", "oracle_mean"}
     for band, entry in summary["truth"].items():
         assert entry["mean"] == pytest.approx(slope, rel=1e-4), band
         assert entry["std"] == pytest.approx(0.0, abs=1e-3)
         assert summary["network_mean"][band]["relative_error"] == pytest.approx(-0.5, abs=1e-4)
         assert summary["network_draw"][band]["relative_error"] == pytest.approx(0.0, abs=1e-4)
+        assert summary["oracle_mean"][band]["relative_error"] == pytest.approx(0.0, abs=1e-4)
+        assert summary["network_mean"][band]["difference"] == pytest.approx(-1.5, abs=1e-3)
+        assert summary["network_mean"][band]["difference_se"] == pytest.approx(0.0, abs=1e-3)
     goal = response_goal(summary)
     assert not goal["network_mean"]["met"] and goal["network_mean"]["same_sign_every_band"]
-    assert goal["network_draw"]["met"]
+    assert goal["network_mean"]["verdict"] == "missed"  # -1.5 with no scatter at all
+    assert goal["network_draw"]["met"] and goal["network_draw"]["verdict"] == "met"
     table = responses_markdown({"Om0": {"summary": summary, "goal": goal}})
     assert "| Om0 | network_mean | large |" in table and "-50.0%" in table
+    assert "- Om0, network_draw: met" in table
+
+
+def test_a_response_off_by_less_than_its_noise_is_within_noise() -> None:
+    """Truth 1 and 3 on two seeds, the network 1 and 2: -25% (not within 20%), but the paired
+    differences 0 and -1 give -0.5 +- 0.5, inside 2 standard errors."""
+    per_seed = [
+        {"truth": {"large": t}, "network_mean": {"large": n}} for t, n in ((1.0, 1.0), (3.0, 2.0))
+    ]
+    entry = summarise_responses(per_seed)["network_mean"]["large"]
+    assert entry["relative_error"] == pytest.approx(-0.25)
+    assert (entry["difference"], entry["difference_se"]) == pytest.approx((-0.5, 0.5))
+    goal = response_goal(summarise_responses(per_seed))["network_mean"]
+    assert not goal["met"] and goal["verdict"] == "within noise"
 
 
 def _metrics(net_rk: float, hod_rk: float, net_pk: float, hod_pk: float, draws: bool) -> dict:
