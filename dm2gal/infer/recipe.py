@@ -9,6 +9,7 @@ from typing import Any
 
 from dm2gal.io.recipe import RECIPE_FILE, FieldRecipe, Recipe, SimInfo
 from dm2gal.io.store import FieldStore, StoreError
+from dm2gal.sim.mock import MOCK_SOURCE
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def store_recipe(store: FieldStore, inputs: list[str]) -> Recipe:
             tuple(inputs), attrs["mas"], attrs["subhalo_mass"], attrs["subhalo_min_mass"]
         )
         return Recipe(fields, SimInfo(**attrs["sim"]), voxel)
-    if attrs.get("source") == "mock":
+    if attrs.get("source") == MOCK_SOURCE:
         return Recipe(FieldRecipe(tuple(inputs), "CIC", "M200c", 0.0), mock_sim(store), voxel)
     sim = SimInfo(store.box, None, None, None, None, halo_catalog="arrays")
     return Recipe(FieldRecipe(tuple(inputs), "unknown", "array"), sim, voxel)

@@ -30,6 +30,7 @@ from dm2gal.infer.calibration import calibrate_store_field
 from dm2gal.infer.catalog import field_galaxies, write_galaxy_catalog
 from dm2gal.infer.exported import TrainedModel
 from dm2gal.infer.naming import PredictionNames, draw_seeds
+from dm2gal.infer.parameters import bound_values
 from dm2gal.infer.predict import PredictOptions, predict_store
 from dm2gal.io.gravity_fields import TRACERS_FILE, Tracers
 from dm2gal.io.recipe import SimInfo
@@ -112,8 +113,7 @@ def check_source(
     grid = paint_grid(model.recipe, info, trust.voxel_tolerance)
     warnings = redshift_warning(model.recipe, info, trust)
     subhalo_mass = source.with_grid(grid).subhalo_definition()
-    # a conditioned network bound to one universe's parameters (BoundNet.values)
-    warnings += differences(model.recipe, info, subhalo_mass, getattr(model.net, "values", None))
+    warnings += differences(model.recipe, info, subhalo_mass, bound_values(model.net))
     return info, grid, warnings
 
 

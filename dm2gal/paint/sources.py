@@ -41,6 +41,7 @@ from dm2gal.io.sources import UNITS, CachedSource, SourceError, _stamp, check_gr
 from dm2gal.io.store import FieldStore, config_hash
 from dm2gal.sim.cosmology import RHO_CRIT, Cosmology
 from dm2gal.sim.fof import friends_of_friends
+from dm2gal.sim.mock import MOCK_SOURCE
 from dm2gal.sim.so import m200c, spherical_overdensity
 
 #: the fields of a gravity-only store
@@ -338,7 +339,7 @@ class MockSource(GravitySource):
     def mock(self) -> FieldStore:
         store = FieldStore(self.root)
         meta = store.meta()
-        if meta.get("attrs", {}).get("source") != "mock":
+        if meta.get("attrs", {}).get("source") != MOCK_SOURCE:
             raise SourceError(f"{store.meta_path}: not a mock universe store (attrs.source)")
         return store
 

@@ -59,6 +59,8 @@ from dm2gal.sim.lpt import lattice, lpt_displacements
 from dm2gal.sim.pm import ParticleMesh, evolve, peculiar_velocity, pgd_parameters, pgd_shift
 from dm2gal.sim.so import m200c, spherical_overdensity
 
+#: ``attrs.source`` of a mock universe's store (what readers of the store recognise it by)
+MOCK_SOURCE = "mock"
 log = logging.getLogger(__name__)
 
 MOCK_VERSION = 4  # bump when the generated data change for the same configuration (4: velocities)
@@ -310,7 +312,7 @@ class MockUniverse(CachedSource):
         store.init(
             self.box,
             self.grid,
-            source="mock",
+            source=MOCK_SOURCE,
             config=self.config,
             config_hash=self.hash,
             seed=self.seed,
